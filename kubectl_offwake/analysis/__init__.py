@@ -1,0 +1,1 @@
+"""Pure analysis: classify every wakeup, aggregate, and draw findings from a Recording."""

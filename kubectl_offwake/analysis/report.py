@@ -1,0 +1,107 @@
+"""What analysis produces and every renderer reads: the classified, aggregated report.
+
+Renderers import only this module (and ``categories``); they never look at a Recording.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from .model import Edge, OnCpu, Pending, Throttling
+
+
+@dataclass(frozen=True)
+class Party:
+    """A waker, target or preemptor as a report shows it.
+
+    ``name`` is the display identity: ``ns/pod/container`` for a pod's process,
+    ``host: COMM`` for a host process, ``kernel: COMM`` for a kernel thread, or just the
+    comm when the source says nothing more.
+    """
+
+    comm: str
+    pid: Optional[int]
+    tid: Optional[int]
+    name: str
+    pod: Optional[str] = None
+    container: Optional[str] = None
+    role: Optional[str] = None  # Envoy thread role when the thread is an Envoy thread
+
+
+@dataclass
+class Wakeup:
+    """One classified edge (DESIGN.md §3.3 ``wakeups[]``)."""
+
+    edge: Edge
+    category: str
+    cause: str
+    rule: str  # the classifier rule that decided, for "why was this classified so"
+    target: Party
+    waker: Optional[Party]
+    preempted_by: Optional[Party] = None
+    detail: Optional[str] = None
+
+
+@dataclass
+class Group:
+    """A sum of wakeups sharing one key (a category, a waker, a thread)."""
+
+    key: str
+    label: str
+    edges: int = 0
+    count: Optional[int] = None
+    total_us: int = 0
+    blocked_us: Optional[int] = None
+    runq_us: Optional[int] = None
+    max_us: Optional[int] = None
+    share: float = 0.0  # of the report's total off-CPU time
+
+
+@dataclass
+class ThreadSummary:
+    """One target thread: where its off-CPU time went."""
+
+    target: Party
+    total_us: int
+    count: Optional[int]
+    blocked_us: Optional[int]
+    runq_us: Optional[int]
+    by_category: List[Group] = field(default_factory=list)
+    oncpu: Optional[OnCpu] = None
+
+
+@dataclass
+class Finding:
+    """A plain sentence an on-call engineer can act on, with the numbers behind it."""
+
+    id: str
+    severity: str  # "info" | "warning" | "critical"
+    title: str
+    text: str
+    evidence: Dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Totals:
+    off_cpu_us: int = 0
+    wakeups: Optional[int] = None
+    edges: int = 0
+    blocked_us: Optional[int] = None
+    runq_us: Optional[int] = None
+    threads: int = 0
+    lost: Dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    source: Dict[str, object]
+    totals: Totals
+    wakeups: List[Wakeup]  # sorted by total_us, largest first
+    by_category: List[Group]
+    by_waker: List[Group]
+    by_thread: List[ThreadSummary]
+    findings: List[Finding]
+    pending: List[Pending] = field(default_factory=list)
+    throttling: List[Throttling] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)

@@ -1,0 +1,32 @@
+"""Option types shared by the commands: formats and durations (DESIGN.md §3.1)."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+from ..errors import BadInput
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    folded = "folded"
+    speedscope = "speedscope"
+    svg = "svg"
+    html = "html"
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``10``, ``10s``, ``2m``, ``500ms`` or ``1h``."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise BadInput(f"--duration {text!r} is not a duration; use seconds like 10, 10s or 2m")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise BadInput("--duration must be more than zero; use for example 10s")
+    return seconds

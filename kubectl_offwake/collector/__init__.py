@@ -1,0 +1,1 @@
+"""Collector: node side, standard library and BCC only."""

@@ -1,0 +1,33 @@
+"""Errors a user sees: one sentence saying what went wrong and what to do.
+
+Exit codes are a stable interface (DESIGN.md §3.1): 1 the run failed, 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """An error whose message is meant for the user, with the exit code it implies."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, exit_code: "int | None" = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class BadInput(UserError):
+    """The user gave us something we cannot read or use (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class RunFailed(UserError):
+    """The cluster, the collector or the machine failed the run (exit 1)."""
+
+    exit_code = EXIT_FAILED

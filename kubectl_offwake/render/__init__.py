@@ -1,0 +1,85 @@
+"""Output formats. Each module renders a :class:`~kubectl_offwake.analysis.report.Report`
+to a text stream and reads nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Optional, TextIO
+
+from ..analysis.report import Report
+from ..errors import RunFailed
+
+#: Format name (the ``--format`` value) → module in this package.
+FORMATS = {
+    "table": "table",
+    "json": "json_report",
+    "folded": "folded",
+    "speedscope": "speedscope",
+    "svg": "svg",
+    "html": "html",
+}
+
+#: File suffix → format, for guessing ``--format`` from ``--out``.
+SUFFIXES = {".json": "json", ".folded": "folded", ".txt": "table", ".svg": "svg",
+            ".html": "html", ".htm": "html", ".speedscope.json": "speedscope"}
+
+
+@dataclass
+class RenderOptions:
+    color: bool = False
+    width: int = 120
+    title: str = "kubectl offwake"
+
+
+def render(report: Report, fmt: str, out: TextIO, options: Optional[RenderOptions] = None) -> None:
+    module = importlib.import_module(f"{__name__}.{FORMATS[fmt]}")
+    module.render(report, out, options or RenderOptions())
+
+
+def guess_format(out_path: Optional[str], default: str = "table") -> str:
+    if not out_path:
+        return default
+    lower = out_path.lower()
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return SUFFIXES[suffix]
+    return default
+
+
+def write_report(report: Report, fmt: str, out_path: Optional[str],
+                 options: Optional[RenderOptions] = None) -> None:
+    """Render fully in memory, then write: an error never leaves half a file behind."""
+    options = options or RenderOptions()
+    if out_path is None or out_path == "-":
+        if fmt == "table" and sys.stdout.isatty():
+            options.color = True
+        buffer = io.StringIO()
+        render(report, fmt, buffer, options)
+        sys.stdout.write(buffer.getvalue())
+        sys.stdout.flush()
+        return
+    buffer = io.StringIO()
+    render(report, fmt, buffer, options)
+    atomic_write_text(out_path, buffer.getvalue())
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".offwake-", dir=directory)
+    except OSError as exc:
+        raise RunFailed(f"cannot write {path}: {exc.strerror}; choose another --out") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise RunFailed(f"cannot write {path}: {exc.strerror}; choose another --out") from None

@@ -1,0 +1,63 @@
+"""The one description of the wire records: their types and required fields.
+
+Every record is one JSON object on one line with ``type`` and an increasing ``seq``.
+Snapshots are deltas: the ``wakeup``/``oncpu`` records between two ``snapshot`` markers
+add to what came before, and a ``snapshot`` record commits them. A reader that meets a
+truncated stream keeps everything up to the last commit (``snapshot`` or ``end``).
+
+Record types (fields beyond ``type`` and ``seq``; ``?`` marks optional ones):
+
+hello      schema, tool_version, collector, kernel, node, started (unix s), interval_s,
+           duration_s?, min_block_us?, headers {source, path}?, bcc_version?, python?
+target     processes [{pid, comm, exe?, container_id?, runtime?, pod_uid?, cgroup?}], by
+progress   elapsed_s, switches, wakeups, edges?, lost {stack_eexist, stack_enomem, map_full}?,
+           map_use {name: [used, size]}?
+process    pid, comm, cgroup?, container_id?, runtime?, pod_uid?, kernel_thread, exe?,
+           threads {tid: comm}?
+identity   pid, pod? ("ns/name"), container?, node?, label? — written by the client when it
+           names a process through the Kubernetes API
+stack      id, frames [str, leaf first], kernel_depth (how many leading frames are kernel)
+           missing? ("kernel" | "user" | "both")
+wakeup     snap, tid, pid, comm, state ("blocked" | "preempted"), waker_tid?, waker_pid?,
+           waker_comm?, target_stack (id), waker_stack? (id), count, total_us, max_us,
+           blocked_us, runq_us, preempted_by_pid?, preempted_by_comm?
+oncpu      snap, tid, pid, comm, count, total_us, max_us, hist_log2_us [counts]
+pending    tid, pid, comm, state, waiting_us, target_stack (id) — still off the CPU at the end
+cgroup_stat pid, cgroup, phase ("start" | "end"), nr_periods, nr_throttled, throttled_usec
+snapshot   snap, elapsed_s — commits the deltas sent since the previous snapshot
+end        reason ("duration" | "signal" | "target-exit" | "error"), elapsed_s,
+           totals {switches, wakeups, ...}, lost {...}, warnings [str]
+log        level ("debug" | "info" | "warning" | "error"), message
+"""
+
+from __future__ import annotations
+
+from typing import Dict, FrozenSet
+
+SCHEMA_VERSION = 1
+
+#: Required fields per record type. Types not listed are skipped by readers.
+RECORD_TYPES: Dict[str, FrozenSet[str]] = {
+    "hello": frozenset({"schema"}),
+    "target": frozenset({"processes"}),
+    "progress": frozenset({"elapsed_s"}),
+    "process": frozenset({"pid", "comm"}),
+    "identity": frozenset({"pid"}),
+    "stack": frozenset({"id", "frames"}),
+    "wakeup": frozenset({"tid", "comm", "target_stack", "total_us"}),
+    "oncpu": frozenset({"tid", "comm", "count", "total_us", "max_us"}),
+    "pending": frozenset({"tid", "comm", "waiting_us"}),
+    "cgroup_stat": frozenset({"phase"}),
+    "snapshot": frozenset({"snap"}),
+    "end": frozenset({"reason"}),
+    "log": frozenset({"level", "message"}),
+}
+
+#: Records that commit the deltas before them.
+COMMIT_TYPES = frozenset({"snapshot", "end"})
+#: Records that are deltas, held back until committed.
+DELTA_TYPES = frozenset({"wakeup", "oncpu", "pending"})
+
+
+class WireError(Exception):
+    """Input that cannot be read as a recording; the message is one sentence for a user."""

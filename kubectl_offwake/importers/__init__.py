@@ -1,1 +1,93 @@
-"""Turns inputs (our wire recordings, BCC offwaketime text and folded output) into a Recording."""
+"""Turns inputs (our wire recordings, BCC offwaketime text and folded output) into a Recording.
+
+:func:`load_input` is what ``kubectl offwake report`` calls: it reads a path (``-`` for
+stdin), undoes gzip, recognises the format from the first meaningful lines, and hands the
+text to the one parser for it. Anything it cannot read raises
+:class:`~kubectl_offwake.errors.BadInput` with one sentence; anything it can partly read is
+kept, with a warning in ``Recording.warnings`` saying what was dropped.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Optional
+
+from ..analysis.model import Recording
+from ..errors import BadInput
+from .builder import RecordingBuilder
+from .offwaketime_folded import looks_like_folded, parse_folded
+from .offwaketime_text import looks_like_text, parse_text
+from .source import InputText, decode_bytes, read_input
+from .wire_import import parse_wire
+
+__all__ = [
+    "RecordingBuilder",
+    "detect_format",
+    "load_bytes",
+    "load_input",
+    "load_text",
+    "parse_folded",
+    "parse_text",
+    "parse_wire",
+]
+
+#: How many meaningful lines the sniffer reads before it gives up.
+_SNIFF_LINES = 200
+
+FORMAT_WIRE = "wire"
+FORMAT_TEXT = "offwaketime-text"
+FORMAT_FOLDED = "offwaketime-folded"
+
+
+def load_input(path: str) -> Recording:
+    """Read a recording or BCC offwaketime capture from ``path`` (``-`` is stdin)."""
+    return _load(read_input(path))
+
+
+def load_bytes(data: bytes, name: str = "input") -> Recording:
+    """Like :func:`load_input` for bytes already in memory."""
+    return _load(decode_bytes(data, name))
+
+
+def load_text(text: str, name: str = "input") -> Recording:
+    """Like :func:`load_input` for decoded text."""
+    if not text.strip():
+        raise BadInput(f"{name} is empty; pass a recording or BCC offwaketime output")
+    return _load(InputText(name=name, text=text))
+
+
+def detect_format(text: str) -> Optional[str]:
+    """``wire``, ``offwaketime-text``, ``offwaketime-folded``, or None when none fits."""
+    seen = 0
+    for line in io.StringIO(text):
+        stripped = line.strip()
+        if not stripped or stripped == "^C":
+            continue
+        if seen == 0 and stripped.startswith("{"):
+            return FORMAT_WIRE
+        if looks_like_text(line):
+            return FORMAT_TEXT
+        if looks_like_folded(line):
+            return FORMAT_FOLDED
+        seen += 1
+        if seen >= _SNIFF_LINES:
+            break
+    return None
+
+
+def _load(data: InputText) -> Recording:
+    fmt = detect_format(data.text)
+    if fmt == FORMAT_WIRE:
+        recording = parse_wire(data.text, data.name)
+    elif fmt == FORMAT_TEXT:
+        recording = parse_text(data.text, data.name)
+    elif fmt == FORMAT_FOLDED:
+        recording = parse_folded(data.text, data.name)
+    else:
+        raise BadInput(
+            f"{data.name} is neither a kubectl-offwake recording nor BCC offwaketime output; "
+            "pass a .jsonl(.gz) recording or offwaketime's text or -f output"
+        )
+    # The gzip note first: it explains any cut the parsers then report.
+    recording.warnings[:0] = data.warnings
+    return recording

@@ -1,0 +1,418 @@
+// kubectl-offwake: why were the target's threads off the CPU, and who woke them?
+//
+// BCC C, scheduler tracepoints only (DESIGN.md section 4). The program reads nothing but
+// tracepoint fields and helpers, never a kernel struct, so any reasonably recent set of
+// kernel headers compiles it (that is what makes nodes without matching headers work).
+//
+// Life of one off-CPU interval of a target thread T:
+//   sched_switch (T out)  -> start[T] = {time, state, T's kernel+user stacks, preemptor}
+//   sched_waking (of T)   -> waker tid/tgid/comm, the waker's stacks, wake time into start[T]
+//   sched_switch (T in)   -> blocked = wake - out, runq = in - wake; add to agg[key]; drop start[T]
+// The target filter (tgid in `targets`) runs before any stack is walked, and stacks are walked
+// only where they say something: T's at its switch-out, the waker's only for a wake that
+// actually ends a blocked interval (not for no-op wakes of a runnable or already woken thread,
+// not for sleeps shorter than MIN_BLOCK_NS).
+//
+// Compile-time knobs (cflags): MIN_BLOCK_NS, STACK_STORAGE_SIZE, AGG_SIZE, START_SIZE,
+// TARGETS_SIZE, ONCPU_SIZE, KSTACK_DEPTH.
+
+#ifndef MIN_BLOCK_NS
+#define MIN_BLOCK_NS 1000ULL
+#endif
+#ifndef STACK_STORAGE_SIZE
+#define STACK_STORAGE_SIZE 16384
+#endif
+#ifndef AGG_SIZE
+#define AGG_SIZE 16384
+#endif
+#ifndef START_SIZE
+#define START_SIZE 16384
+#endif
+#ifndef TARGETS_SIZE
+#define TARGETS_SIZE 256
+#endif
+#ifndef ONCPU_SIZE
+#define ONCPU_SIZE 4096
+#endif
+#ifndef KCACHE_SIZE
+#define KCACHE_SIZE 8192
+#endif
+#ifndef KCACHE_VERIFY_MASK
+#define KCACHE_VERIFY_MASK 15  // re-walk one use in 16 to catch a changed kernel path
+#endif
+#ifndef KSTACK_DEPTH
+#define KSTACK_DEPTH 127
+#endif
+
+#define COMM_LEN 16
+#define HIST_SLOTS 32
+
+// prev_state as the tracepoint reports it: the low byte holds S/D/T/t/X/Z/P/I bits; zero means
+// the task was runnable when it left the CPU (preempted or yielded). X (0x10) and Z (0x20) mark
+// a task's last switch-out on its way out of the system.
+#define STATE_MASK 0xffUL
+#define STATE_EXITING 0x30UL
+
+#define ST_BLOCKED 0
+#define ST_PREEMPTED 1
+
+// Counter slots (a per-CPU array; user space sums the CPUs). Keep in sync with
+// kubectl_offwake/collector/bpfprog.py COUNTERS.
+#define C_SWITCH_OUT 0      // target switch-outs seen
+#define C_WAKEUP 1          // wakes that ended a blocked interval (waker stacks walked)
+#define C_NOOP_WAKE 2       // wakes of a target thread that was not blocked (no stacks walked)
+#define C_SHORT 3           // intervals shorter than MIN_BLOCK_NS (not aggregated)
+#define C_STACK_EEXIST 4    // stack id lost to a hash collision in the stack map
+#define C_STACK_ENOMEM 5    // stack id lost because the stack map is full
+#define C_AGG_FULL 6        // aggregation entry lost: agg map full
+#define C_START_FULL 7      // switch-out not recorded: start map full
+#define C_ONCPU_FULL 8      // on-CPU entry lost: oncpu map full
+#define C_SWITCH_IN 9       // completed intervals (target switch-ins matched)
+#define C_KCACHE_HIT 10     // kernel stack taken from the cache, no walk
+#define C_KCACHE_MISMATCH 11  // a verifying walk found another kernel stack than cached
+#define C_KWALK 12          // kernel stacks walked
+#define N_COUNTERS 13
+
+struct start_t {
+    u64 off_ts;
+    u64 wake_ts;
+    u32 tgid;
+    u32 state;
+    s32 kstack;
+    s32 ustack;
+    u32 waker_tid;
+    u32 waker_tgid;
+    s32 waker_kstack;
+    s32 waker_ustack;
+    u32 preempt_pid;
+    u32 short_wake;  // woken sooner than MIN_BLOCK_NS: not described, not aggregated
+    char comm[COMM_LEN];
+    char waker_comm[COMM_LEN];
+    char preempt_comm[COMM_LEN];
+};
+
+struct key_t {
+    u32 tid;
+    u32 tgid;
+    u32 state;
+    u32 waker_tid;
+    u32 waker_tgid;
+    u32 preempt_pid;
+    s32 kstack;
+    s32 ustack;
+    s32 waker_kstack;
+    s32 waker_ustack;
+    char comm[COMM_LEN];
+    char waker_comm[COMM_LEN];
+    char preempt_comm[COMM_LEN];
+};
+
+struct val_t {
+    u64 count;
+    u64 total_ns;
+    u64 max_ns;
+    u64 blocked_ns;
+    u64 runq_ns;
+};
+
+struct running_t {
+    u64 ts;
+    u32 tid;
+    u32 tgid;
+};
+
+struct oncpu_t {
+    u32 tgid;
+    u32 pad;
+    u64 count;
+    u64 total_ns;
+    u64 max_ns;
+    char comm[COMM_LEN];
+    u64 hist[HIST_SLOTS];
+};
+
+// Kernel stack cache. A kernel stack walk is the dominant cost per event (DESIGN.md section 4);
+// user stacks are cheaper. The kernel path that led to a blocking switch-out, or to a wake
+// made from a system call, is almost always the same for the same user stack, so the
+// kernel stack id is cached by the user stack id (kind 0: a target blocking; kind 1: a waker,
+// per target thread) and re-walked once every KCACHE_VERIFY_MASK+1 uses; a verifying walk
+// that disagrees replaces the entry and is counted. Preempted switch-outs and wakers without
+// a user stack (kernel threads, idle: interrupt context) are always walked. -DNO_KCACHE
+// (collector flag --exact-stacks) walks every time.
+struct kc_key_t {
+    u32 tgid;
+    u32 tid;
+    s32 ustack;
+    u32 kind;
+};
+
+struct kc_val_t {
+    s32 kstack;
+    u32 uses;
+};
+
+struct kstack_t {
+    u64 ip[KSTACK_DEPTH];
+};
+
+BPF_HASH(targets, u32, u8, TARGETS_SIZE);
+BPF_HASH(start, u32, struct start_t, START_SIZE);
+BPF_HASH(agg, struct key_t, struct val_t, AGG_SIZE);
+BPF_HASH(oncpu, u32, struct oncpu_t, ONCPU_SIZE);
+BPF_PERCPU_ARRAY(running, struct running_t, 1);
+BPF_ARRAY(oncpu_zero, struct oncpu_t, 1);
+BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
+BPF_HASH(kcache, struct kc_key_t, struct kc_val_t, KCACHE_SIZE);
+BPF_TABLE("stacktrace", int, struct kstack_t, kstacks, STACK_STORAGE_SIZE);
+BPF_STACK_TRACE(ustacks, STACK_STORAGE_SIZE);
+
+static __always_inline void count(int slot)
+{
+    u64 *c = counters.lookup(&slot);
+    if (c)
+        (*c)++;
+}
+
+static __always_inline s32 note_stack(s32 id)
+{
+    if (id == -17)  // -EEXIST
+        count(C_STACK_EEXIST);
+    else if (id == -12)  // -ENOMEM
+        count(C_STACK_ENOMEM);
+    return id;
+}
+
+static __always_inline s32 walk_kstack(void *ctx)
+{
+    count(C_KWALK);
+    return note_stack(kstacks.get_stackid(ctx, 0));
+}
+
+static __always_inline s32 kstack_cached(void *ctx, u32 kind, u32 tgid, u32 tid, s32 ustack)
+{
+#ifndef NO_KCACHE
+    if (ustack >= 0) {
+        struct kc_key_t k = {};
+        k.tgid = tgid;
+        k.tid = tid;
+        k.ustack = ustack;
+        k.kind = kind;
+        struct kc_val_t *v = kcache.lookup(&k);
+        if (v) {
+            u32 n = ++v->uses;
+            if (n & KCACHE_VERIFY_MASK) {
+                count(C_KCACHE_HIT);
+                return v->kstack;
+            }
+            s32 id = walk_kstack(ctx);
+            if (id >= 0 && id != v->kstack) {
+                count(C_KCACHE_MISMATCH);
+                v->kstack = id;
+            }
+            return id;
+        }
+        s32 id = walk_kstack(ctx);
+        if (id >= 0) {
+            struct kc_val_t nv = {};
+            nv.kstack = id;
+            nv.uses = 1;
+            kcache.update(&k, &nv);
+        }
+        return id;
+    }
+#endif
+    return walk_kstack(ctx);
+}
+
+static __always_inline u32 log2_slot(u64 us)
+{
+    u32 slot = 0;
+#pragma unroll
+    for (int i = 0; i < HIST_SLOTS - 1; i++) {
+        if (us > 1) {
+            us >>= 1;
+            slot++;
+        }
+    }
+    return slot;
+}
+
+// A target thread leaves the CPU: close its on-CPU run, remember why and where it left.
+// (BCC declares the tracepoint's args struct inside the probe, so fields come as arguments.)
+static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, long state,
+                                       const char *prev_comm, u32 next_pid,
+                                       const char *next_comm)
+{
+    u32 zero = 0;
+    struct running_t *run = running.lookup(&zero);
+    if (run && run->tid == tid && run->ts) {
+        u64 ran = now - run->ts;
+        run->tid = 0;
+        struct oncpu_t *oc = oncpu.lookup(&tid);
+        if (!oc) {
+            // A zeroed template from a map: the struct is too big for the BPF stack.
+            struct oncpu_t *init = oncpu_zero.lookup(&zero);
+            if (init) {
+                if (oncpu.insert(&tid, init) != 0)
+                    count(C_ONCPU_FULL);
+                oc = oncpu.lookup(&tid);
+                if (oc) {
+                    oc->tgid = tgid;
+                    bpf_probe_read_kernel(&oc->comm, sizeof(oc->comm), prev_comm);
+                }
+            }
+        }
+        if (oc) {
+            u32 slot = log2_slot(ran / 1000);
+            oc->count++;
+            oc->total_ns += ran;
+            if (ran > oc->max_ns)
+                oc->max_ns = ran;
+            if (slot < HIST_SLOTS)
+                oc->hist[slot]++;
+        }
+    }
+
+    if (state & STATE_EXITING) {
+        start.delete(&tid);
+        return;
+    }
+    struct start_t s = {};
+    s.off_ts = now;
+    s.tgid = tgid;
+    s.state = (state & STATE_MASK) ? ST_BLOCKED : ST_PREEMPTED;
+    s.ustack = note_stack(ustacks.get_stackid(ctx, BPF_F_USER_STACK));
+    // Only a thread that blocked chose its kernel path; a preempted one was interrupted
+    // anywhere, so its kernel stack is always walked.
+    if (s.state == ST_BLOCKED)
+        s.kstack = kstack_cached(ctx, 0, tgid, 0, s.ustack);
+    else
+        s.kstack = walk_kstack(ctx);
+    s.waker_kstack = -1;
+    s.waker_ustack = -1;
+    bpf_probe_read_kernel(&s.comm, sizeof(s.comm), prev_comm);
+    if (s.state == ST_PREEMPTED) {
+        s.preempt_pid = next_pid;
+        bpf_probe_read_kernel(&s.preempt_comm, sizeof(s.preempt_comm), next_comm);
+    }
+    count(C_SWITCH_OUT);
+    if (start.update(&tid, &s) != 0)
+        count(C_START_FULL);
+}
+
+// A target thread gets the CPU back: the interval it was off is complete.
+static __always_inline void switch_in(u64 now, u32 tid)
+{
+    struct start_t *s = start.lookup(&tid);
+    if (!s)
+        return;
+    u32 zero = 0;
+    struct running_t *run = running.lookup(&zero);
+    if (run) {
+        run->ts = now;
+        run->tid = tid;
+        run->tgid = s->tgid;
+    }
+    count(C_SWITCH_IN);
+
+    u64 blocked = 0, runq = 0;
+    if (s->state == ST_BLOCKED) {
+        if (s->wake_ts == 0 || s->short_wake) {
+            // No wake seen (it came before we attached) or a wake too short to describe.
+            if (s->short_wake)
+                count(C_SHORT);
+            start.delete(&tid);
+            return;
+        }
+        blocked = s->wake_ts - s->off_ts;
+        runq = now - s->wake_ts;
+    } else {
+        runq = now - s->off_ts;
+        if (runq < MIN_BLOCK_NS) {
+            count(C_SHORT);
+            start.delete(&tid);
+            return;
+        }
+    }
+
+    struct key_t key = {};
+    key.tid = tid;
+    key.tgid = s->tgid;
+    key.state = s->state;
+    key.kstack = s->kstack;
+    key.ustack = s->ustack;
+    __builtin_memcpy(&key.comm, s->comm, COMM_LEN);
+    if (s->state == ST_BLOCKED) {
+        key.waker_tid = s->waker_tid;
+        key.waker_tgid = s->waker_tgid;
+        key.waker_kstack = s->waker_kstack;
+        key.waker_ustack = s->waker_ustack;
+        key.preempt_pid = 0;
+        __builtin_memcpy(&key.waker_comm, s->waker_comm, COMM_LEN);
+    } else {
+        key.waker_kstack = -1;
+        key.waker_ustack = -1;
+        key.preempt_pid = s->preempt_pid;
+        __builtin_memcpy(&key.preempt_comm, s->preempt_comm, COMM_LEN);
+    }
+    start.delete(&tid);
+
+    u64 total = blocked + runq;
+    struct val_t zv = {};
+    struct val_t *v = agg.lookup_or_try_init(&key, &zv);
+    if (!v) {
+        count(C_AGG_FULL);
+        return;
+    }
+    __sync_fetch_and_add(&v->count, 1);
+    __sync_fetch_and_add(&v->total_ns, total);
+    __sync_fetch_and_add(&v->blocked_ns, blocked);
+    __sync_fetch_and_add(&v->runq_ns, runq);
+    if (total > v->max_ns)
+        v->max_ns = total;
+}
+
+TRACEPOINT_PROBE(sched, sched_switch)
+{
+    u64 now = bpf_ktime_get_ns();
+    u32 prev = args->prev_pid;
+    if (prev != 0) {
+        // The tracepoint runs in prev's context, so the current tgid is prev's.
+        u32 tgid = bpf_get_current_pid_tgid() >> 32;
+        if (targets.lookup(&tgid))
+            switch_out(args, now, prev, tgid, args->prev_state, args->prev_comm,
+                       args->next_pid, args->next_comm);
+    }
+    u32 next = args->next_pid;
+    if (next != 0)
+        switch_in(now, next);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_waking)
+{
+    u32 tid = args->pid;
+    struct start_t *s = start.lookup(&tid);
+    if (!s)
+        return 0;
+    if (s->state != ST_BLOCKED || s->wake_ts != 0) {
+        // The thread is runnable already: this wake changes nothing, walk no stacks.
+        count(C_NOOP_WAKE);
+        return 0;
+    }
+    u64 now = bpf_ktime_get_ns();
+    s->wake_ts = now;
+    if (now - s->off_ts < MIN_BLOCK_NS) {
+        s->short_wake = 1;  // too short to describe: skip the waker's stacks
+        return 0;
+    }
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    s->waker_tid = (u32)pid_tgid;
+    s->waker_tgid = pid_tgid >> 32;
+    bpf_get_current_comm(&s->waker_comm, sizeof(s->waker_comm));
+    s32 ustack = note_stack(ustacks.get_stackid(args, BPF_F_USER_STACK));
+    s->waker_ustack = ustack;
+    s->waker_kstack = kstack_cached(args, 1, s->waker_tgid, tid, ustack);
+    count(C_WAKEUP);
+    return 0;
+}

@@ -1,0 +1,332 @@
+"""Applies the rule table of :mod:`.rules` to one edge: category, detail, cause, rule id.
+
+A recording repeats the same few thousand stacks across many edges, so each distinct
+(waker stack, target stack, preempted, kind of waker) is classified once per
+:class:`Classifier`, and each distinct frame string is looked up in the table once per
+process. Stacks are keyed by identity: they are interned and the edges hold them for as
+long as the classifier lives (one :func:`~.analyze.analyze` call).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .frames import normalize
+from .model import Edge, Stack
+from .rules import (
+    IRQ_FRAMES,
+    IRQ_PREFIXES,
+    KSOFTIRQD_FRAMES,
+    NO_WAKER_FALLBACK,
+    OTHER_DETAIL_FRAMES,
+    OTHER_FALLBACK,
+    PREEMPTED_FALLBACK,
+    RULES,
+    SOFTIRQ_FRAMES,
+    TARGET,
+    TARGET_DETAIL,
+    USER,
+    WAKE_PLUMBING,
+    WAKER,
+    Rule,
+)
+
+CAUSE_WAKER = "waker"
+CAUSE_INTERRUPT = "interrupt"
+CAUSE_KSOFTIRQD = "ksoftirqd"
+CAUSE_NONE = "none"
+
+_KSOFTIRQD_COMM = re.compile(r"^ksoftirqd/\d+$")
+_IDLE_COMM = re.compile(r"^swapper(/\d+)?$")
+
+# Context markers of a kernel frame.
+_IRQ = 1
+_SOFTIRQ = 2
+_KSOFTIRQD = 3
+
+
+@dataclass(frozen=True)
+class Classification:
+    category: str
+    cause: str
+    rule: str
+    detail: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class _FrameInfo:
+    name: str
+    waker: Optional[Rule]
+    target: Optional[Rule]
+    target_detail: Optional[Rule]
+    marker: int
+
+
+def _first(rules: Sequence[Rule], name: str) -> Optional[Rule]:
+    for rule in rules:
+        if rule.matches(name):
+            return rule
+    return None
+
+
+class _Table:
+    """The rule table indexed by stack kind, with a memo of frame lookups."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = tuple(rules)
+        self.waker = [r for r in rules if r.stack == WAKER]
+        self.target = [r for r in rules if r.stack == TARGET]
+        self.target_detail = [r for r in rules if r.stack == TARGET_DETAIL]
+        self.user = [r for r in rules if r.stack == USER]
+        self._frames: Dict[str, _FrameInfo] = {}
+        self._user: Dict[str, Optional[int]] = {}
+
+    def frame(self, raw: str) -> _FrameInfo:
+        info = self._frames.get(raw)
+        if info is None:
+            name = normalize(raw)
+            marker = 0
+            if name in KSOFTIRQD_FRAMES:
+                marker = _KSOFTIRQD
+            elif name in IRQ_FRAMES or name.startswith(IRQ_PREFIXES):
+                marker = _IRQ
+            elif name in SOFTIRQ_FRAMES:
+                marker = _SOFTIRQ
+            info = _FrameInfo(name, _first(self.waker, name), _first(self.target, name),
+                              _first(self.target_detail, name), marker)
+            if len(self._frames) < 500_000:
+                self._frames[raw] = info
+        return info
+
+
+    def user_index(self, raw: str) -> Optional[int]:
+        """Index in :attr:`user` of the first user rule matching this frame."""
+        try:
+            return self._user[raw]
+        except KeyError:
+            pass
+        found = None
+        if "::" in raw or raw.startswith("_Z"):  # only C++ symbols can match Envoy's
+            for i, rule in enumerate(self.user):
+                if rule.matches(raw):
+                    found = i
+                    break
+        if len(self._user) < 500_000:
+            self._user[raw] = found
+        return found
+
+
+_DEFAULT_TABLE = _Table(RULES)
+
+
+def comm_kind(comm: Optional[str]) -> str:
+    """The kinds of waker whose comm alone changes the cause."""
+    if not comm:
+        return ""
+    if _KSOFTIRQD_COMM.match(comm):
+        return "ksoftirqd"
+    if _IDLE_COMM.match(comm):
+        return "idle"
+    return ""
+
+
+class _WakerPart:
+    """What the waker stack alone decides (memoised per waker stack and kind of waker).
+
+    ``fixed`` is the whole classification when the target stack cannot change it;
+    otherwise ``category``/``cause``/``rule_id`` wait for a detail from the target stack.
+    """
+
+    __slots__ = ("fixed", "category", "cause", "rule_id", "by_detail")
+
+    def __init__(self, fixed: Optional[Classification], category: str = "", cause: str = "",
+                 rule_id: str = "") -> None:
+        self.fixed = fixed
+        self.category = category
+        self.cause = cause
+        self.rule_id = rule_id
+        self.by_detail: Dict[Optional[str], Classification] = {}
+
+
+class Classifier:
+    """Classifies edges; one instance per analysis (its memo is keyed by stack identity).
+
+    The decision splits into a part that depends on the waker stack (category rule,
+    cause, Envoy refinement) and a part that depends on the target stack (preemption
+    point, what a timeout interrupted), each memoised on its own: distinct (waker, target)
+    pairs are nearly as many as edges, distinct stacks are far fewer.
+    """
+
+    def __init__(self, rules: Optional[Sequence[Rule]] = None) -> None:
+        self._table = _DEFAULT_TABLE if rules is None else _Table(rules)
+        self._waker: Dict[Tuple[int, str], _WakerPart] = {}
+        self._preempt: Dict[int, Optional[Classification]] = {}
+        self._detail: Dict[Tuple[int, str], Optional[str]] = {}
+        self._keep: List[object] = []  # holds stacks alive so their ids stay unique
+        self._needs_user = frozenset(c for r in self._table.user for c in r.applies_to)
+        self._has_detail = frozenset(c for r in self._table.target_detail for c in r.applies_to)
+
+    def classify_edge(self, edge: Edge) -> Classification:
+        waker = edge.waker
+        if waker is None:
+            return self.classify(edge.waker_stack, edge.target_stack, edge.preempted, False)
+        return self.classify(edge.waker_stack, edge.target_stack, edge.preempted,
+                             bool(waker.comm or waker.pid or waker.tid), waker.comm)
+
+    def classify(self, waker_stack: Optional[Stack], target_stack: Optional[Stack],
+                 preempted: bool, has_waker: bool = True,
+                 waker_comm: Optional[str] = None) -> Classification:
+        if preempted:
+            found = self._preemption(target_stack)
+            if found is not None:
+                return found
+            return _PREEMPTED_FALLBACK
+        if waker_stack is None or not waker_stack.kernel_frames:
+            # BCC offwaketime records a preempted target as a wake with no waker (or a
+            # stale one): a target stack at a preemption point says it was runnable.
+            found = self._preemption(target_stack)
+            if found is not None:
+                return found
+            if not has_waker:
+                return _NO_WAKER_FALLBACK
+        kind = comm_kind(waker_comm) if waker_comm else ""
+        key = (id(waker_stack), kind)
+        part = self._waker.get(key)
+        if part is None:
+            part = self._waker_part(waker_stack, kind)
+            self._waker[key] = part
+            self._keep.append(waker_stack)
+        if part.fixed is not None:
+            return part.fixed
+        detail = self._target_detail(target_stack, part.category)
+        found = part.by_detail.get(detail)
+        if found is None:
+            found = Classification(part.category, part.cause, part.rule_id, detail)
+            part.by_detail[detail] = found
+        return found
+
+    # -- the parts -----------------------------------------------------------------------
+
+    def _waker_part(self, stack: Optional[Stack], kind: str) -> _WakerPart:
+        frames = stack.kernel_frames if stack is not None else ()
+        infos = [self._table.frame(f) for f in frames]
+        cause = _cause(infos, kind)
+        rule = _event_rule(infos)
+        user_rule = None
+        if cause == CAUSE_WAKER and stack is not None and (
+                rule is None or rule.category in self._needs_user):
+            user_rule = self._user_rule(stack)
+        if rule is None:
+            if user_rule is not None:
+                return _WakerPart(Classification(user_rule.category, cause, user_rule.id,
+                                                 user_rule.detail))
+            return _WakerPart(Classification(OTHER_FALLBACK.category, cause, OTHER_FALLBACK.id,
+                                             _other_detail(infos, stack)))
+        if rule.bystander and cause == CAUSE_WAKER:
+            cause = CAUSE_INTERRUPT
+        detail = rule.detail
+        rule_id = rule.id
+        if user_rule is not None and rule.category in user_rule.applies_to:
+            detail = user_rule.detail
+            rule_id = f"{rule.id}+{user_rule.id}"
+        if detail is not None or rule.category not in self._has_detail:
+            return _WakerPart(Classification(rule.category, cause, rule_id, detail))
+        return _WakerPart(None, rule.category, cause, rule_id)
+
+    def _target_detail(self, stack: Optional[Stack], category: str) -> Optional[str]:
+        key = (id(stack), category)
+        try:
+            return self._detail[key]
+        except KeyError:
+            pass
+        detail = None
+        for raw in stack.kernel_frames if stack is not None else ():
+            drule = self._table.frame(raw).target_detail
+            if drule is not None and category in drule.applies_to:
+                detail = drule.detail
+                break
+        self._detail[key] = detail
+        self._keep.append(stack)
+        return detail
+
+    def _preemption(self, stack: Optional[Stack]) -> Optional[Classification]:
+        key = id(stack)
+        try:
+            return self._preempt[key]
+        except KeyError:
+            pass
+        found: Optional[Classification] = None
+        generic: Optional[Rule] = None
+        for raw in stack.kernel_frames if stack is not None else ():
+            rule = self._table.frame(raw).target
+            if rule is None:
+                continue
+            if not rule.generic:
+                found = Classification(rule.category, CAUSE_NONE, rule.id, rule.detail)
+                break
+            if generic is None:
+                generic = rule
+        if found is None and generic is not None:
+            found = Classification(generic.category, CAUSE_NONE, generic.id, generic.detail)
+        self._preempt[key] = found
+        self._keep.append(stack)
+        return found
+
+    def _user_rule(self, stack: Stack) -> Optional[Rule]:
+        """The first user rule in table order that matches any user frame."""
+        frames = stack.user_frames if stack.kernel_depth is not None else stack.frames
+        best: Optional[int] = None
+        for frame in frames:
+            index = self._table.user_index(frame)
+            if index is not None and (best is None or index < best):
+                best = index
+                if best == 0:
+                    break
+        return None if best is None else self._table.user[best]
+
+
+_PREEMPTED_FALLBACK = Classification(PREEMPTED_FALLBACK.category, CAUSE_NONE,
+                                     PREEMPTED_FALLBACK.id)
+_NO_WAKER_FALLBACK = Classification(NO_WAKER_FALLBACK.category, CAUSE_NONE, NO_WAKER_FALLBACK.id)
+
+
+def _cause(infos: Sequence[_FrameInfo], kind: str) -> str:
+    """Who is responsible, from the first context marker between the wake and task code."""
+    for info in infos:
+        if info.marker == _IRQ:
+            return CAUSE_INTERRUPT
+        if info.marker == _KSOFTIRQD:
+            return CAUSE_KSOFTIRQD
+    if kind == "ksoftirqd":
+        return CAUSE_KSOFTIRQD
+    if kind == "idle":
+        # The idle task runs no code of its own that wakes anyone: only interrupts do.
+        return CAUSE_INTERRUPT
+    return CAUSE_WAKER
+
+
+def _event_rule(infos: Sequence[_FrameInfo]) -> Optional[Rule]:
+    """Leaf-nearest specific rule of the event context, else its leaf-nearest generic one."""
+    generic: Optional[Rule] = None
+    for info in infos:
+        if info.marker:
+            break
+        rule = info.waker
+        if rule is None:
+            continue
+        if not rule.generic:
+            return rule
+        if generic is None:
+            generic = rule
+    return generic
+
+
+def _other_detail(infos: Sequence[_FrameInfo], stack: Optional[Stack]) -> str:
+    names = [i.name for i in infos if i.name not in WAKE_PLUMBING and i.name]
+    if not names and stack is not None:
+        names = [normalize(f) for f in stack.user_frames]
+    if not names:
+        return "no waker stack"
+    return ", ".join(names[:OTHER_DETAIL_FRAMES])

@@ -1,0 +1,38 @@
+"""``kubectl offwake cleanup``: remove collector pods and ConfigMaps left behind.
+
+A run always deletes what it created; leftovers exist only when the client was killed
+(SIGKILL, a lost laptop). Their collectors have stopped by then (activeDeadlineSeconds).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .trace import DEFAULT_COLLECTOR_NAMESPACE
+
+
+def cleanup(
+    collector_namespace: str = typer.Option(
+        DEFAULT_COLLECTOR_NAMESPACE, "--collector-namespace",
+        help="Namespace of the collector pods."),
+    context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
+    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Kubeconfig file."),
+) -> None:
+    """Delete every pod and ConfigMap labelled app.kubernetes.io/managed-by=kubectl-offwake
+    in the collector namespace."""
+    from ..k8s import admin
+    from ..k8s.api import Cluster
+    from ..k8s.config import load
+
+    cluster = Cluster(load(kubeconfig, context, None))
+    removed = admin.cleanup(cluster, collector_namespace)
+    for name in removed:
+        typer.echo(f"deleted {name}", err=True)
+    typer.echo(f"removed {len(removed)} leftover object(s) from namespace "
+               f"{collector_namespace}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("cleanup")(cleanup)

@@ -1,0 +1,81 @@
+"""``kubectl offwake TARGET``: trace Envoy in pods (hidden command; cli/__init__ routes to it).
+
+Thin: options in, :func:`kubectl_offwake.k8s.session.run_trace` does the work.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from .options import Format, parse_duration
+
+DEFAULT_MAX_PODS = 20
+DEFAULT_COLLECTOR_NAMESPACE = "offwake-system"
+
+
+def trace(
+    target: Optional[str] = typer.Argument(
+        None, metavar="TARGET",
+        help="pod/NAME, deploy/NAME (sts/ds/rs/job/node too), a pod name, or a container "
+             "name (every running pod in the namespace with that container).",
+    ),
+    namespace: Optional[str] = typer.Option(
+        None, "--namespace", "-n", help="Namespace of TARGET (default: the context's)."),
+    container: Optional[str] = typer.Option(
+        None, "--container", "-c",
+        help="Container to trace (default: istio-proxy, else the one running envoy)."),
+    selector: Optional[str] = typer.Option(
+        None, "--selector", "-l", help="Only pods with these labels, e.g. app=web."),
+    duration: str = typer.Option("30s", "--duration", "-d",
+                                 help="How long to trace: 10, 10s, 2m."),
+    fmt: Optional[Format] = typer.Option(
+        None, "--format", "-o", help="Report format (default: from --out's suffix, else table)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Write the report to this file."),
+    context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
+    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Kubeconfig file."),
+    image: Optional[str] = typer.Option(
+        None, "--image", help="Collector image (Debian + python3-bpfcc, see image/)."),
+    collector_namespace: str = typer.Option(
+        DEFAULT_COLLECTOR_NAMESPACE, "--collector-namespace",
+        help="Namespace for the collector pods (see `kubectl offwake setup`)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Resolve TARGET and print the manifests; create nothing."),
+    max_pods: int = typer.Option(
+        DEFAULT_MAX_PODS, "--max-pods", help="Refuse a TARGET matching more pods than this."),
+    save: Optional[str] = typer.Option(
+        None, "--save",
+        help="Where to save the recording (default offwake-RUNID.jsonl.gz here)."),
+    interval: str = typer.Option("2s", "--interval", hidden=True,
+                                 help="Collector snapshot interval."),
+    collector_python: Optional[str] = typer.Option(
+        None, "--collector-python", hidden=True,
+        help="Interpreter for the collector command (tests/lab only: its kubelet runs "
+             "commands on the test machine, where BCC is in /usr/bin/python3)."),
+) -> None:
+    """Trace why Envoy's threads were off the CPU in TARGET, and who woke them."""
+    from ..k8s import podspec
+    from ..k8s.session import TraceRequest, guard, run_trace
+
+    if max_pods < 1:
+        from ..errors import BadInput
+
+        raise BadInput("--max-pods must be at least 1")
+    request = TraceRequest(
+        target=target, namespace=namespace, container=container, selector=selector,
+        duration_s=parse_duration(duration), fmt=fmt.value if fmt else None, out=out,
+        context=context, kubeconfig=kubeconfig, image=image or podspec.DEFAULT_IMAGE,
+        collector_namespace=collector_namespace, dry_run=dry_run, max_pods=max_pods,
+        save=save, interval_s=parse_duration(interval),
+        collector_python=collector_python or podspec.DEFAULT_PYTHON,
+    )
+    code = guard(lambda: run_trace(request))
+    if code:
+        # SystemExit, not typer.Exit: with standalone_mode=False click would swallow the code
+        sys.exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("trace", hidden=True)(trace)

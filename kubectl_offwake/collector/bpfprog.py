@@ -1,0 +1,240 @@
+"""Loads bpf/offwake.bpf.c with BCC and reads its maps.
+
+The only module that talks to BCC's map API; everything above it sees plain Python values.
+The source is found beside this module (inside the zipapp) or in the repository's ``bpf/``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+SOURCE_NAME = "offwake.bpf.c"
+
+#: Counter slots of the per-CPU ``counters`` array, in the order the C source numbers them.
+COUNTERS = (
+    "switch_out", "wakeup", "noop_wake", "short", "stack_eexist", "stack_enomem",
+    "agg_full", "start_full", "oncpu_full", "switch_in", "kcache_hit", "kcache_mismatch",
+    "kstack_walks",
+)
+
+ST_BLOCKED = 0
+ST_PREEMPTED = 1
+
+
+@dataclass
+class MapSizes:
+    stack_storage: int = 16384
+    agg: int = 16384
+    start: int = 16384
+    targets: int = 256
+    oncpu: int = 4096
+
+
+def bpf_source() -> str:
+    """The BPF C text, from the zipapp/package or the repository checkout."""
+    try:
+        from importlib import resources
+
+        res = resources.files(__package__).joinpath(SOURCE_NAME)
+        if res.is_file():
+            return res.read_text()
+    except (ImportError, OSError, TypeError, ValueError):
+        pass
+    here = os.path.dirname(os.path.abspath(__file__))
+    for cand in (
+        os.path.join(here, "..", "bpf", SOURCE_NAME),
+        os.path.join(here, "..", "..", "bpf", SOURCE_NAME),
+    ):
+        if os.path.isfile(cand):
+            with open(cand) as f:
+                return f.read()
+    raise FileNotFoundError(f"{SOURCE_NAME} is neither beside the collector nor in bpf/")
+
+
+def cflags(min_block_us: float, sizes: MapSizes) -> List[str]:
+    return [
+        f"-DMIN_BLOCK_NS={int(min_block_us * 1000)}ULL",
+        f"-DSTACK_STORAGE_SIZE={sizes.stack_storage}",
+        f"-DAGG_SIZE={sizes.agg}",
+        f"-DSTART_SIZE={sizes.start}",
+        f"-DTARGETS_SIZE={sizes.targets}",
+        f"-DONCPU_SIZE={sizes.oncpu}",
+        "-Wno-macro-redefined",
+    ]
+
+
+def _int(key: Any) -> int:
+    """A scalar map key: BCC hands out ctypes values or plain ints depending on the call."""
+    return int(getattr(key, "value", key))
+
+
+def _comm(raw: Any) -> str:
+    data = bytes(raw)
+    return data.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+@dataclass
+class Edge:
+    tid: int
+    tgid: int
+    state: int
+    comm: str
+    kstack: int
+    ustack: int
+    waker_tid: int
+    waker_tgid: int
+    waker_comm: str
+    waker_kstack: int
+    waker_ustack: int
+    preempt_pid: int
+    preempt_comm: str
+    count: int
+    total_ns: int
+    max_ns: int
+    blocked_ns: int
+    runq_ns: int
+
+
+@dataclass
+class OnCpuRow:
+    tid: int
+    tgid: int
+    comm: str
+    count: int
+    total_ns: int
+    max_ns: int
+    hist: List[int]
+
+
+@dataclass
+class Waiting:
+    tid: int
+    tgid: int
+    comm: str
+    state: int
+    off_ns: int
+    wake_ns: int
+    kstack: int
+    ustack: int
+
+
+class Program:
+    """A compiled, attached offwake program."""
+
+    def __init__(self, min_block_us: float, sizes: MapSizes,
+                 extra_cflags: Sequence[str] = ()) -> None:
+        from bcc import BPF  # imported here so the rest of the collector loads without bcc
+
+        self.bpf_cls = BPF
+        self.sizes = sizes
+        t0 = time.monotonic()
+        self.bpf = BPF(text=bpf_source(), cflags=cflags(min_block_us, sizes) + list(extra_cflags))
+        self.load_s = time.monotonic() - t0
+        self._targets = self.bpf["targets"]
+        self._counters = self.bpf["counters"]
+        self._agg = self.bpf["agg"]
+        self._oncpu = self.bpf["oncpu"]
+        self._start = self.bpf["start"]
+        self._kstacks = self.bpf["kstacks"]
+        self._ustacks = self.bpf["ustacks"]
+        self._batch_ok = True
+
+    def set_targets(self, tgids: Sequence[int]) -> None:
+        for tgid in tgids:
+            self._targets[self._targets.Key(tgid)] = self._targets.Leaf(1)
+
+    def remove_target(self, tgid: int) -> None:
+        try:
+            del self._targets[self._targets.Key(tgid)]
+        except KeyError:
+            pass
+
+    def counters(self) -> Dict[str, int]:
+        out = {}
+        for i, name in enumerate(COUNTERS):
+            values = self._counters[self._counters.Key(i)]
+            out[name] = int(sum(values))
+        return out
+
+    def _drain(self, table: Any) -> Iterator[Tuple[Any, Any]]:
+        """Read and delete every entry (atomically per entry when the kernel can)."""
+        if self._batch_ok:
+            try:
+                yield from table.items_lookup_and_delete_batch()
+                return
+            except Exception:  # noqa: BLE001 - old kernels: fall back to read-then-delete
+                self._batch_ok = False
+        items = list(table.items())
+        for k, _v in items:
+            try:
+                del table[k]
+            except KeyError:
+                pass
+        yield from items
+
+    def drain_edges(self) -> List[Edge]:
+        out = []
+        for k, v in self._drain(self._agg):
+            out.append(Edge(
+                tid=k.tid, tgid=k.tgid, state=k.state, comm=_comm(k.comm),
+                kstack=k.kstack, ustack=k.ustack,
+                waker_tid=k.waker_tid, waker_tgid=k.waker_tgid,
+                waker_comm=_comm(k.waker_comm),
+                waker_kstack=k.waker_kstack, waker_ustack=k.waker_ustack,
+                preempt_pid=k.preempt_pid, preempt_comm=_comm(k.preempt_comm),
+                count=v.count, total_ns=v.total_ns, max_ns=v.max_ns,
+                blocked_ns=v.blocked_ns, runq_ns=v.runq_ns,
+            ))
+        return out
+
+    def drain_oncpu(self) -> List[OnCpuRow]:
+        out = []
+        for k, v in self._drain(self._oncpu):
+            out.append(OnCpuRow(
+                tid=_int(k), tgid=v.tgid, comm=_comm(v.comm), count=v.count,
+                total_ns=v.total_ns, max_ns=v.max_ns, hist=[int(x) for x in v.hist],
+            ))
+        return out
+
+    def waiting(self) -> List[Waiting]:
+        out = []
+        for k, v in self._start.items():
+            out.append(Waiting(
+                tid=_int(k), tgid=v.tgid, comm=_comm(v.comm), state=v.state,
+                off_ns=v.off_ts, wake_ns=v.wake_ts, kstack=v.kstack, ustack=v.ustack,
+            ))
+        return out
+
+    def map_use(self) -> Dict[str, List[int]]:
+        """Entries in use per map (the start map is small; agg is counted when drained)."""
+        return {"start": [len(self._start.items()), self.sizes.start]}
+
+    def kernel_ips(self, stack_id: int) -> Optional[List[int]]:
+        return self._ips(self._kstacks, stack_id)
+
+    def user_ips(self, stack_id: int) -> Optional[List[int]]:
+        return self._ips(self._ustacks, stack_id)
+
+    @staticmethod
+    def _ips(table: Any, stack_id: int) -> Optional[List[int]]:
+        if stack_id < 0:
+            return None
+        try:
+            leaf = table[table.Key(stack_id)]
+        except KeyError:
+            return None
+        out = []
+        for ip in leaf.ip:
+            if not ip:
+                break
+            out.append(int(ip))
+        return out
+
+    def close(self) -> None:
+        try:
+            self.bpf.cleanup()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass

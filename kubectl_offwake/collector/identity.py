@@ -1,0 +1,154 @@
+"""Identity of a host process from /proc: what the client needs to name it by pod and container.
+
+Read once per process and cached: a waker that exits before the next snapshot is still named
+if we saw it alive, and one that we never saw alive keeps at least the comm BPF captured.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional
+
+from .cgroups import read_cgroup
+
+PF_KTHREAD = 0x00200000
+PROC = "/proc"
+
+
+def read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def tgid_of(tid: int, proc: str = PROC) -> Optional[int]:
+    """The process a thread belongs to (``/proc/TID`` exists for every thread, listed or not)."""
+    text = read_text(f"{proc}/{tid}/status")
+    if not text:
+        return None
+    for line in text.splitlines():
+        if line.startswith("Tgid:"):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def stat_fields(pid: int, proc: str = PROC) -> Optional[list]:
+    """Fields of /proc/PID/stat after the comm (field 3 is index 0)."""
+    text = read_text(f"{proc}/{pid}/stat")
+    if not text or ")" not in text:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def start_time(pid: int, proc: str = PROC) -> Optional[int]:
+    """Start time in clock ticks: with the pid, it names a process across pid reuse."""
+    fields = stat_fields(pid, proc)
+    try:
+        return int(fields[19]) if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
+def is_kernel_thread(pid: int, proc: str = PROC) -> bool:
+    fields = stat_fields(pid, proc)
+    try:
+        return bool(fields and int(fields[6]) & PF_KTHREAD)
+    except (IndexError, ValueError):
+        return False
+
+
+def comm_of(pid: int, proc: str = PROC) -> Optional[str]:
+    text = read_text(f"{proc}/{pid}/comm")
+    return text.strip() if text is not None else None
+
+
+def exe_of(pid: int, proc: str = PROC) -> Optional[str]:
+    try:
+        return os.readlink(f"{proc}/{pid}/exe")
+    except OSError:
+        return None
+
+
+def threads_of(pid: int, proc: str = PROC) -> Dict[int, str]:
+    out: Dict[int, str] = {}
+    try:
+        tids = os.listdir(f"{proc}/{pid}/task")
+    except OSError:
+        return out
+    for name in tids:
+        if name.isdigit():
+            comm = read_text(f"{proc}/{pid}/task/{name}/comm")
+            if comm is not None:
+                out[int(name)] = comm.strip()
+    return out
+
+
+def describe(pid: int, fallback_comm: str = "", with_threads: bool = False,
+             proc: str = PROC) -> dict:
+    """Fields of a ``process`` wire record (without type/seq)."""
+    comm = comm_of(pid, proc)
+    rec: dict = {"pid": pid, "comm": comm if comm is not None else fallback_comm}
+    kthread = is_kernel_thread(pid, proc) if pid != 0 else True
+    rec["kernel_thread"] = kthread
+    if comm is None:
+        rec["gone"] = True
+    if pid == 0:
+        rec["comm"] = fallback_comm or "swapper"
+        return rec
+    cg = read_cgroup(pid, proc)
+    if cg is not None:
+        if cg.path:
+            rec["cgroup"] = cg.path
+        if cg.container_id:
+            rec["container_id"] = cg.container_id
+        if cg.runtime:
+            rec["runtime"] = cg.runtime
+        if cg.pod_uid:
+            rec["pod_uid"] = cg.pod_uid
+    if not kthread:
+        exe = exe_of(pid, proc)
+        if exe:
+            rec["exe"] = exe
+    if with_threads:
+        threads = threads_of(pid, proc)
+        if threads:
+            rec["threads"] = {str(t): c for t, c in sorted(threads.items())}
+    return rec
+
+
+class Identities:
+    """Emits one ``process`` record per pid, the first time it is seen."""
+
+    def __init__(self) -> None:
+        self._seen: Dict[int, dict] = {}
+        self._tgid: Dict[int, int] = {}
+
+    def tgid(self, tid: int) -> int:
+        """Tgid of a thread id (the preemptor's ``next_pid`` is a thread id); itself if gone."""
+        if tid not in self._tgid:
+            self._tgid[tid] = tgid_of(tid) or tid
+        return self._tgid[tid]
+
+    def new_record(self, pid: int, fallback_comm: str = "",
+                   with_threads: bool = False) -> Optional[dict]:
+        if pid in self._seen:
+            return None
+        rec = describe(pid, fallback_comm, with_threads)
+        self._seen[pid] = rec
+        return rec
+
+    def refresh(self, pid: int, fallback_comm: str = "") -> dict:
+        """A fresh record (thread names change and threads come and go)."""
+        rec = describe(pid, fallback_comm, with_threads=True)
+        if rec.get("gone") and pid in self._seen:
+            return self._seen[pid]
+        self._seen[pid] = rec
+        return rec
+
+    def seen(self, pid: int) -> Optional[dict]:
+        return self._seen.get(pid)

@@ -1,0 +1,260 @@
+"""The collector's run: resolve targets, load BPF, snapshot at an interval, flush at the end.
+
+Only wire records go to stdout; diagnostics are ``log`` records (BCC's own compiler messages
+go to stderr). Stops on --duration, SIGTERM/SIGINT (final snapshot, ``end``, exit 0), or when
+every target has exited (``end`` with reason ``target-exit``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import IO, Dict, List, Optional, Sequence
+
+from .. import wire
+from ..wire import WireWriter
+from .cgroups import cpu_stat_path, read_cgroup, read_cpu_stat
+from .cli import Options, parse_args
+from .headers import Headers, find_headers
+from .targets import Resolution, Target, resolve
+
+TOOL_VERSION = "0.1.0"
+POLL_S = 0.1
+
+
+def _tool_version() -> str:
+    try:
+        from .. import __version__
+
+        return str(__version__)
+    except ImportError:
+        return TOOL_VERSION
+
+
+def ensure_tracefs() -> Optional[str]:
+    """Mount tracefs if nothing is mounted (BCC reads tracepoint formats from it)."""
+    for path in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        if os.path.isdir(os.path.join(path, "events")):
+            return None
+    try:
+        subprocess.run(["mount", "-t", "tracefs", "tracefs", "/sys/kernel/tracing"],
+                       capture_output=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "tracefs is not mounted and mounting it failed; mount /sys/kernel/tracing"
+    return None
+
+
+class Collector:
+    """One run of the collector, writing to ``out``."""
+
+    def __init__(self, opts: Options, out: IO[str]) -> None:
+        self.opts = opts
+        self.writer = WireWriter(out)
+        self.stop_reason: Optional[str] = None
+        self.started_mono = time.monotonic()
+        self.warnings: List[str] = []
+        self.targets: List[Target] = []
+
+    def log(self, level: str, message: str) -> None:
+        self.writer.emit("log", level=level, message=message)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = "signal"
+
+    def _hello(self, headers: Optional[Headers]) -> None:
+        fields: Dict[str, object] = {
+            "schema": wire.SCHEMA_VERSION, "tool_version": _tool_version(),
+            "collector": "bcc", "kernel": platform.release(),
+            "node": self.opts.node_name or socket.gethostname(),
+            "started": round(time.time(), 3), "interval_s": self.opts.interval_s,
+            "min_block_us": self.opts.min_block_us,
+            "python": platform.python_version(),
+        }
+        if self.opts.duration_s:
+            fields["duration_s"] = self.opts.duration_s
+        if headers is not None:
+            fields["headers"] = headers.describe()
+        try:
+            import bcc
+
+            fields["bcc_version"] = getattr(bcc, "__version__", "unknown")
+        except ImportError:
+            fields["bcc_version"] = None
+        self.writer.emit("hello", **fields)
+
+    def _end(self, reason: str, totals: Optional[Dict[str, int]] = None,
+             lost: Optional[Dict[str, int]] = None) -> None:
+        self.writer.emit(
+            "end", reason=reason, elapsed_s=round(time.monotonic() - self.started_mono, 3),
+            totals=totals or {}, lost=lost or {}, warnings=self.warnings,
+        )
+        self.writer.flush()
+
+    def _fail(self, message: str) -> int:
+        self.log("error", message)
+        self.warnings.append(message)
+        self._end("error")
+        return 1
+
+    def _resolve(self) -> Resolution:
+        deadline = time.monotonic() + self.opts.wait_s
+        while True:
+            res = resolve(self.opts.pids, self.opts.comm, self.opts.container_ids)
+            if res.targets or time.monotonic() >= deadline or self.stop_reason:
+                return res
+            time.sleep(0.2)
+
+    def _cgroup_stats(self, phase: str) -> None:
+        done = set()
+        for t in self.targets:
+            info = read_cgroup(t.pid)
+            if info is None:
+                continue
+            path = cpu_stat_path(t.pid, info)
+            if path is None or path in done:
+                continue
+            done.add(path)
+            stat = read_cpu_stat(path)
+            if not stat:
+                continue
+            self.writer.emit(
+                "cgroup_stat", pid=t.pid, cgroup=info.path, phase=phase, file=path,
+                nr_periods=stat.get("nr_periods", 0), nr_throttled=stat.get("nr_throttled", 0),
+                throttled_usec=stat.get("throttled_usec", 0),
+            )
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        headers: Optional[Headers] = None
+        header_error = None
+        if not self.opts.resolve_only:
+            try:
+                headers = find_headers(explicit=self.opts.headers)
+            except LookupError as exc:
+                header_error = str(exc)
+        self._hello(headers)
+        res = self._resolve()
+        for note in res.notes:
+            self.log("warning" if not res.targets else "info", note)
+        if not res.targets:
+            return self._fail("no target process found (" + "; ".join(res.notes) + ")")
+        self.targets = res.targets
+        by = sorted({t.by for t in res.targets})
+        self.writer.emit("target", processes=[t.record() for t in res.targets],
+                         by=by[0] if len(by) == 1 else by)
+        if self.opts.resolve_only:
+            from .identity import describe
+
+            for t in res.targets:
+                self.writer.emit("process", **describe(t.pid, t.comm, with_threads=True))
+            self._end("resolve-only")
+            return 0
+        if header_error:
+            return self._fail(header_error)
+        assert headers is not None
+        os.environ.update(headers.env)
+        problem = ensure_tracefs()
+        if problem:
+            return self._fail(problem)
+        return self._trace()
+
+    def _trace(self) -> int:
+        from .bpfprog import Program
+        from .snapshot import Snapshotter, loss_warnings, lost_summary
+
+        try:
+            program = Program(self.opts.min_block_us, self.opts.sizes, self.opts.extra_cflags)
+        except Exception as exc:  # noqa: BLE001 - BCC raises plain Exception on compile errors
+            return self._fail(f"could not load the BPF program ({exc}); see the collector's "
+                              "stderr for the compiler's messages")
+        snap = Snapshotter(program, self.writer, self.started_mono, self.opts.min_block_us)
+        try:
+            for t in self.targets:
+                snap.sym.warm(t.pid)
+                snap.process(t.pid, t.comm, with_threads=True)
+            program.set_targets([t.pid for t in self.targets])
+            self.log("info", f"BPF compiled and attached in {program.load_s * 1000:.0f} ms")
+            self._cgroup_stats("start")
+            self.writer.flush()
+            reason = self._loop(program, snap)
+            counters = program.counters()
+            snap.take(counters)
+            n_pending = snap.pending()
+            for t in self.targets:
+                if t.alive():
+                    rec = snap.ids.refresh(t.pid, t.comm)
+                    self.writer.emit("process", **rec)
+            self._cgroup_stats("end")
+            self.warnings.extend(loss_warnings(counters))
+            totals = {
+                "switches": counters.get("switch_out", 0),
+                "wakeups": counters.get("wakeup", 0),
+                "intervals": counters.get("switch_in", 0),
+                "noop_wakes": counters.get("noop_wake", 0),
+                "short": counters.get("short", 0),
+                "kstack_walks": counters.get("kstack_walks", 0),
+                "kstack_cache_hits": counters.get("kcache_hit", 0),
+                "kstack_cache_mismatches": counters.get("kcache_mismatch", 0),
+                "edges": snap.edges_sent, "stacks": snap.stacks_sent,
+                "snapshots": snap.snap, "pending": n_pending,
+                "load_ms": int(program.load_s * 1000),
+                "symbolize_ms": int(snap.symbolize_s * 1000),
+            }
+            self._end(reason, totals, lost_summary(counters))
+            return 0
+        finally:
+            program.close()
+
+    def _loop(self, program: "object", snap: "object") -> str:
+        from .bpfprog import Program
+        from .snapshot import Snapshotter
+
+        assert isinstance(program, Program) and isinstance(snap, Snapshotter)
+        start = time.monotonic()
+        next_snap = start + self.opts.interval_s
+        end_at = start + self.opts.duration_s if self.opts.duration_s else None
+        while True:
+            if self.stop_reason:
+                return self.stop_reason
+            now = time.monotonic()
+            if end_at is not None and now >= end_at:
+                return "duration"
+            alive = []
+            for t in self.targets:
+                if t.alive():
+                    alive.append(t)
+                else:
+                    self.log("info", f"target {t.comm} (pid {t.pid}) exited")
+                    program.remove_target(t.pid)
+            if not alive:
+                return "target-exit"
+            if len(alive) != len(self.targets):
+                self.targets = alive
+            if now >= next_snap:
+                snap.take(program.counters())
+                next_snap += self.opts.interval_s
+                if next_snap < now:
+                    next_snap = now + self.opts.interval_s
+            wake = min(x for x in (next_snap, end_at, now + POLL_S) if x is not None)
+            time.sleep(max(0.0, wake - time.monotonic()))
+
+
+def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) -> int:
+    opts = parse_args(argv)
+    stream = out if out is not None else sys.stdout
+    try:
+        return Collector(opts, stream).run()
+    except BrokenPipeError:
+        # The reader went away; nothing left to tell it.
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the exit flush
+        except OSError:
+            pass
+        return 1

@@ -1,0 +1,212 @@
+"""Turns what the BPF maps hold into wire records: one snapshot of deltas at a time.
+
+Per snapshot, in this order (a reader releases non-delta records at once, and the deltas
+when the ``snapshot`` marker commits them): ``process`` for every pid seen for the first
+time, ``stack`` for every stack seen for the first time (stacks are sent once and referenced
+by id), the ``wakeup`` and ``oncpu`` deltas, ``progress``, then ``snapshot``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Dict, List, Optional, Tuple
+
+from ..wire import WireWriter
+from .bpfprog import ST_BLOCKED, Edge, Program
+from .identity import Identities
+from .symbolize import Symbolizer, describe_missing
+
+EFAULT = -14
+
+
+def _us(ns: int) -> int:
+    return int((ns + 500) // 1000)
+
+
+class Snapshotter:
+    """Owns the stack registry and the running totals of one collector run."""
+
+    def __init__(self, program: Program, writer: WireWriter, started_mono: float,
+                 min_block_us: float) -> None:
+        self.program = program
+        self.writer = writer
+        self.started_mono = started_mono
+        self.min_block_us = min_block_us
+        self.sym = Symbolizer(program.bpf_cls)
+        self.ids = Identities()
+        self.snap = 0
+        self.edges_sent = 0
+        self._stacks: Dict[Tuple[int, int, int], int] = {}
+        self._by_content: Dict[Tuple[Tuple[str, ...], int, Optional[str]], int] = {}
+        self._kframes: Dict[int, List[str]] = {}
+        self._kernel_ids: set = set()
+        self._user_ids: set = set()
+        self.symbolize_s = 0.0
+
+    # --- identities and stacks ---------------------------------------------------------
+
+    def process(self, pid: int, comm: str = "", with_threads: bool = False) -> None:
+        rec = self.ids.new_record(pid, comm, with_threads)
+        if rec is not None:
+            self.writer.emit("process", **rec)
+
+    def stack_id(self, kid: int, uid: int, pid: int) -> int:
+        upid = pid if uid >= 0 else 0
+        key = (kid, uid, upid)
+        sid = self._stacks.get(key)
+        if sid is not None:
+            return sid
+        t0 = time.monotonic()
+        frames: List[str] = []
+        kernel = self._kernel_frames(kid)
+        frames.extend(kernel)
+        if uid >= 0:
+            self._user_ids.add(uid)
+            ips = self.program.user_ips(uid)
+            if ips:
+                frames.extend(self.sym.user(pid, ips))
+        seen = self.ids.seen(pid)
+        kthread = bool(seen and seen.get("kernel_thread")) or pid == 0
+        missing = describe_missing(kid, uid, kthread)
+        self.symbolize_s += time.monotonic() - t0
+        # Stacks that differ only in offsets inside the same functions read the same:
+        # send them once.
+        content = (tuple(frames), len(kernel), missing)
+        sid = self._by_content.get(content)
+        if sid is None:
+            sid = len(self._by_content) + 1
+            self._by_content[content] = sid
+            rec: dict = {"id": sid, "frames": frames, "kernel_depth": len(kernel)}
+            if missing:
+                rec["missing"] = missing
+            self.writer.emit("stack", **rec)
+        self._stacks[key] = sid
+        return sid
+
+    def _kernel_frames(self, kid: int) -> List[str]:
+        if kid < 0:
+            return []
+        found = self._kframes.get(kid)
+        if found is None:
+            self._kernel_ids.add(kid)
+            ips = self.program.kernel_ips(kid) or []
+            found = self.sym.kernel(ips)
+            self._kframes[kid] = found
+        return found
+
+    # --- records ---------------------------------------------------------------------------
+
+    def _wakeup(self, e: Edge) -> dict:
+        self.process(e.tgid, e.comm, with_threads=True)
+        rec: dict = {
+            "snap": self.snap, "tid": e.tid, "pid": e.tgid, "comm": e.comm,
+            "state": "blocked" if e.state == ST_BLOCKED else "preempted",
+            "target_stack": self.stack_id(e.kstack, e.ustack, e.tgid),
+            "count": e.count, "total_us": _us(e.total_ns), "max_us": _us(e.max_ns),
+            "blocked_us": _us(e.blocked_ns), "runq_us": _us(e.runq_ns),
+        }
+        if e.state == ST_BLOCKED:
+            self.process(e.waker_tgid, e.waker_comm)
+            rec["waker_tid"] = e.waker_tid
+            rec["waker_pid"] = e.waker_tgid
+            rec["waker_comm"] = e.waker_comm
+            rec["waker_stack"] = self.stack_id(e.waker_kstack, e.waker_ustack, e.waker_tgid)
+        else:
+            ppid = self.ids.tgid(e.preempt_pid) if e.preempt_pid else 0
+            self.process(ppid, e.preempt_comm)
+            rec["preempted_by_pid"] = ppid
+            rec["preempted_by_tid"] = e.preempt_pid
+            rec["preempted_by_comm"] = e.preempt_comm
+        return rec
+
+    def take(self, counters: Dict[str, int]) -> None:
+        """Read and clear the maps and write one committed snapshot."""
+        self.snap += 1
+        edges = self.program.drain_edges()
+        oncpu = self.program.drain_oncpu()
+        wakeups = [self._wakeup(e) for e in edges]
+        for rec in wakeups:
+            self.writer.emit("wakeup", **rec)
+        self.edges_sent += len(wakeups)
+        for row in oncpu:
+            hist = list(row.hist)
+            while hist and not hist[-1]:
+                hist.pop()
+            self.writer.emit(
+                "oncpu", snap=self.snap, tid=row.tid, pid=row.tgid, comm=row.comm,
+                count=row.count, total_us=_us(row.total_ns), max_us=_us(row.max_ns),
+                hist_log2_us=hist,
+            )
+        elapsed = round(time.monotonic() - self.started_mono, 3)
+        use = self.program.map_use()
+        use["agg"] = [len(edges), self.program.sizes.agg]
+        use["stacks"] = [max(len(self._kernel_ids), len(self._user_ids)),
+                         self.program.sizes.stack_storage]
+        self.writer.emit(
+            "progress", elapsed_s=elapsed, switches=counters.get("switch_out", 0),
+            wakeups=counters.get("wakeup", 0), edges=self.edges_sent,
+            lost=lost_summary(counters), map_use=use,
+        )
+        self.writer.emit("snapshot", snap=self.snap, elapsed_s=elapsed)
+        self.writer.flush()
+
+    def pending(self, now_ns: Optional[int] = None) -> int:
+        """``pending`` records for target threads still off the CPU; returns how many."""
+        now_ns = now_ns if now_ns is not None else time.monotonic_ns()
+        n = 0
+        for w in self.program.waiting():
+            waiting_ns = now_ns - w.off_ns
+            if waiting_ns < self.min_block_us * 1000 or waiting_ns < 0:
+                continue
+            if not os.path.exists(f"/proc/{w.tgid}/task/{w.tid}"):
+                continue
+            if w.state == ST_BLOCKED:
+                state = "runq" if w.wake_ns else "blocked"
+            else:
+                state = "preempted"
+            self.process(w.tgid, w.comm, with_threads=True)
+            self.writer.emit(
+                "pending", tid=w.tid, pid=w.tgid, comm=w.comm, state=state,
+                waiting_us=_us(waiting_ns),
+                target_stack=self.stack_id(w.kstack, w.ustack, w.tgid),
+            )
+            n += 1
+        return n
+
+    @property
+    def stacks_sent(self) -> int:
+        return len(self._by_content)
+
+
+def lost_summary(counters: Dict[str, int]) -> Dict[str, int]:
+    return {
+        "stack_eexist": counters.get("stack_eexist", 0),
+        "stack_enomem": counters.get("stack_enomem", 0),
+        "map_full": counters.get("agg_full", 0) + counters.get("start_full", 0)
+        + counters.get("oncpu_full", 0),
+        "agg_full": counters.get("agg_full", 0),
+        "start_full": counters.get("start_full", 0),
+        "oncpu_full": counters.get("oncpu_full", 0),
+    }
+
+
+def loss_warnings(counters: Dict[str, int]) -> List[str]:
+    """One sentence per kind of loss, with the flag that fixes it."""
+    out = []
+    if counters.get("stack_eexist"):
+        out.append(f"{counters['stack_eexist']} stack(s) lost to hash collisions in the "
+                   "stack map; raise --stack-storage-size")
+    if counters.get("stack_enomem"):
+        out.append(f"{counters['stack_enomem']} stack(s) lost because the stack map was "
+                   "full; raise --stack-storage-size")
+    if counters.get("agg_full"):
+        out.append(f"{counters['agg_full']} wakeup(s) lost because the aggregation map was "
+                   "full; raise --agg-size or lower --interval")
+    if counters.get("start_full"):
+        out.append(f"{counters['start_full']} switch-out(s) not recorded because the start "
+                   "map was full; raise --start-size")
+    if counters.get("oncpu_full"):
+        out.append(f"{counters['oncpu_full']} on-CPU run(s) lost because the on-CPU map was "
+                   "full; raise --oncpu-size")
+    return out

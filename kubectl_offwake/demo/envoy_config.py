@@ -1,0 +1,169 @@
+"""The demo Envoy's bootstrap (v3 API), shaped like an Istio sidecar's moving parts.
+
+- admin on a unix socket, polled by the pilot-agent stand-in (as pilot-agent checks
+  Envoy's readiness and scrapes its stats);
+- an inbound listener routing to ``upstream``, a STRICT_DNS cluster re-resolved through
+  ``dnsmasq`` every ``dns_refresh`` (an Istio ServiceEntry with ``resolution: DNS``);
+- a health listener on 15021 answering ``/healthz/ready`` itself, as the sidecar's
+  readiness port does for kubelet;
+- a file access log, so Envoy's ``AccessLogFlush`` thread runs;
+- a short stats flush interval, so the main thread fans out to the workers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, List
+
+HEALTH_PORT = 15021
+INBOUND_PORT = 15006
+UPSTREAM_PORT = 8080
+UPSTREAM_HOST = "upstream.demo.offwake"
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass
+class EnvoyConfig:
+    admin_socket: str
+    access_log: str
+    dns_ip: str
+    dns_port: int = 53
+    upstream_port: int = UPSTREAM_PORT
+    inbound_port: int = INBOUND_PORT
+    health_port: int = HEALTH_PORT
+    dns_refresh_ms: int = 100
+    stats_flush_ms: int = 1000
+
+    def bootstrap(self) -> dict:
+        return {
+            "node": {"id": "sidecar~10.0.0.1~demo-app.demo~demo.svc.cluster.local",
+                     "cluster": "demo-app.demo"},
+            "admin": {"address": {"pipe": {"path": self.admin_socket, "mode": 0o600}}},
+            "stats_flush_interval": f"{self.stats_flush_ms / 1000:g}s",
+            "static_resources": {
+                "listeners": [self._inbound(), self._health()],
+                "clusters": [self._upstream()],
+            },
+        }
+
+    def _inbound(self) -> dict:
+        return {
+            "name": "inbound",
+            "address": _addr("0.0.0.0", self.inbound_port),
+            "filter_chains": [{"filters": [_hcm(
+                "inbound_http",
+                routes=[{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
+                access_log=[{
+                    "name": "envoy.access_loggers.file",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/"
+                                 "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                        "path": self.access_log,
+                    },
+                }],
+            )]}],
+        }
+
+    def _health(self) -> dict:
+        return {
+            "name": "health",
+            "address": _addr("0.0.0.0", self.health_port),
+            "filter_chains": [{"filters": [_hcm(
+                "health",
+                routes=[{"match": {"prefix": "/healthz/ready"},
+                         "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}],
+            )]}],
+        }
+
+    def _upstream(self) -> dict:
+        dns_cluster = {
+            "@type": "type.googleapis.com/envoy.extensions.clusters.dns.v3.DnsCluster",
+            "dns_refresh_rate": f"{self.dns_refresh_ms / 1000:g}s",
+            "respect_dns_ttl": False,
+            "dns_lookup_family": "V4_ONLY",
+            "typed_dns_resolver_config": {
+                "name": "envoy.network.dns_resolver.cares",
+                "typed_config": {
+                    "@type": "type.googleapis.com/"
+                             "envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
+                    "resolvers": [_addr(self.dns_ip, self.dns_port)],
+                    "use_resolvers_as_fallback": False,
+                    "dns_resolver_options": {"no_default_search_domain": True},
+                },
+            },
+        }
+        return {
+            "name": "upstream",
+            # STRICT_DNS in its current (extension) form.
+            "cluster_type": {"name": "envoy.cluster.dns", "typed_config": dns_cluster},
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": "upstream",
+                "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": _addr(UPSTREAM_HOST, self.upstream_port)}},
+                ]}],
+            },
+        }
+
+    def to_yaml(self) -> str:
+        return to_yaml(self.bootstrap())
+
+
+def _addr(host: str, port: int) -> dict:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _hcm(stat_prefix: str, routes: List[dict], access_log: List[dict] | None = None) -> dict:
+    config: dict = {
+        "@type": "type.googleapis.com/"
+                 "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": stat_prefix,
+        "route_config": {"virtual_hosts": [{"name": stat_prefix, "domains": ["*"],
+                                            "routes": routes}]},
+        "http_filters": [{
+            "name": "envoy.filters.http.router",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+            },
+        }],
+    }
+    if access_log:
+        config["access_log"] = access_log
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
+
+
+def to_yaml(value: Any, indent: int = 0) -> str:
+    """Block-style YAML for dicts, lists and scalars (scalars quoted as JSON strings)."""
+    pad = "  " * indent
+    lines: List[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                lines.append(f"{pad}{_key(key)}:")
+                lines.append(to_yaml(item, indent + 1))
+            else:
+                lines.append(f"{pad}{_key(key)}: {_scalar(item)}")
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)) and item:
+                body = to_yaml(item, indent + 1)
+                lines.append(f"{pad}- {body.lstrip()}")
+            else:
+                lines.append(f"{pad}- {_scalar(item)}")
+    else:
+        lines.append(f"{pad}{_scalar(value)}")
+    return "\n".join(lines)
+
+
+def _key(key: str) -> str:
+    return key if _PLAIN_KEY.match(key) else json.dumps(key)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return "{}" if isinstance(value, dict) else "[]"
+    return json.dumps(value)

@@ -1,0 +1,71 @@
+"""The demo from start to finish: set up the node, trace its Envoy, tear everything down."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import List, Optional
+
+from ..analysis.model import Recording
+from ..errors import RunFailed
+from ..live import LiveProgress, StepPrinter
+from ..localrun import CollectorRun, collector_command, find_collector_python
+from .binaries import DemoBinaries
+from .mesh import DemoMesh, MeshInfo, require_root
+
+#: Seconds of load before tracing starts, so connections and caches are warm.
+WARMUP_S = 1.0
+
+
+@dataclass
+class DemoResult:
+    recording: Recording
+    info: MeshInfo
+    saved_path: Optional[str]
+    interrupted: bool
+    cleanup_problems: List[str]
+
+
+def identity_records(info: MeshInfo) -> List[dict]:
+    """Names for the demo's stand-ins (``identity`` records, as the Kubernetes path names
+    processes by pod), so the report says what each waker stands for."""
+    labels = {
+        "pilot-agent": "pilot-agent (demo stand-in)",
+        "kubelet": "kubelet probe (demo stand-in)",
+        "dnsmasq": "dnsmasq (the mesh's DNS)",
+        "upstream": "upstream app",
+        "wrk": "wrk (load client)",
+        "cpu-hog": "cpu-hog (noisy neighbour)",
+    }
+    return [{"type": "identity", "pid": info.pids[name], "label": label}
+            for name, label in labels.items() if name in info.pids]
+
+
+def run_demo(duration_s: float, keep_recording: Optional[str] = None,
+             steps: Optional[StepPrinter] = None, interval_s: float = 1.0) -> DemoResult:
+    require_root()
+    steps = steps or StepPrinter()
+    binaries = DemoBinaries.find()
+    python = find_collector_python()
+    mesh = DemoMesh(on_step=steps.done, load_seconds=duration_s + WARMUP_S + 60,
+                    binaries=binaries)
+    with steps.working("setting up the demo node…"):
+        info = mesh.__enter__()
+    try:
+        time.sleep(WARMUP_S)
+        command = collector_command(python, ["--pid", str(info.envoy_pid)], duration_s,
+                                    interval_s)
+        with LiveProgress(f"tracing envoy (pid {info.envoy_pid})") as live:
+            run = CollectorRun(command, keep_recording, live, "envoy", duration_s,
+                               annotations=identity_records(info))
+            result = run.run()
+    finally:
+        with steps.working("removing the demo node…"):
+            mesh.__exit__(None, None, None)
+    if mesh.cleanup_problems:
+        raise RunFailed("the demo could not remove everything it made: "
+                        + "; ".join(mesh.cleanup_problems))
+    steps.done(f"removed the demo node ({info.netns}, its veth, cgroup, processes and "
+               "temporary files)")
+    return DemoResult(result.recording, info, keep_recording, result.interrupted,
+                      mesh.cleanup_problems)

@@ -1,0 +1,162 @@
+"""What BCC offwaketime's text and folded outputs share: frames, stack halves, edges.
+
+offwaketime prints four stacks per entry and never says where kernel frames end and user
+frames begin unless it ran with ``-d``. Both printers put the two halves of one stack in a
+fixed order (kernel before user in one orientation, user before kernel in the other), so a
+stack is rebuilt from the printed frames, the ``-`` delimiter when present, and the
+``[Missed ... Stack]`` markers (which sit exactly where the missing half would be).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Dict, List, Optional, Sequence
+
+from ..analysis.model import Edge, Recording, Stack, StackTable, Task
+
+#: How the capture says its stacks are split, decided once per file.
+MODE_UNKNOWN = "unknown"  # user + kernel without -d: the boundary is not printed
+MODE_DELIMITED = "delimited"  # -d: a lone half (no delimiter printed) is the kernel half
+MODE_KERNEL = "kernel"  # -K, and BCC before user stacks existed
+MODE_USER = "user"  # -U
+
+DELIMITER = "-"
+_MISSED = re.compile(r"^\[Missed (User|Kernel) Stack\]")
+_SPELLED = {"[Missed User Stack]", "[Missed Kernel Stack]"}
+
+
+def clean_frame(frame: str) -> str:
+    """One printed frame as a plain symbol: strip padding and Python bytes-literal quoting.
+
+    BCC on Python 3 before 0.10 printed ``b.ksym(addr)`` unconverted, so each frame reads
+    ``b'tcp_v4_rcv'``.
+    """
+    frame = frame.strip()
+    if len(frame) >= 3 and frame[0] == "b" and frame[1] in "'\"" and frame[-1] == frame[1]:
+        inner = frame[2:-1]
+        if "\\" not in inner:
+            return inner
+        try:
+            value = ast.literal_eval(frame)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return inner
+        if isinstance(value, bytes):
+            return value.decode("utf-8", "replace")
+    return frame
+
+
+def respell_markers(parts: List[str]) -> List[str]:
+    """Undo an old BCC bug that printed ``[Missed User Stack]`` one character per frame."""
+    if "[" not in parts:
+        return parts
+    out: List[str] = []
+    i = 0
+    while i < len(parts):
+        if parts[i] == "[":
+            for marker in _SPELLED:
+                chunk = parts[i:i + len(marker)]
+                if len(chunk) == len(marker) and all(len(c) == 1 for c in chunk) \
+                        and "".join(chunk) == marker:
+                    out.append(marker)
+                    i += len(marker)
+                    break
+            else:
+                out.append(parts[i])
+                i += 1
+            continue
+        out.append(parts[i])
+        i += 1
+    return out
+
+
+def build_stack(
+    table: StackTable, printed: Sequence[str], mode: str, kernel_first: bool
+) -> Stack:
+    """Intern one stack from its printed frames.
+
+    ``kernel_first`` is true when the printer put the kernel half first with leaf frames
+    first (text target, folded waker); otherwise the user half came first with root
+    frames first (text waker, folded target), which is the same list reversed.
+    """
+    items = list(printed) if kernel_first else list(reversed(printed))
+    missing_kernel = missing_user = False
+    kernel: List[str]
+    user: List[str]
+    depth: Optional[int]
+    if DELIMITER in items:
+        at = items.index(DELIMITER)
+        kernel, user = items[:at], [f for f in items[at + 1:] if f != DELIMITER]
+        depth = None
+    else:
+        kernel_marker = user_marker = -1
+        for i, frame in enumerate(items):
+            match = _MISSED.match(frame)
+            if match:
+                if match.group(1) == "Kernel":
+                    kernel_marker = i
+                else:
+                    user_marker = i
+        if kernel_marker >= 0 and user_marker >= 0:
+            kernel, user = [], []
+        elif kernel_marker >= 0:
+            kernel, user = items[:kernel_marker + 1], items[kernel_marker + 1:]
+        elif user_marker >= 0:
+            kernel, user = items[:user_marker], items[user_marker:]
+        elif mode in (MODE_KERNEL, MODE_DELIMITED):
+            kernel, user = items, []
+        elif mode == MODE_USER:
+            kernel, user = [], items
+        else:
+            return table.intern([f for f in items if not _MISSED.match(f)], None, None)
+        depth = None
+    for half in (kernel, user):
+        for frame in half:
+            match = _MISSED.match(frame)
+            if match:
+                if match.group(1) == "Kernel":
+                    missing_kernel = True
+                else:
+                    missing_user = True
+    if missing_kernel or missing_user:
+        kernel = [f for f in kernel if not _MISSED.match(f)]
+        user = [f for f in user if not _MISSED.match(f)]
+    depth = len(kernel)
+    missing = None
+    if missing_kernel and missing_user:
+        missing = "both"
+    elif missing_kernel:
+        missing = "kernel"
+    elif missing_user:
+        missing = "user"
+    return table.intern(kernel + user, depth, missing)
+
+
+class EdgeTable:
+    """Merges edges by :meth:`Edge.key` in O(1) and keeps first-seen order."""
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
+        self._by_key: Dict[tuple, Edge] = {}
+        self._tasks: Dict[tuple, Task] = {}
+
+    def task(self, comm: str, tid: Optional[int]) -> Task:
+        key = (comm, tid)
+        task = self._tasks.get(key)
+        if task is None:
+            task = Task(comm=comm, pid=None, tid=tid)
+            self._tasks[key] = task
+        return task
+
+    def add(self, edge: Edge) -> None:
+        key = edge.key()
+        found = self._by_key.get(key)
+        if found is None:
+            self._by_key[key] = edge
+            self.recording.edges.append(edge)
+        else:
+            found.merge(edge)
+
+
+def corrupt_note(count: int, what: str = "block") -> str:
+    return f"skipped {count} corrupt {what}(s)"

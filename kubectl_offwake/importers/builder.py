@@ -1,0 +1,395 @@
+"""Builds a :class:`Recording` from committed wire records, one record at a time.
+
+The file importer and the Kubernetes log follower share this: the follower feeds records as
+the collector's snapshots commit them and may look at ``builder.recording`` at any moment
+(edges are merged in place, so the recording is always current). Every record costs O(1):
+snapshot deltas of one edge are found through a dict, never by scanning.
+
+A record whose fields have the wrong types is skipped and counted, never fatal: one bad
+record must not cost the user the rest of a recording.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from ..analysis.model import (
+    Edge,
+    OnCpu,
+    Pending,
+    ProcessInfo,
+    Recording,
+    Stack,
+    Task,
+    Throttling,
+)
+
+_MISSING_VALUES = ("kernel", "user", "both")
+_ENVELOPE = ("type", "seq")
+
+
+class RecordingBuilder:
+    """Accumulates wire records into a Recording; call :meth:`finish` for the warnings."""
+
+    def __init__(self, recording: Optional[Recording] = None) -> None:
+        self.recording = recording if recording is not None else Recording()
+        #: The latest ``progress`` record, for live displays.
+        self.progress: Optional[dict] = None
+        self.records = 0
+        self.malformed = 0
+        self.snapshots = 0
+        self.ended = False
+        self._stacks_by_id: Dict[Any, Stack] = {}
+        self._unknown_stack_ids: Dict[Any, Stack] = {}
+        self._unknown_stack_refs = 0
+        self._edges: Dict[tuple, Edge] = {}
+        self._tasks: Dict[Tuple[str, Optional[int], Optional[int]], Task] = {}
+        self._oncpu: Dict[int, OnCpu] = {}
+        self._pending: Dict[int, int] = {}  # tid -> index in recording.pending
+        self._throttling: Dict[Tuple[Any, Any], Throttling] = {}
+        self._target_pids: set = set()
+        self._collector_warnings: List[str] = []
+        self._emitted: List[str] = []
+        self._handlers = {
+            "hello": self._hello,
+            "target": self._target,
+            "progress": self._progress,
+            "process": self._process,
+            "identity": self._identity,
+            "stack": self._stack,
+            "wakeup": self._wakeup,
+            "oncpu": self._oncpu_record,
+            "pending": self._pending_record,
+            "cgroup_stat": self._cgroup_stat,
+            "snapshot": self._snapshot,
+            "end": self._end,
+            "log": self._log,
+        }
+
+    # -- feeding -------------------------------------------------------------------------
+
+    def add(self, record: dict) -> None:
+        """Apply one committed record; unknown types are ignored, malformed ones counted."""
+        handler = self._handlers.get(record.get("type"))  # type: ignore[arg-type]
+        if handler is None:
+            return
+        self.records += 1
+        try:
+            handler(record)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
+            self.malformed += 1
+
+    def add_all(self, records: Iterable[dict]) -> RecordingBuilder:
+        for record in records:
+            self.add(record)
+        return self
+
+    def finish(self) -> Recording:
+        """The recording with the builder's warnings; safe to call repeatedly."""
+        notes = list(self._collector_warnings)
+        if self._unknown_stack_refs:
+            notes.append(
+                f"{self._unknown_stack_refs} record(s) referred to "
+                f"{len(self._unknown_stack_ids)} stack id(s) the recording never defined; "
+                "they are shown as '[unknown stack N]'"
+            )
+        if self.malformed:
+            notes.append(f"skipped {self.malformed} record(s) with fields of the wrong type")
+        recording = self.recording
+        for old in self._emitted:  # replace what an earlier finish() added
+            if old in recording.warnings:
+                recording.warnings.remove(old)
+        recording.warnings.extend(notes)
+        self._emitted = notes
+        return recording
+
+    # -- interning -----------------------------------------------------------------------
+
+    def _task(self, comm: Any, pid: Any, tid: Any) -> Task:
+        key = (_str(comm), _opt_int(pid), _opt_int(tid))
+        task = self._tasks.get(key)
+        if task is None:
+            task = Task(*key)
+            self._tasks[key] = task
+        return task
+
+    def _stack_ref(self, stack_id: Any) -> Stack:
+        if isinstance(stack_id, (dict, list)):
+            raise TypeError("a stack id must be a scalar")
+        stack = self._stacks_by_id.get(stack_id)
+        if stack is not None:
+            return stack
+        self._unknown_stack_refs += 1
+        stack = self._unknown_stack_ids.get(stack_id)
+        if stack is None:
+            stack = self.recording.stacks.intern((f"[unknown stack {stack_id}]",), None, "both")
+            self._unknown_stack_ids[stack_id] = stack
+        return stack
+
+    def _process_info(self, pid: int, comm: Optional[str] = None) -> ProcessInfo:
+        info = self.recording.processes.get(pid)
+        if info is None:
+            info = ProcessInfo(pid=pid, comm=comm or "")
+            self.recording.processes[pid] = info
+        return info
+
+    # -- record handlers -----------------------------------------------------------------
+
+    def _hello(self, record: dict) -> None:
+        source = self.recording.source
+        for key, value in record.items():
+            if key not in _ENVELOPE:
+                source[key] = value
+        source["kind"] = "offwake"
+
+    def _target(self, record: dict) -> None:
+        processes = record["processes"]
+        if not isinstance(processes, list):
+            raise TypeError("processes must be a list")
+        parsed = [_process_fields(p) for p in processes]
+        for fields in parsed:
+            info = self._process_info(fields["pid"], fields["comm"])
+            _apply(info, fields)
+            if info.pid not in self._target_pids:
+                self._target_pids.add(info.pid)
+                self.recording.targets.append(info)
+        if "by" in record:
+            self.recording.source["target_by"] = record["by"]
+
+    def _progress(self, record: dict) -> None:
+        lost = record.get("lost")
+        lost_counts = _int_dict(lost) if lost is not None else None
+        elapsed = _opt_float(record.get("elapsed_s"))
+        self.progress = record
+        if lost_counts is not None and not self.ended:
+            self.recording.lost = lost_counts
+        if elapsed is not None and not self.ended:
+            self.recording.source["elapsed_s"] = elapsed
+
+    def _process(self, record: dict) -> None:
+        fields = _process_fields(record)
+        _apply(self._process_info(fields["pid"], fields["comm"]), fields)
+
+    def _identity(self, record: dict) -> None:
+        pid = _int(record["pid"])
+        names = {}
+        for key in ("pod", "container", "node", "label"):
+            if record.get(key) is not None:
+                names[key] = _str(record[key])
+        comm = record.get("comm")
+        info = self._process_info(pid, _str(comm) if comm is not None else None)
+        for key, value in names.items():
+            setattr(info, key, value)
+
+    def _stack(self, record: dict) -> None:
+        frames = record["frames"]
+        if not isinstance(frames, list):
+            raise TypeError("frames must be a list")
+        depth = _opt_int(record.get("kernel_depth"))
+        if depth is not None and not 0 <= depth <= len(frames):
+            depth = None
+        missing = record.get("missing")
+        if missing not in _MISSING_VALUES:
+            missing = None
+        stack_id = record["id"]
+        if isinstance(stack_id, (dict, list)):
+            raise TypeError("a stack id must be a scalar")
+        self._stacks_by_id[stack_id] = self.recording.stacks.intern(
+            [_str(f) for f in frames], depth, missing
+        )
+
+    def _wakeup(self, record: dict) -> None:
+        preempted = record.get("state") == "preempted"
+        target = self._task(record["comm"], record.get("pid"), record["tid"])
+        target_stack = self._stack_ref(record["target_stack"])
+        waker: Optional[Task] = None
+        waker_stack: Optional[Stack] = None
+        preempted_by: Optional[Task] = None
+        if preempted:
+            if (record.get("preempted_by_comm") is not None
+                    or record.get("preempted_by_pid") is not None):
+                preempted_by = self._task(
+                    record.get("preempted_by_comm") or "",
+                    record.get("preempted_by_pid"),
+                    record.get("preempted_by_tid"),
+                )
+        else:
+            if record.get("waker_comm") is not None or record.get("waker_tid") is not None:
+                waker = self._task(
+                    record.get("waker_comm") or "", record.get("waker_pid"), record.get("waker_tid")
+                )
+            if record.get("waker_stack") is not None:
+                waker_stack = self._stack_ref(record["waker_stack"])
+        total = _int(record["total_us"])
+        count = _opt_int(record.get("count"))
+        max_us = _opt_int(record.get("max_us"))
+        blocked = _opt_int(record.get("blocked_us"))
+        runq = _opt_int(record.get("runq_us"))
+        # Interned tasks and stacks are unique objects, so their ids make an exact, cheap key
+        # equivalent to Edge.key().
+        key = (id(target), id(target_stack), id(waker), id(waker_stack), preempted,
+               id(preempted_by))
+        edge = self._edges.get(key)
+        if edge is None:
+            edge = Edge(target, target_stack, waker, waker_stack, total, count, max_us,
+                        blocked, runq, preempted, preempted_by)
+            self._edges[key] = edge
+            self.recording.edges.append(edge)
+        else:
+            edge.merge(Edge(target, target_stack, waker, waker_stack, total, count, max_us,
+                            blocked, runq, preempted, preempted_by))
+
+    def _oncpu_record(self, record: dict) -> None:
+        tid = _int(record["tid"])
+        task = self._task(record["comm"], record.get("pid"), tid)
+        count = _int(record["count"])
+        total = _int(record["total_us"])
+        max_us = _int(record["max_us"])
+        hist = record.get("hist_log2_us") or []
+        if not isinstance(hist, list):
+            raise TypeError("hist_log2_us must be a list")
+        hist = [_int(h) for h in hist]
+        found = self._oncpu.get(tid)
+        if found is None:
+            found = OnCpu(task, count, total, max_us, hist)
+            self._oncpu[tid] = found
+            self.recording.oncpu.append(found)
+            return
+        found.task = task
+        found.count += count
+        found.total_us += total
+        found.max_us = max(found.max_us, max_us)
+        merged = found.hist_log2_us
+        if len(merged) < len(hist):
+            merged.extend([0] * (len(hist) - len(merged)))
+        for i, value in enumerate(hist):
+            merged[i] += value
+
+    def _pending_record(self, record: dict) -> None:
+        tid = _int(record["tid"])
+        task = self._task(record["comm"], record.get("pid"), tid)
+        waiting = _int(record["waiting_us"])
+        stack = (self._stack_ref(record["target_stack"])
+                 if record.get("target_stack") is not None else Stack(()))
+        pending = Pending(task, waiting, stack, preempted=record.get("state") == "preempted")
+        # Pending is a state, not a delta: a later report of the same thread replaces it.
+        index = self._pending.get(tid)
+        if index is None:
+            self._pending[tid] = len(self.recording.pending)
+            self.recording.pending.append(pending)
+        else:
+            self.recording.pending[index] = pending
+
+    def _cgroup_stat(self, record: dict) -> None:
+        phase = record["phase"]
+        if phase not in ("start", "end"):
+            raise ValueError("phase must be start or end")
+        pid = _opt_int(record.get("pid"))
+        cgroup = record.get("cgroup")
+        cgroup = _str(cgroup) if cgroup is not None else None
+        counters = {
+            key: _int(value) for key, value in record.items()
+            if key not in ("type", "seq", "pid", "cgroup", "phase")
+            and isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
+        key = (pid, cgroup)
+        throttling = self._throttling.get(key)
+        if throttling is None:
+            throttling = Throttling(pid, cgroup)
+            self._throttling[key] = throttling
+            self.recording.throttling.append(throttling)
+        if phase == "start":
+            throttling.start = counters
+        else:
+            throttling.end = counters
+
+    def _snapshot(self, record: dict) -> None:
+        self.snapshots += 1
+        elapsed = _opt_float(record.get("elapsed_s"))
+        if elapsed is not None and not self.ended:
+            self.recording.source["elapsed_s"] = elapsed
+
+    def _end(self, record: dict) -> None:
+        totals = _int_dict(record.get("totals") or {})
+        lost = _int_dict(record.get("lost") or {})
+        warnings = record.get("warnings") or []
+        if not isinstance(warnings, list):
+            raise TypeError("warnings must be a list")
+        elapsed = _opt_float(record.get("elapsed_s"))
+        self.recording.totals = totals
+        self.recording.lost = lost
+        self._collector_warnings.extend(_str(w) for w in warnings)
+        self.recording.source["end_reason"] = _str(record["reason"])
+        if elapsed is not None:
+            self.recording.source["elapsed_s"] = elapsed
+        self.ended = True
+
+    def _log(self, record: dict) -> None:
+        self.recording.logs.append(
+            {"level": _str(record["level"]), "message": _str(record["message"])}
+        )
+
+
+# -- field coercion ---------------------------------------------------------------------------
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return int(value)
+
+
+def _opt_int(value: Any) -> Optional[int]:
+    return None if value is None else _int(value)
+
+
+def _opt_float(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("expected a number")
+    return float(value)
+
+
+def _str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
+def _int_dict(value: Any) -> Dict[str, int]:
+    if not isinstance(value, dict):
+        raise TypeError("expected an object")
+    return {str(k): _int(v) for k, v in value.items() if not isinstance(v, (dict, list))}
+
+
+def _process_fields(record: Any) -> Dict[str, Any]:
+    """The ProcessInfo fields a process (or target) record carries, checked."""
+    if not isinstance(record, dict):
+        raise TypeError("a process must be an object")
+    fields: Dict[str, Any] = {"pid": _int(record["pid"]), "comm": _str(record.get("comm", ""))}
+    for key in ("cgroup", "container_id", "runtime", "pod_uid", "exe"):
+        if record.get(key) is not None:
+            fields[key] = _str(record[key])
+    if "kernel_thread" in record:
+        fields["kernel_thread"] = bool(record["kernel_thread"])
+    threads = record.get("threads")
+    if threads is not None:
+        if not isinstance(threads, dict):
+            raise TypeError("threads must be an object")
+        fields["threads"] = {int(tid): _str(comm) for tid, comm in threads.items()}
+    return fields
+
+
+def _apply(info: ProcessInfo, fields: Dict[str, Any]) -> None:
+    for key, value in fields.items():
+        if key == "pid":
+            continue
+        if key == "comm" and not value:
+            continue
+        if key == "threads":
+            info.threads.update(value)
+            continue
+        setattr(info, key, value)

@@ -1,0 +1,136 @@
+"""Parses BCC ``offwaketime -f`` (folded) output into a Recording.
+
+One line per entry, the value in microseconds after the last space::
+
+    target;<user root..leaf>;-;<kernel root..leaf>;--;<waker kernel leaf..root>;-;
+        <waker user leaf..root>;waker 1234                     (one line, wrapped here)
+
+``-`` appears only with ``-d`` and only when both halves of that stack exist; a missing half
+is printed as ``[Missed User Stack]`` (newer BCC appends the error number) or
+``[Missed Kernel Stack]``. A preemption has no waker: ``target;...;--; 1234``. BCC of 2016
+printed kernel stacks only, with ``-`` as the target/waker separator and no ``--``.
+Frames cannot contain ``;``; comms can contain spaces.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Optional, Tuple
+
+from ..analysis.model import Edge, Recording, Stack
+from ..errors import BadInput
+from .bcc_common import (
+    MODE_DELIMITED,
+    MODE_KERNEL,
+    MODE_UNKNOWN,
+    EdgeTable,
+    build_stack,
+    clean_frame,
+    corrupt_note,
+    respell_markers,
+)
+
+_SEPARATOR = "--"
+_OLD_SEPARATOR = "-"
+_FOLDED_LINE = re.compile(r"^[^;\n]*;[^\n]* \d+\s*$")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+
+
+def looks_like_folded(line: str) -> bool:
+    """True when a line has the shape ``a;b;... N``."""
+    return bool(_FOLDED_LINE.match(line))
+
+
+class _StackCache:
+    """Folded files repeat the same stack text on many lines: parse each text once."""
+
+    def __init__(self, recording: Recording, mode: str, old: bool) -> None:
+        self.recording = recording
+        self.mode = mode
+        self.old = old
+        self._cache: Dict[Tuple[str, bool], Stack] = {}
+
+    def get(self, text: str, kernel_first: bool) -> Stack:
+        key = (text, kernel_first)
+        stack = self._cache.get(key)
+        if stack is None:
+            parts = respell_markers(text.split(";")) if text else []
+            frames = [clean_frame(p) for p in parts]
+            frames = [f for f in frames if f]
+            mode = MODE_KERNEL if self.old else self.mode
+            stack = build_stack(self.recording.stacks, frames, mode, kernel_first)
+            self._cache[key] = stack
+        return stack
+
+
+def parse_folded(text: str, name: str = "input") -> Recording:
+    """Every well-formed line of ``text``; damaged lines are skipped and counted."""
+    lines = text.splitlines()
+    delimited = any(";-;" in line and ";--;" in line for line in lines)
+    mode = MODE_DELIMITED if delimited else MODE_UNKNOWN
+    recording = Recording()
+    recording.source.update({"kind": "offwaketime-folded", "input": name, "delimited": delimited})
+    edges = EdgeTable(recording)
+    caches = {old: _StackCache(recording, mode, old) for old in (False, True)}
+    corrupt = 0
+    notes: List[str] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        parsed = _parse_line(line)
+        if parsed is None:
+            stripped = line.strip()
+            if stripped.startswith("WARNING:"):
+                notes.append("offwaketime: " + stripped[len("WARNING:"):].strip())
+            elif stripped != "^C":
+                corrupt += 1
+            continue
+        target_comm, target_text, waker_text, waker_comm, value, old = parsed
+        cache = caches[old]
+        target = edges.task(target_comm, None)
+        target_stack = cache.get(target_text, kernel_first=False)
+        if not waker_comm and not waker_text.strip(";"):
+            edges.add(Edge(target, target_stack, None, None, value, preempted=True))
+            continue
+        waker_stack = cache.get(waker_text, kernel_first=True)
+        edges.add(Edge(target, target_stack, edges.task(waker_comm, None), waker_stack, value))
+    if corrupt:
+        notes.insert(0, corrupt_note(corrupt))
+    if not recording.edges:
+        if corrupt:
+            raise BadInput(
+                f"none of the {corrupt} line(s) of {name} is an offwaketime -f entry "
+                "('target;...;--;...;waker MICROSECONDS'); pass offwaketime's -f output"
+            )
+        raise BadInput(f"{name} has no offwaketime -f entries; pass offwaketime's -f output")
+    recording.warnings.extend(notes)
+    return recording
+
+
+def _parse_line(line: str) -> Optional[Tuple[str, str, str, str, int, bool]]:
+    """(target comm, target frames, waker frames, waker comm, value, old form) or None."""
+    body, space, value = line.rstrip().rpartition(" ")
+    if not space or not value.isdigit() or _CONTROL.search(body):
+        return None
+    first = body.find(";")
+    last = body.rfind(";")
+    if first < 0 or first == last:
+        return None
+    target_comm = body[:first]
+    waker_comm = body[last + 1:]
+    middle = body[first + 1:last]
+    # The separator is the frame "--"; pad with ';' so it is found at either end.
+    padded = ";" + middle + ";"
+    at = padded.find(";--;")
+    old = False
+    if at < 0:
+        at = padded.find(";-;")
+        if at < 0:
+            return None
+        old = True
+        width = 1
+    else:
+        width = 2
+    target_text = padded[1:at]
+    waker_text = padded[at + width + 2:-1]
+    return target_comm, target_text, waker_text, waker_comm, int(value), old

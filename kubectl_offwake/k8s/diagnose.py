@@ -1,0 +1,116 @@
+"""What a collector pod's status means, in one sentence a user can act on.
+
+Pure: reads the pod dict the API returns. The runner calls :func:`pod_state` on every
+watch event and stops waiting as soon as the answer is not "pending".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+from .podspec import COLLECTOR_CONTAINER
+
+IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                      "ErrImageNeverPull", "RegistryUnavailable"}
+CREATE_FAIL_REASONS = {"CreateContainerConfigError", "CreateContainerError",
+                       "RunContainerError", "PreCreateHookError", "PreStartHookError"}
+
+
+@dataclass
+class PodState:
+    """``kind``: pending | running | exited | failed | gone."""
+
+    kind: str
+    message: str = ""
+    exit_code: Optional[int] = None
+    reason: str = ""
+
+
+def _container(pod: dict) -> dict:
+    for item in (pod.get("status") or {}).get("containerStatuses") or []:
+        if item.get("name") == COLLECTOR_CONTAINER:
+            return item
+    return {}
+
+
+def pod_state(pod: Optional[dict]) -> PodState:
+    """Classify a collector pod's status; ``failed`` carries the message for the user."""
+    if pod is None:
+        return PodState("gone", "the collector pod was deleted")
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    spec = pod.get("spec") or {}
+    node = spec.get("nodeName") or "?"
+    image = ((spec.get("containers") or [{}])[0]).get("image", "?")
+    cstatus = _container(pod)
+    state = cstatus.get("state") or {}
+    if "running" in state:
+        return PodState("running")
+    if "terminated" in state:
+        term = state["terminated"] or {}
+        code = term.get("exitCode")
+        reason = term.get("reason") or ""
+        if reason == "OOMKilled":
+            return PodState("exited", f"the collector on node {node} ran out of memory "
+                            "(OOMKilled); trace fewer pods per run or raise the limit",
+                            code, reason)
+        return PodState("exited", "", code if isinstance(code, int) else None, reason)
+    phase = status.get("phase") or "Pending"
+    if phase in ("Failed", "Succeeded"):
+        reason = status.get("reason") or ""
+        text = status.get("message") or ""
+        if reason == "DeadlineExceeded":
+            return PodState("failed", f"the collector pod on node {node} reached its deadline "
+                            f"(activeDeadlineSeconds {spec.get('activeDeadlineSeconds')}) "
+                            "before it started; check the node and the image", reason=reason)
+        if reason == "Evicted":
+            return PodState("failed", f"the collector pod was evicted from node {node}: "
+                            f"{text}", reason=reason)
+        return PodState("failed", f"node {node} rejected the collector pod: "
+                        f"{reason or phase}{': ' + text if text else ''}", reason=reason)
+    waiting = state.get("waiting") or {}
+    wreason = waiting.get("reason") or ""
+    wmessage = waiting.get("message") or ""
+    if wreason in IMAGE_PULL_REASONS:
+        return PodState("failed", f"node {node} cannot pull the collector image {image} "
+                        f"({wreason}{': ' + wmessage if wmessage else ''}); pass --image with "
+                        "an image the nodes can pull (build it from image/Dockerfile)",
+                        reason=wreason)
+    if wreason in CREATE_FAIL_REASONS:
+        return PodState("failed", f"node {node} cannot start the collector ({wreason}"
+                        f"{': ' + wmessage if wmessage else ''})", reason=wreason)
+    for cond in status.get("conditions") or []:
+        if (cond.get("type") == "PodScheduled" and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"):
+            return PodState("failed", f"the collector pod cannot be scheduled on node {node}: "
+                            f"{cond.get('message') or 'Unschedulable'}", reason="Unschedulable")
+    if meta.get("deletionTimestamp"):
+        return PodState("pending", "being deleted")
+    return PodState("pending", wreason or phase)
+
+
+def last_logs(records: List[dict], lines: List[str], limit: int = 5) -> str:
+    """The collector's last ``log`` records (else its last non-JSON lines), joined."""
+    messages = [f"{r.get('level', 'info')}: {r.get('message')}" for r in records
+                if r.get("type") == "log" and r.get("level") in ("error", "warning")]
+    if not messages:
+        messages = [f"{r.get('level', 'info')}: {r.get('message')}" for r in records
+                    if r.get("type") == "log"]
+    if not messages:
+        messages = [line.strip() for line in lines if line.strip()]
+    tail = messages[-limit:]
+    return " | ".join(tail)
+
+
+def exit_message(node: str, state: PodState, records: List[dict], text_lines: List[str]) -> str:
+    """The sentence for a collector that exited without a complete stream."""
+    if state.message:
+        return state.message
+    tail = last_logs(records, text_lines)
+    code = state.exit_code
+    reason = f" ({state.reason})" if state.reason and state.reason not in ("Error",) else ""
+    text = f"the collector on node {node} exited with code {code}{reason}"
+    if tail:
+        text += f"; its last words: {tail}"
+    return text

@@ -1,0 +1,238 @@
+"""The node pod and its ConfigMap: the ONE place their manifests are written.
+
+Everything security-relevant about what this tool runs on a cluster is decided here and
+asserted by tests/unit/test_k8s_podspec.py (DESIGN.md §5). The manifests are plain dicts
+in the API's own JSON shape, so ``--dry-run`` prints exactly what would be sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from .targets import ResolvedTarget
+
+MANAGED_BY_KEY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "kubectl-offwake"
+NAME_KEY = "app.kubernetes.io/name"
+NAME = "offwake-collector"
+RUN_KEY = "app.kubernetes.io/instance"  # the run id
+NODE_ANNOTATION = "kubectl-offwake/node"
+TARGETS_ANNOTATION = "kubectl-offwake/targets"
+SECURITY_ANNOTATION = "kubectl-offwake/security"
+
+#: Selects every object this tool creates (``kubectl offwake cleanup`` uses it).
+MANAGED_SELECTOR = f"{MANAGED_BY_KEY}={MANAGED_BY}"
+
+DEFAULT_COLLECTOR_NAMESPACE = "offwake-system"
+#: Built from image/Dockerfile: Debian with python3 and python3-bpfcc, nothing else.
+DEFAULT_IMAGE = "ghcr.io/kubectl-offwake/collector:bookworm-1"
+#: The interpreter in the image that carries BCC. The only other value anyone passes is
+#: the hidden ``--collector-python`` used by the emulated cluster in tests/lab, whose
+#: "kubelet" runs commands on the test machine (where BCC is in /usr/bin/python3).
+DEFAULT_PYTHON = "python3"
+
+COLLECTOR_DIR = "/opt/offwake"
+ZIPAPP_KEY = "collector.pyz"
+COLLECTOR_CONTAINER = "collector"
+
+#: How long past the trace's duration the pod may live: image pull, BPF compile, flush.
+DEADLINE_MARGIN_S = 90
+#: Seconds the collector gets between SIGTERM and SIGKILL to flush its last snapshot.
+GRACE_PERIOD_S = 30
+#: How often the collector sends a snapshot (commit point of the stream).
+DEFAULT_INTERVAL_S = 2.0
+
+SECURITY_NOTE = (
+    "privileged: BCC needs bpf() and perf_event_open() on sched tracepoints, which the "
+    "runtime's default seccomp and AppArmor profiles block, plus CAP_BPF+CAP_PERFMON "
+    "(CAP_SYS_ADMIN before Linux 5.8), CAP_SYS_PTRACE to read /proc/PID/maps and "
+    "/proc/PID/root of other pods for symbols, and tracefs. A capability list would need "
+    "SYS_ADMIN and seccomp/AppArmor Unconfined anyway, which is privileged in all but "
+    "name, and kernels differ in what suffices; so this short-lived pod is privileged, "
+    "in its own namespace, with read-only host mounts, a read-only root filesystem, no "
+    "service-account token and a hard deadline."
+)
+
+#: Host paths the collector reads, all mounted read-only at the same path.
+HOST_MOUNTS: Dict[str, str] = {
+    "debugfs": "/sys/kernel/debug",
+    "tracefs": "/sys/kernel/tracing",
+    "modules": "/lib/modules",
+    "usr-src": "/usr/src",
+    "cgroup": "/sys/fs/cgroup",
+}
+
+RESOURCES = {
+    # BCC compiles the BPF program with LLVM at start: that is the memory peak.
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"cpu": "1", "memory": "1Gi"},
+}
+
+
+def new_run_id() -> str:
+    """Short, lowercase, DNS-safe and unique enough to tell concurrent runs apart."""
+    return secrets.token_hex(4)
+
+
+@dataclass
+class NodePodOptions:
+    """What varies between runs; everything else is fixed policy above."""
+
+    run_id: str
+    node: str
+    namespace: str = DEFAULT_COLLECTOR_NAMESPACE
+    image: str = DEFAULT_IMAGE
+    python: str = DEFAULT_PYTHON
+    duration_s: float = 30.0
+    interval_s: float = DEFAULT_INTERVAL_S
+    targets: Optional[List[ResolvedTarget]] = None
+    image_pull_policy: str = "IfNotPresent"
+
+
+def _dns_label(text: str) -> str:
+    text = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return text or "node"
+
+
+def object_name(run_id: str, node: str) -> str:
+    """``offwake-<run>-<node>``, a valid pod/ConfigMap name (≤ 63 chars)."""
+    prefix = f"offwake-{run_id}-"
+    return (prefix + _dns_label(node))[:63].rstrip("-")
+
+
+def labels(run_id: str) -> Dict[str, str]:
+    return {MANAGED_BY_KEY: MANAGED_BY, NAME_KEY: NAME, RUN_KEY: run_id}
+
+
+def deadline_seconds(duration_s: float) -> int:
+    """``activeDeadlineSeconds``: the pod is stopped this long after it started."""
+    return int(math.ceil(duration_s)) + DEADLINE_MARGIN_S
+
+
+def collector_command(opts: NodePodOptions) -> List[str]:
+    """The collector's argv: one ``--container-id`` per target on this node."""
+    argv = [opts.python, f"{COLLECTOR_DIR}/{ZIPAPP_KEY}"]
+    for target in opts.targets or []:
+        # with its runtime prefix: the collector matches the runtime's cgroup naming
+        argv += ["--container-id", target.qualified_id if target.runtime
+                 else target.container_id]
+    argv += [
+        "--duration", _num(opts.duration_s),
+        "--interval", _num(opts.interval_s),
+        "--node-name", opts.node,
+    ]
+    return argv
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def node_pod(opts: NodePodOptions) -> dict:
+    """The collector pod for one node (DESIGN.md §5)."""
+    name = object_name(opts.run_id, opts.node)
+    volumes: List[dict] = [
+        {"name": "collector", "configMap": {"name": name, "defaultMode": 0o444}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+    mounts: List[dict] = [
+        {"name": "collector", "mountPath": COLLECTOR_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    for vol, path in HOST_MOUNTS.items():
+        volumes.append({"name": vol, "hostPath": {"path": path}})
+        mounts.append({"name": vol, "mountPath": path, "readOnly": True})
+    targets = ",".join(t.label() for t in opts.targets or [])
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": opts.namespace,
+            "labels": labels(opts.run_id),
+            "annotations": {
+                "sidecar.istio.io/inject": "false",
+                NODE_ANNOTATION: opts.node,
+                TARGETS_ANNOTATION: targets,
+                SECURITY_ANNOTATION: SECURITY_NOTE,
+            },
+        },
+        "spec": {
+            "nodeName": opts.node,
+            "hostPID": True,
+            "hostNetwork": False,
+            "hostIPC": False,
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "activeDeadlineSeconds": deadline_seconds(opts.duration_s),
+            "terminationGracePeriodSeconds": GRACE_PERIOD_S,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": COLLECTOR_CONTAINER,
+                "image": opts.image,
+                "imagePullPolicy": opts.image_pull_policy,
+                "command": collector_command(opts),
+                "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+                "securityContext": {
+                    "privileged": True,
+                    "runAsUser": 0,
+                    "readOnlyRootFilesystem": True,
+                },
+                "resources": {k: dict(v) for k, v in RESOURCES.items()},
+                "volumeMounts": mounts,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }],
+            "volumes": volumes,
+        },
+    }
+
+
+def collector_configmap(opts: NodePodOptions, zipapp: bytes) -> dict:
+    """The ConfigMap carrying the collector zipapp (owner set once the pod exists)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": object_name(opts.run_id, opts.node),
+            "namespace": opts.namespace,
+            "labels": labels(opts.run_id),
+        },
+        "binaryData": {ZIPAPP_KEY: base64.b64encode(zipapp).decode("ascii")},
+    }
+
+
+def owner_reference(pod: dict) -> dict:
+    """Makes the ConfigMap go when the pod goes (garbage collection)."""
+    meta = pod["metadata"]
+    return {
+        "apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"],
+        "blockOwnerDeletion": False, "controller": False,
+    }
+
+
+def manifests_yaml(objects: List[dict]) -> str:
+    """Objects as a YAML stream, each preceded by a comment saying why it looks so."""
+    import yaml
+
+    docs = []
+    for obj in objects:
+        head = f"# {obj.get('kind')} {obj['metadata'].get('namespace')}/{obj['metadata']['name']}"
+        if obj.get("kind") == "Pod":
+            head += "\n" + "\n".join("# " + line for line in _wrap(SECURITY_NOTE, 90))
+        elif obj.get("kind") == "ConfigMap":
+            head += ("\n# The collector zipapp (stdlib + BCC only), the same version as this "
+                     "plugin.\n# Owned by the pod once it exists, so it goes when the pod goes.")
+        docs.append(head + "\n" + yaml.safe_dump(obj, sort_keys=False, width=1_000_000))
+    return "---\n".join(docs)
+
+
+def _wrap(text: str, width: int) -> List[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width)

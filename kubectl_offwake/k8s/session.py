@@ -1,0 +1,314 @@
+"""``kubectl offwake TARGET``, start to finish: the one place the steps are put in order.
+
+config → preflight (read) → resolve → plan node pods → [--dry-run: print, stop] →
+preflight (create) → run the fleet with live progress, Ctrl-C = graceful stop →
+every pod gone → recordings saved → reports (merged, and one per pod for a fleet).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from ..errors import EXIT_FAILED, EXIT_OK, RunFailed, UserError
+from . import preflight
+from .api import Cluster
+from .config import load as load_config
+from .fleet import Fleet, FleetOptions, plan
+from .podspec import (
+    DEFAULT_COLLECTOR_NAMESPACE,
+    DEFAULT_IMAGE,
+    DEFAULT_INTERVAL_S,
+    DEFAULT_PYTHON,
+    collector_configmap,
+    manifests_yaml,
+    new_run_id,
+    node_pod,
+)
+from .recordings import merge, recording_paths, report_path, save_lines, split_by_pod
+from .resolve import DEFAULT_MAX_PODS, resolve
+from .targets import parse_target
+
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class TraceRequest:
+    target: Optional[str]
+    namespace: Optional[str] = None
+    container: Optional[str] = None
+    selector: Optional[str] = None
+    duration_s: float = 30.0
+    fmt: Optional[str] = None
+    out: Optional[str] = None
+    context: Optional[str] = None
+    kubeconfig: Optional[str] = None
+    image: str = DEFAULT_IMAGE
+    collector_namespace: str = DEFAULT_COLLECTOR_NAMESPACE
+    dry_run: bool = False
+    max_pods: int = DEFAULT_MAX_PODS
+    save: Optional[str] = None
+    interval_s: float = DEFAULT_INTERVAL_S
+    collector_python: str = DEFAULT_PYTHON
+    notes: List[str] = field(default_factory=list)
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def load_zipapp() -> bytes:
+    """The collector, built from this very installation (never another version)."""
+    try:
+        from ..collector.bundle import build_zipapp
+    except ImportError as exc:
+        raise RunFailed(f"this installation has no collector bundle ({exc}); "
+                        "reinstall kubectl-offwake") from None
+    return build_zipapp()
+
+
+def run_trace(req: TraceRequest) -> int:
+    """Run (or dry-run) a trace; returns the exit code. Raises UserError for failures."""
+    spec = parse_target(req.target) if req.target else None
+    config = load_config(req.kubeconfig, req.context, req.namespace)
+    cluster = Cluster(config)
+    namespace = config.namespace
+    for warning in preflight.require(
+            cluster, preflight.resolve_permissions(namespace, spec.kind if spec else None)):
+        _say(f"warning: {warning}")
+    resolution = resolve(cluster, req.target, namespace, req.container, req.selector,
+                         req.max_pods)
+    for skipped in resolution.skipped:
+        _say(f"skipping {skipped}")
+    targets = resolution.targets
+    run_id = new_run_id()
+    options = FleetOptions(
+        run_id=run_id, collector_namespace=req.collector_namespace, image=req.image,
+        python=req.collector_python, duration_s=req.duration_s, interval_s=req.interval_s,
+    )
+    if req.dry_run:
+        return _dry_run(cluster, targets, options)
+    warnings = preflight.require(cluster, preflight.run_permissions(req.collector_namespace))
+    for warning in warnings:
+        _say(f"warning: {warning}")
+    zipapp = load_zipapp()
+    nodes = sorted({t.node for t in targets})
+    _say(f"tracing {len(targets)} container(s) on {len(nodes)} node(s) for "
+         f"{req.duration_s:g}s (run {run_id}): " + ", ".join(t.label() for t in targets))
+    fleet, interrupted = _run_fleet(cluster, targets, options, zipapp,
+                                    name_all=not any("all namespaces" in w for w in warnings))
+    return _finish(req, fleet, run_id, interrupted)
+
+
+def _dry_run(cluster: Cluster, targets: List[Any], options: FleetOptions) -> int:
+    zipapp = load_zipapp()
+    objects: List[dict] = []
+    for opts in plan(targets, options):
+        objects.append(collector_configmap(opts, zipapp))
+        objects.append(node_pod(opts))
+    header = ["# kubectl offwake --dry-run: nothing was created.",
+              f"# targets: {', '.join(t.label() for t in targets)}"]
+    missing = preflight.check(cluster, preflight.run_permissions(options.collector_namespace))
+    for perm in missing:
+        header.append(f"# note: you may not {perm.describe()}"
+                      + (" (optional)" if perm.optional else ""))
+    sys.stdout.write("\n".join(header) + "\n" + manifests_yaml(objects))
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+class _Stopper:
+    """Signal handling: the first Ctrl-C stops gracefully, the second forcibly."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.count = 0
+        self.event = threading.Event()
+        self._old: Dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except (ValueError, OSError):
+                continue
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            try:
+                signal.signal(sig, old)
+            except (ValueError, OSError, TypeError):
+                pass
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        self.event.set()
+        if self.count == 1:
+            _say("stopping: the collectors flush what they have (Ctrl-C again to force)")
+            self.fleet.request_stop(force=False)
+        else:
+            _say("forcing the collectors to stop")
+            self.fleet.request_stop(force=True)
+
+
+def _progress_display(duration_s: float) -> Any:
+    try:
+        from ..live import LiveProgress
+    except ImportError:  # pragma: no cover - live.py ships with the package
+        return None
+    return LiveProgress("kubectl offwake")
+
+
+_STATUS_WORDS = {"creating": "creating", "pending": "starting", "running": "starting",
+                 "streaming": "tracing", "stopping": "stopping", "done": "done",
+                 "failed": "failed"}
+
+
+_STEP_WORDS = {"pending": "collector pod created, starting",
+               "running": "collector running", "streaming": "collector tracing",
+               "stopping": "stopping the collector", "done": "collector pod removed",
+               "failed": "failed"}
+
+
+def _run_fleet(cluster: Cluster, targets: List[Any], options: FleetOptions, zipapp: bytes,
+               name_all: bool) -> tuple[Fleet, bool]:
+    live = _progress_display(options.duration_s)
+    lock = threading.Lock()
+
+    def on_record(run: Any, record: dict) -> None:
+        if live is not None:
+            with lock:
+                live.feed(run.opts.node, record)
+
+    said: Dict[str, str] = {}
+
+    def on_update(run: Any) -> None:
+        phase = run.status.phase
+        if (live is None or not live.live_enabled) and said.get(run.opts.node) != phase:
+            # not a terminal: one line per step, so logs and CI show where a run got to
+            said[run.opts.node] = phase
+            _say(f"{run.opts.node}: {_STEP_WORDS.get(phase, phase)} "
+                 f"({run.namespace}/{run.name})")
+        if live is not None:
+            status = _STATUS_WORDS.get(run.status.phase, run.status.phase)
+            message = run.status.detail if run.status.phase in ("failed", "pending") else None
+            with lock:
+                live.set_status(run.opts.node, status, message or None)
+
+    fleet = Fleet(cluster, targets, options, zipapp, on_update=on_update, on_record=on_record,
+                  name_all_namespaces=name_all)
+    stopper = _Stopper(fleet)
+    if live is not None:
+        for run in fleet.runs:
+            live.add_source(run.opts.node, options.duration_s)
+    stopper.install()
+    try:
+        if live is not None:
+            live.__enter__()
+        fleet.start()
+        while not fleet.finished:
+            time.sleep(0.2)
+    finally:
+        try:
+            fleet.close()
+        finally:
+            if live is not None:
+                for run in fleet.runs:
+                    if run.opts.node in fleet.errors:
+                        live.set_status(run.opts.node, "failed", None)
+                live.close()
+            stopper.restore()
+    return fleet, stopper.count > 0
+
+
+def _finish(req: TraceRequest, fleet: Fleet, run_id: str, interrupted: bool) -> int:
+    """Save recordings, print reports, report errors; return the exit code."""
+    from ..importers import parse_wire
+
+    for run in fleet.runs:
+        for warning in run.warnings:
+            _say(f"warning: {warning}")
+    with_data = [run for run in fleet.runs if run.follower.decoder.saw_hello]
+    nodes = [run.opts.node for run in with_data]
+    base = req.save or f"offwake-{run_id}.jsonl.gz"
+    paths = recording_paths(base, nodes) if nodes else {}
+    recordings = []
+    for run in with_data:
+        lines = fleet.lines(run)
+        path = paths[run.opts.node]
+        try:
+            save_lines(path, lines)
+            _say(f"recording saved: {path} (kubectl offwake report {path})")
+        except OSError as exc:
+            _say(f"warning: cannot save the recording to {path}: {exc.strerror}; "
+                 "pass --save with a writable path")
+        recordings.append(parse_wire("\n".join(lines) + "\n", path))
+    errors = dict(fleet.errors)
+    if not recordings:
+        if interrupted and not errors:
+            _say("stopped before the collector sent anything; nothing was collected "
+                 "(the collector pods are removed)")
+            return EXIT_INTERRUPTED
+        message = "; ".join(f"{node}: {text}" if len(fleet.runs) > 1 else text
+                            for node, text in errors.items()) or \
+            "the collector sent nothing; nothing was collected"
+        raise RunFailed(message)
+    _write_reports(req, recordings, nodes, run_id)
+    for node, text in errors.items():
+        prefix = f"node {node}: " if len(fleet.runs) > 1 else ""
+        _say(f"error: {prefix}{text}")
+    if errors:
+        _say("the report above shows what was collected before that")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _write_reports(req: TraceRequest, recordings: List[Any], nodes: List[str],
+                   run_id: str) -> None:
+    from ..analysis import analyze
+    from ..render import RenderOptions, guess_format, write_report
+
+    fmt = req.fmt or guess_format(req.out)
+    merged = merge(recordings, nodes)
+    per_pod: Dict[str, Any] = {}
+    for recording in recordings:
+        per_pod.update(split_by_pod(recording))
+    for warning in merged.warnings:
+        _say(f"warning: {warning}")
+    if len(per_pod) > 1:
+        suffix = {"table": ".txt", "json": ".json", "folded": ".folded",
+                  "speedscope": ".speedscope.json", "svg": ".svg", "html": ".html"}[fmt]
+        base = req.out if req.out and req.out != "-" else f"offwake-{run_id}{suffix}"
+        for pod, recording in per_pod.items():
+            path = report_path(base, pod)
+            write_report(analyze(recording), fmt, path, RenderOptions(title=f"{pod}"))
+            _say(f"report for {pod}: {path}")
+    title = "kubectl offwake: " + (next(iter(per_pod)) if len(per_pod) == 1 else
+                                   f"{len(per_pod)} pods on {len(nodes)} node(s)")
+    write_report(analyze(merged), fmt, req.out, RenderOptions(title=title))
+    if req.out and req.out != "-":
+        _say(f"report written: {req.out}")
+
+
+def guard(fn: Callable[[], int]) -> int:
+    """Run ``fn``; a UserError passes through, anything else is a bug, said plainly."""
+    try:
+        return fn()
+    except UserError:
+        raise
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if os.environ.get("OFFWAKE_DEBUG"):
+            raise
+        raise RunFailed(f"unexpected error ({type(exc).__name__}: {exc}); "
+                        "rerun with OFFWAKE_DEBUG=1 for details") from None

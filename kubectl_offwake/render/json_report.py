@@ -1,0 +1,307 @@
+"""``--format json``: the report JSON of DESIGN.md §3.3 (schema ``offwake.report/1``).
+
+Other people's scripts and runbooks read this, so the shape is explicit here (no
+``dataclasses.asdict``: a field added to the model must not silently change the file).
+Keys come out in a fixed order, free-form maps (source, evidence, counters) sorted, so the
+same report always gives the same bytes. The fields beyond §3.3 are described in
+docs/report-json.md.
+"""
+
+from __future__ import annotations
+
+import json
+from json.encoder import encode_basestring
+from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
+
+from .. import __version__
+from ..analysis.categories import CATEGORY_BY_ID
+from ..analysis.model import OnCpu, Pending, Stack, Task, Throttling
+from ..analysis.report import Finding, Group, Party, Report, ThreadSummary, Wakeup
+from . import RenderOptions
+
+SCHEMA = "offwake.report/1"
+
+
+def render(report: Report, out: TextIO, options: RenderOptions) -> None:
+    """Indent 2, but lists of plain values (stacks, histograms) on one line.
+
+    A report of 100k wake paths carries millions of frame names; one line per frame
+    would double the file, and ``json.dumps(indent=...)`` runs the pure-Python encoder.
+    Here every distinct (interned) stack is encoded once by the C encoder and reused.
+    """
+    cache: Dict[int, _Raw] = {}
+
+    def frames(stack: Optional[Stack]) -> Any:
+        if stack is None:
+            return _EMPTY
+        found = cache.get(id(stack))
+        if found is None:
+            found = _Raw("[" + ", ".join(map(_encode_str, stack.frames)) + "]")
+            cache[id(stack)] = found
+        return found
+
+    parts: List[str] = []
+    _pretty(report_dict(report, frames), "", parts)
+    parts.append("\n")
+    out.write("".join(parts))
+
+
+class _Raw(str):
+    """Already-encoded JSON, written as is."""
+
+
+_EMPTY = _Raw("[]")
+_SCALARS = (str, int, float, bool, type(None))
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+_encode_str = encode_basestring  # the C encoder for strings (no ASCII escaping)
+
+
+def _scalar(value: Any) -> str:
+    """One JSON scalar, by the cheapest exact route (this runs millions of times)."""
+    if isinstance(value, str):
+        return _encode_str(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    return _ENCODER.encode(value)
+
+
+def _pretty(value: Any, indent: str, parts: List[str]) -> None:
+    """Append ``value`` as JSON: containers indented by two, flat lists on one line."""
+    if isinstance(value, _Raw):
+        parts.append(value)
+    elif isinstance(value, dict):
+        if not value:
+            parts.append("{}")
+            return
+        inner = indent + "  "
+        lead = ",\n" + inner
+        parts.append("{\n" + inner)
+        first = True
+        for key, item in value.items():
+            if not first:
+                parts.append(lead)
+            first = False
+            parts.append(_encode_str(key) + ": ")
+            if isinstance(item, _Raw):
+                parts.append(item)
+            elif isinstance(item, (dict, list)):
+                _pretty(item, inner, parts)
+            else:
+                parts.append(_scalar(item))
+        parts.append("\n" + indent + "}")
+    elif isinstance(value, list):
+        if all(isinstance(item, _SCALARS) for item in value):
+            parts.append("[" + ", ".join(_scalar(item) for item in value) + "]")
+            return
+        inner = indent + "  "
+        parts.append("[\n" + inner)
+        for i, item in enumerate(value):
+            if i:
+                parts.append(",\n" + inner)
+            _pretty(item, inner, parts)
+        parts.append("\n" + indent + "]")
+    else:
+        parts.append(_scalar(value))
+
+
+def _frame_list(stack: Optional[Stack]) -> Any:
+    return list(stack.frames) if stack is not None else []
+
+
+def report_dict(report: Report,
+                frames: Callable[[Optional[Stack]], Any] = _frame_list) -> Dict[str, Any]:
+    """The whole document as plain JSON values, keys in their documented order.
+
+    ``frames`` turns a stack into its JSON list (the renderer passes a memoising one).
+    """
+    parties = _parties_by_thread(report)
+    return {
+        "schema": SCHEMA,
+        "generator": {"name": "kubectl-offwake", "version": __version__},
+        "source": _plain(report.source),
+        "totals": {
+            "off_cpu_us": report.totals.off_cpu_us,
+            "wakeups": report.totals.wakeups,
+            "edges": report.totals.edges,
+            "blocked_us": report.totals.blocked_us,
+            "runq_us": report.totals.runq_us,
+            "threads": report.totals.threads,
+            "lost": _sorted_map(report.totals.lost),
+        },
+        "wakeups": [wakeup_dict(w, frames) for w in report.wakeups],
+        "findings": [finding_dict(f) for f in report.findings],
+        "by_category": [_category_group(g) for g in report.by_category],
+        "by_waker": [_waker_group(g) for g in report.by_waker],
+        "by_thread": [_thread(t) for t in report.by_thread],
+        "pending": [_pending(p, parties, frames) for p in report.pending],
+        "throttling": [_throttling(t) for t in report.throttling],
+        "warnings": list(report.warnings),
+    }
+
+
+def wakeup_dict(wakeup: Wakeup,
+                frames: Callable[[Optional[Stack]], Any] = _frame_list) -> Dict[str, Any]:
+    """One ``wakeups[]`` entry: §3.3's fields first, then the extras."""
+    edge = wakeup.edge
+    return {
+        "category": wakeup.category,
+        "detail": wakeup.detail,
+        "cause": wakeup.cause,
+        "waker": _waker(wakeup.waker) if not edge.preempted else None,
+        "target": _target(wakeup.target),
+        "count": edge.count,
+        "total_us": edge.total_us,
+        "max_us": edge.max_us,
+        "blocked_us": edge.blocked_us,
+        "runq_us": edge.runq_us,
+        "preempted_by": _waker(wakeup.preempted_by) if wakeup.preempted_by else None,
+        "waker_stack": frames(edge.waker_stack),
+        "target_stack": frames(edge.target_stack),
+        "rule": wakeup.rule,
+        "preempted": edge.preempted,
+        "waker_stack_kernel_depth": _depth(edge.waker_stack),
+        "target_stack_kernel_depth": _depth(edge.target_stack),
+        "waker_stack_missing": edge.waker_stack.missing if edge.waker_stack else None,
+        "target_stack_missing": edge.target_stack.missing,
+    }
+
+
+def finding_dict(finding: Finding) -> Dict[str, Any]:
+    return {
+        "id": finding.id,
+        "severity": finding.severity,
+        "title": finding.title,
+        "text": finding.text,
+        "evidence": _plain(finding.evidence),
+    }
+
+
+def _waker(party: Optional[Party]) -> Optional[Dict[str, Any]]:
+    if party is None:
+        return None
+    return {
+        "comm": party.comm, "pid": party.pid, "tid": party.tid,
+        "pod": party.pod, "container": party.container,
+        "name": party.name, "role": party.role,
+    }
+
+
+def _target(party: Party) -> Dict[str, Any]:
+    return {
+        "comm": party.comm, "pid": party.pid, "tid": party.tid, "role": party.role,
+        "name": party.name, "pod": party.pod, "container": party.container,
+    }
+
+
+def _depth(stack: Optional[Stack]) -> Optional[int]:
+    return stack.kernel_depth if stack is not None else None
+
+
+def _group_numbers(group: Group) -> Dict[str, Any]:
+    return {
+        "edges": group.edges,
+        "count": group.count,
+        "total_us": group.total_us,
+        "blocked_us": group.blocked_us,
+        "runq_us": group.runq_us,
+        "max_us": group.max_us,
+        "share": round(group.share, 6),
+    }
+
+
+def _category_group(group: Group) -> Dict[str, Any]:
+    category = CATEGORY_BY_ID.get(group.key)
+    return {
+        "category": group.key,
+        "title": category.title if category else group.label,
+        **_group_numbers(group),
+    }
+
+
+def _waker_group(group: Group) -> Dict[str, Any]:
+    return {"key": group.key, "name": group.label, **_group_numbers(group)}
+
+
+def _thread(thread: ThreadSummary) -> Dict[str, Any]:
+    return {
+        "target": _target(thread.target),
+        "total_us": thread.total_us,
+        "count": thread.count,
+        "blocked_us": thread.blocked_us,
+        "runq_us": thread.runq_us,
+        "by_category": [_category_group(g) for g in thread.by_category],
+        "oncpu": _oncpu(thread.oncpu),
+    }
+
+
+def _oncpu(oncpu: Optional[OnCpu]) -> Optional[Dict[str, Any]]:
+    if oncpu is None:
+        return None
+    return {
+        "count": oncpu.count,
+        "total_us": oncpu.total_us,
+        "max_us": oncpu.max_us,
+        "hist_log2_us": list(oncpu.hist_log2_us),
+    }
+
+
+def _pending(pending: Pending, parties: Dict[Tuple[Optional[int], Optional[int]], Party],
+             frames: Callable[[Optional[Stack]], Any]) -> Dict[str, Any]:
+    party = parties.get((pending.task.pid, pending.task.tid))
+    return {
+        "target": _target(party) if party else _task(pending.task),
+        "waiting_us": pending.waiting_us,
+        "preempted": pending.preempted,
+        "stack": frames(pending.stack),
+        "stack_kernel_depth": pending.stack.kernel_depth,
+    }
+
+
+def _task(task: Task) -> Dict[str, Any]:
+    return {"comm": task.comm, "pid": task.pid, "tid": task.tid, "role": None,
+            "name": task.comm, "pod": None, "container": None}
+
+
+def _throttling(throttling: Throttling) -> Dict[str, Any]:
+    counters = sorted(set(throttling.start) & set(throttling.end))
+    return {
+        "pid": throttling.pid,
+        "cgroup": throttling.cgroup,
+        "start": _sorted_map(throttling.start),
+        "end": _sorted_map(throttling.end),
+        "delta": {name: throttling.delta(name) for name in counters},
+    }
+
+
+def _parties_by_thread(report: Report) -> Dict[Tuple[Optional[int], Optional[int]], Party]:
+    """Target parties by (pid, tid), so pending threads get the same names and roles."""
+    found: Dict[Tuple[Optional[int], Optional[int]], Party] = {}
+    for thread in report.by_thread:
+        found.setdefault((thread.target.pid, thread.target.tid), thread.target)
+    for wakeup in report.wakeups:
+        found.setdefault((wakeup.target.pid, wakeup.target.tid), wakeup.target)
+    return found
+
+
+def _sorted_map(values: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: _plain(values[key]) for key in sorted(values, key=str)}
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe copy with every mapping's keys sorted (free-form data has no order)."""
+    if isinstance(value, dict):
+        return {str(key): _plain(value[key]) for key in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_plain(item) for item in value), key=repr)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+

@@ -1,0 +1,411 @@
+"""``--format table`` (the default): the report for a terminal, read top to bottom.
+
+An on-call engineer should get the answer from the first screen: what was traced, where
+the off-CPU time went (by category), who woke Envoy (by pod and container), how each
+Envoy thread spent its time, and what that means (findings). Details follow: the heaviest
+wake paths, threads still waiting at the end, CPU throttling, and what the tracer lost.
+
+Written with rich to the given stream. Without ``options.color`` no escape codes are
+written at all, so saved output (and the golden files) are plain text; the layout fits
+``options.width`` columns (100-120 is the design width).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
+
+from rich import box
+from rich.console import Console, RenderableType
+from rich.console import Group as RichGroup
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from ..analysis.categories import CATEGORY_BY_ID, ROLES
+from ..analysis.model import Pending, Stack, Throttling
+from ..analysis.report import Group, Party, Report, ThreadSummary, Wakeup
+from . import RenderOptions
+from .summary import source_facts, target_names
+from .units import bar, fmt_count, fmt_share, fmt_us
+
+#: How many rows the long sections show before summarising the rest.
+TOP_WAKERS = 10
+TOP_PATHS = 10
+#: Scheduler frames that say nothing about *why* a thread slept.
+_SCHED_FRAMES = frozenset({
+    "__schedule", "schedule", "preempt_schedule", "preempt_schedule_common",
+    "preempt_schedule_irq", "__cond_resched", "_cond_resched", "schedule_timeout",
+    "schedule_hrtimeout_range_clock", "schedule_hrtimeout_range", "schedule_hrtimeout",
+    "io_schedule", "finish_task_switch", "finish_task_switch.isra.0",
+})
+#: How a wake path's cause reads after its category.
+_CAUSE_PHRASE = {
+    "waker": ", by the waker's own code path",
+    "interrupt": ", in an interrupt (the waker was a bystander)",
+    "ksoftirqd": ", deferred to ksoftirqd (sender unknown)",
+    "none": ", no waker: preempted",
+}
+_SEVERITY_STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
+_SEVERITY_MARK = {"critical": "!!", "warning": "! ", "info": "i "}
+
+
+def render(report: Report, out: TextIO, options: RenderOptions) -> None:
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer, width=options.width, color_system="standard" if options.color else None,
+        force_terminal=bool(options.color), no_color=not options.color, markup=False,
+        highlight=False, emoji=False, soft_wrap=False, legacy_windows=False,
+    )
+    for section in (_header, _categories, _wakers, _threads, _findings, _paths, _pending,
+                    _throttling, _losses):
+        section(report, console, options)
+    # rich pads table lines to the full width; trailing blanks only bloat saved reports.
+    out.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))
+
+
+# ----------------------------------------------------------------------------- sections
+
+def _header(report: Report, console: Console, options: RenderOptions) -> None:
+    title = Text(options.title, style="bold")
+    targets = target_names(report)
+    if targets:
+        title.append(" · " + ", ".join(targets))
+    console.print(title, overflow="fold")
+    facts = source_facts(report.source)
+    if facts:
+        console.print(Text(" · ".join(facts), style="dim"), overflow="fold")
+    totals = report.totals
+    parts = [f"off-CPU {fmt_us(totals.off_cpu_us)} in {totals.threads} thread(s)"]
+    if totals.wakeups is not None:
+        parts.append(f"{fmt_count(totals.wakeups)} wakeups")
+    parts.append(f"{fmt_count(totals.edges)} distinct wake paths")
+    if totals.blocked_us is not None and totals.runq_us is not None:
+        parts.append(f"blocked {fmt_us(totals.blocked_us)}, run queue {fmt_us(totals.runq_us)}")
+    console.print(" · ".join(parts))
+
+
+def _categories(report: Report, console: Console, options: RenderOptions) -> None:
+    if not report.by_category:
+        console.print()
+        console.print("No off-CPU time was recorded for the target threads.")
+        return
+    causes = _causes_by_category(report.wakeups)
+    table = _table("Where the off-CPU time went")
+    table.add_column("Category", no_wrap=True)
+    table.add_column("Cause", overflow="fold", ratio=1)
+    table.add_column("Wakeups", justify="right", no_wrap=True)
+    table.add_column("Off-CPU", justify="right", no_wrap=True)
+    table.add_column("Run queue", justify="right", no_wrap=True)
+    table.add_column("Max", justify="right", no_wrap=True)
+    table.add_column("Share", justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    width = _bar_width(options)
+    for group in report.by_category:
+        category = CATEGORY_BY_ID.get(group.key)
+        table.add_row(
+            category.id if category else group.key,
+            ", ".join(causes.get(group.key, ())),
+            fmt_count(group.count), fmt_us(group.total_us), fmt_us(group.runq_us),
+            fmt_us(group.max_us), fmt_share(group.share), bar(group.share, width),
+        )
+    console.print()
+    console.print(table)
+
+
+def _causes_by_category(wakeups: Iterable[Wakeup]) -> Dict[str, Tuple[str, ...]]:
+    """Each category's causes, heaviest first (ties by name, for stable output)."""
+    sums: Dict[str, Dict[str, int]] = {}
+    for wakeup in wakeups:
+        per = sums.setdefault(wakeup.category, {})
+        per[wakeup.cause] = per.get(wakeup.cause, 0) + wakeup.edge.total_us
+    return {
+        category: tuple(c for c, _ in sorted(per.items(), key=lambda kv: (-kv[1], kv[0])))
+        for category, per in sums.items()
+    }
+
+
+def _wakers(report: Report, console: Console, options: RenderOptions) -> None:
+    if not report.by_waker:
+        return
+    categories = _categories_by_waker(report.wakeups)
+    wide = options.width >= 110
+    table = _table("Who woke the threads")
+    table.add_column("Waker", no_wrap=True, overflow="fold")
+    table.add_column("Wakeups", justify="right", no_wrap=True)
+    table.add_column("Off-CPU", justify="right", no_wrap=True)
+    table.add_column("Share", justify="right", no_wrap=True)
+    if wide:
+        table.add_column("", no_wrap=True)
+    table.add_column("Mostly", ratio=1)
+    for group in report.by_waker[:TOP_WAKERS]:
+        mostly = categories.get(group.key) or categories.get(group.label) or ()
+        row = [group.label, fmt_count(group.count), fmt_us(group.total_us),
+               fmt_share(group.share)]
+        if wide:
+            row.append(bar(group.share, 12))
+        row.append(", ".join(mostly[:2]) if wide else _first_of(mostly))
+        table.add_row(*row)
+    rest = report.by_waker[TOP_WAKERS:]
+    if rest:
+        row = [f"… {len(rest)} more", fmt_count(_sum_counts(rest)),
+               fmt_us(sum(g.total_us for g in rest)), fmt_share(sum(g.share for g in rest))]
+        table.add_row(*row, *([""] * (2 if wide else 1)))
+    console.print()
+    console.print(table)
+
+
+def _first_of(items: Sequence[str]) -> str:
+    """The first item, and how many more there are (``timer +1``)."""
+    if not items:
+        return ""
+    return items[0] + (f" +{len(items) - 1}" if len(items) > 1 else "")
+
+
+def _categories_by_waker(wakeups: Iterable[Wakeup]) -> Dict[str, Tuple[str, ...]]:
+    """Each waker's categories, heaviest first, under every key its group may carry.
+
+    Groups are keyed by the analysis (``PID:NAME``, ``preempted:NAME``) and labelled by
+    name; both spellings are indexed so a lookup by either finds the row's categories.
+    """
+    sums: Dict[str, Dict[str, int]] = {}
+    for wakeup in wakeups:
+        for key in _waker_keys(wakeup):
+            per = sums.setdefault(key, {})
+            per[wakeup.category] = per.get(wakeup.category, 0) + wakeup.edge.total_us
+    return {
+        name: tuple(c for c, _ in sorted(per.items(), key=lambda kv: (-kv[1], kv[0])))
+        for name, per in sums.items()
+    }
+
+
+def _waker_keys(wakeup: Wakeup) -> Tuple[str, ...]:
+    waker = wakeup.waker
+    if waker is not None:
+        pid = "" if waker.pid is None else str(waker.pid)
+        return (f"{pid}:{waker.name}",)
+    by = wakeup.preempted_by
+    return (f"preempted:{by.name}" if by else "preempted:", _preempt_label(wakeup))
+
+
+def _preempt_label(wakeup: Wakeup) -> str:
+    return f"preempted by {wakeup.preempted_by.name}" if wakeup.preempted_by else "preempted"
+
+
+def _threads(report: Report, console: Console, options: RenderOptions) -> None:
+    if not report.by_thread:
+        return
+    table = _table("Envoy threads")
+    table.add_column("Thread, and where its off-CPU time went", ratio=1)
+    table.add_column("Role", no_wrap=True)
+    table.add_column("Off-CPU", justify="right", no_wrap=True)
+    table.add_column("Run queue", justify="right", no_wrap=True)
+    table.add_column("On-CPU", justify="right", no_wrap=True)
+    table.add_column("Max run", justify="right", no_wrap=True)
+    for thread in _ordered_threads(report.by_thread):
+        oncpu = thread.oncpu
+        mostly = ", ".join(
+            f"{g.key} {_percent(g.total_us, thread.total_us)}" for g in thread.by_category[:3]
+        )
+        cell: RenderableType = Text(_thread_name(thread.target), style="bold")
+        if mostly:
+            cell = RichGroup(cell, Padding(Text(mostly, style="dim"), (0, 0, 0, 2)))
+        table.add_row(
+            cell, thread.target.role or "-", fmt_us(thread.total_us), fmt_us(thread.runq_us),
+            fmt_us(oncpu.total_us) if oncpu else "-", fmt_us(oncpu.max_us) if oncpu else "-",
+        )
+    console.print()
+    console.print(table)
+
+
+def _ordered_threads(threads: Sequence[ThreadSummary]) -> List[ThreadSummary]:
+    """Main first, then workers, watchdog, ... (ROLES order), then by name and tid."""
+    rank = {role: i for i, role in enumerate(ROLES)}
+    return sorted(threads, key=lambda t: (rank.get(t.target.role or "other", len(rank)),
+                                          t.target.comm, t.target.tid or 0))
+
+
+def _thread_name(party: Party) -> str:
+    return f"{party.comm} ({party.tid})" if party.tid is not None else party.comm
+
+
+def _percent(part: int, whole: int) -> str:
+    """A whole-number percentage, for compact lists of shares."""
+    if not whole:
+        return "-"
+    share = part * 100 / whole
+    return "<1%" if 0 < share < 0.5 else f"{share:.0f}%"
+
+
+def _findings(report: Report, console: Console, options: RenderOptions) -> None:
+    console.print()
+    console.print(Text("Findings", style="bold"))
+    if not report.findings:
+        console.print("  Nothing stands out.")
+        return
+    for finding in report.findings:
+        line = Text("  ")
+        line.append(_SEVERITY_MARK.get(finding.severity, "  "),
+                    style=_SEVERITY_STYLE.get(finding.severity, ""))
+        line.append(f" {finding.title}", style="bold")
+        console.print(line)
+        console.print(_indented(finding.text, 6, options.width))
+
+
+def _indented(text: str, indent: int, width: int) -> Text:
+    """Word-wrapped text with a hanging indent (rich wraps, we indent every line)."""
+    lines = Text(text).wrap(Console(width=max(20, width - indent), color_system=None,
+                                    markup=False, highlight=False, emoji=False),
+                            max(20, width - indent))
+    out = Text()
+    for i, line in enumerate(lines):
+        if i:
+            out.append("\n")
+        out.append(" " * indent)
+        out.append_text(line)
+    return out
+
+
+def _paths(report: Report, console: Console, options: RenderOptions) -> None:
+    if not report.wakeups:
+        return
+    table = _table("Heaviest wake paths")
+    table.add_column("Off-CPU", justify="right", no_wrap=True)
+    table.add_column("Wakeups", justify="right", no_wrap=True)
+    table.add_column("Max", justify="right", no_wrap=True)
+    table.add_column("Thread ← woken by; category, cause", ratio=1)
+    for wakeup in report.wakeups[:TOP_PATHS]:
+        table.add_row(fmt_us(wakeup.edge.total_us), fmt_count(wakeup.edge.count),
+                      fmt_us(wakeup.edge.max_us), _path_text(wakeup))
+    rest = len(report.wakeups) - TOP_PATHS
+    console.print()
+    console.print(table)
+    if rest > 0:
+        console.print(Text(f"  … and {rest} more; --format json or html lists every path.",
+                           style="dim"))
+
+
+def _path_text(wakeup: Wakeup) -> Text:
+    waker = wakeup.waker
+    if wakeup.edge.preempted or waker is None:
+        who = _preempt_label(wakeup)
+    elif waker.name.endswith(waker.comm):
+        who = waker.name
+    else:
+        who = f"{waker.name} ({waker.comm})"
+    text = Text(_thread_name(wakeup.target), style="bold")
+    text.append(f" ← {who}\n")
+    text.append(wakeup.category + (f" ({wakeup.detail})" if wakeup.detail else ""))
+    text.append(_CAUSE_PHRASE.get(wakeup.cause, f", cause {wakeup.cause}"), style="dim")
+    return text
+
+
+def _pending(report: Report, console: Console, options: RenderOptions) -> None:
+    if not report.pending:
+        return
+    names = {(t.target.pid, t.target.tid): t.target for t in report.by_thread}
+    table = _table("Still off the CPU when tracing stopped (not in the totals above)")
+    table.add_column("Thread", no_wrap=True)
+    table.add_column("State", no_wrap=True)
+    table.add_column("Waiting so far", justify="right", no_wrap=True)
+    table.add_column("Where", overflow="fold", ratio=1)
+    for item in sorted(report.pending, key=lambda p: (-p.waiting_us, p.task.comm,
+                                                       p.task.tid or 0)):
+        party = names.get((item.task.pid, item.task.tid))
+        name = _thread_name(party) if party else (
+            f"{item.task.comm} ({item.task.tid})" if item.task.tid is not None else item.task.comm
+        )
+        table.add_row(name, "runnable" if item.preempted else "blocked",
+                      fmt_us(item.waiting_us), _where(item))
+    console.print()
+    console.print(table)
+
+
+def _where(item: Pending) -> str:
+    """Where a waiting thread sleeps: its first telling kernel frame and user frame."""
+    return _stack_summary(item.stack)
+
+
+def _stack_summary(stack: Stack) -> str:
+    kernel = [f for f in stack.kernel_frames if f not in _SCHED_FRAMES]
+    user = list(stack.user_frames)
+    parts = []
+    if kernel:
+        parts.append(kernel[0])
+    if user:
+        parts.append(_short(user[0]))
+        telling = next((f for f in user[1:] if "Envoy::" in f), None)
+        if telling:
+            parts.append(_short(telling))
+    return " ← ".join(parts) if parts else "(no stack)"
+
+
+def _short(frame: str) -> str:
+    """A C++ frame without its argument list: ``Envoy::X::run(...)``."""
+    cut = frame.find("(")
+    if cut > 0 and not frame.startswith("("):
+        return frame[:cut] + "()"
+    return frame
+
+
+def _throttling(report: Report, console: Console, options: RenderOptions) -> None:
+    lines = [line for line in map(_throttle_line, report.throttling) if line]
+    if not lines:
+        return
+    console.print()
+    console.print(Text("CPU throttling (cpu.stat of the target's cgroup)", style="bold"))
+    for line in lines:
+        console.print(_indented(line, 2, options.width))
+
+
+def _throttle_line(throttling: Throttling) -> Optional[str]:
+    periods = throttling.delta("nr_periods")
+    throttled = throttling.delta("nr_throttled")
+    usec = throttling.delta("throttled_usec")
+    if periods is None and throttled is None and usec is None:
+        return None
+    who = f"pid {throttling.pid}" if throttling.pid is not None else "target"
+    if throttled is None:
+        text = f"{who}: no nr_throttled counter"
+    elif throttled == 0:
+        text = f"{who}: not throttled"
+    else:
+        text = f"{who}: throttled in {fmt_count(throttled)}"
+        if periods:
+            text += f" of {fmt_count(periods)} periods ({fmt_share(throttled / periods)})"
+        else:
+            text += " periods"
+    if usec:
+        text += f", {fmt_us(usec)} throttled in total"
+    return text
+
+
+def _losses(report: Report, console: Console, options: RenderOptions) -> None:
+    lost = [(k, v) for k, v in sorted(report.totals.lost.items()) if v]
+    if not lost and not report.warnings:
+        return
+    console.print()
+    console.print(Text("Warnings", style="bold yellow"))
+    if lost:
+        console.print(_indented(
+            "lost: " + ", ".join(f"{name} {fmt_count(count)}" for name, count in lost), 2,
+            options.width))
+    for warning in report.warnings:
+        console.print(_indented(f"- {warning}", 2, options.width))
+
+
+# ------------------------------------------------------------------------------ helpers
+
+def _bar_width(options: RenderOptions) -> int:
+    """Share bars get what a narrow terminal can spare: 10 cells, 16 from 110 columns."""
+    return 16 if options.width >= 110 else 10
+
+
+def _table(title: str) -> Table:
+    return Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                 show_edge=False, pad_edge=False, header_style="bold", expand=False)
+
+
+def _sum_counts(groups: Sequence[Group]) -> Optional[int]:
+    counts = [g.count for g in groups if g.count is not None]
+    return sum(counts) if counts else None

@@ -1,0 +1,45 @@
+"""pytest fixtures for the lab, importable by any test package.
+
+    # tests/e2e/conftest.py
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from lab.fixtures import lab, lab_cluster  # noqa: E402,F401
+
+`lab_cluster` (session): a running lab. With OFFWAKE_LAB_STATE=/tmp/offwake-lab set, it
+attaches to a lab started by `tests/lab/up` (and leaves it running); otherwise it starts a
+private lab with prefix OFFWAKE_LAB_PREFIX or `offwake-lab-<pid>` and stops it at the end.
+`lab` (function): the same lab, with denials/admission rules/image-pull failures reset after
+each test. Both skip when not root.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import pytest
+
+from .cluster import Lab
+
+
+@pytest.fixture(scope="session")
+def lab_cluster() -> Iterator[Lab]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (network namespaces, cgroups)")
+    state = os.environ.get("OFFWAKE_LAB_STATE")
+    if state:
+        yield Lab.attach(state)
+        return
+    prefix = os.environ.get("OFFWAKE_LAB_PREFIX") or f"offwake-lab-{os.getpid()}"
+    lab = Lab(prefix=prefix).start()
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.fixture
+def lab(lab_cluster: Lab) -> Iterator[Lab]:
+    yield lab_cluster
+    lab_cluster.reset()

@@ -1,0 +1,63 @@
+"""Collector pod status → one sentence per way it fails."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubectl_offwake.k8s.diagnose import exit_message, pod_state
+
+
+def pod(phase="Pending", state=None, reason=None, message=None, conditions=None):
+    status = {"phase": phase}
+    if reason:
+        status["reason"] = reason
+    if message:
+        status["message"] = message
+    if state is not None:
+        status["containerStatuses"] = [{"name": "collector", "state": state}]
+    if conditions:
+        status["conditions"] = conditions
+    return {"metadata": {"name": "offwake-x-n1"},
+            "spec": {"nodeName": "n1", "activeDeadlineSeconds": 120,
+                     "containers": [{"name": "collector", "image": "reg/img:1"}]},
+            "status": status}
+
+
+def test_running_and_gone():
+    assert pod_state(pod("Running", {"running": {}})).kind == "running"
+    assert pod_state(None).kind == "gone"
+    assert pod_state(pod()).kind == "pending"
+    assert pod_state(pod(state={"waiting": {"reason": "ContainerCreating"}})).kind == "pending"
+
+
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "InvalidImageName"])
+def test_image_pull_errors_name_the_image_and_the_flag(reason):
+    state = pod_state(pod(state={"waiting": {"reason": reason, "message": "not found"}}))
+    assert state.kind == "failed"
+    assert "reg/img:1" in state.message and "--image" in state.message and "n1" in state.message
+
+
+def test_unschedulable():
+    state = pod_state(pod(conditions=[{"type": "PodScheduled", "status": "False",
+                                       "reason": "Unschedulable", "message": "0/3 nodes"}]))
+    assert state.kind == "failed" and "cannot be scheduled" in state.message
+
+
+def test_deadline_and_node_rejection():
+    state = pod_state(pod("Failed", reason="DeadlineExceeded"))
+    assert state.kind == "failed" and "deadline" in state.message
+    state = pod_state(pod("Failed", reason="OutOfcpu", message="Node didn't have enough"))
+    assert "rejected" in state.message and "OutOfcpu" in state.message
+
+
+def test_oom_and_exit_codes():
+    state = pod_state(pod("Failed", {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}))
+    assert state.kind == "exited" and "out of memory" in state.message
+    state = pod_state(pod("Failed", {"terminated": {"exitCode": 3, "reason": "Error"}}))
+    records = [{"type": "log", "level": "info", "message": "compiling"},
+               {"type": "log", "level": "error", "message": "no such tracepoint"}]
+    text = exit_message("n1", state, records, ["Traceback"])
+    assert "exited with code 3" in text and "no such tracepoint" in text
+    assert "compiling" not in text  # errors first when there are any
+    text = exit_message("n1", state, [], ["Traceback (most recent call last):", "KeyError"])
+    assert "KeyError" in text

@@ -1,0 +1,168 @@
+"""The node pod and its ConfigMap: every security-relevant field of DESIGN.md §5."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import yaml
+
+from kubectl_offwake.k8s import podspec
+from kubectl_offwake.k8s.podspec import NodePodOptions, collector_configmap, node_pod
+from kubectl_offwake.k8s.targets import ResolvedTarget
+
+CID_A = "a" * 64
+CID_B = "b" * 64
+
+
+def _targets():
+    return [
+        ResolvedTarget("app", "web-1", "uid-1", "node-1", "istio-proxy", CID_A, "containerd"),
+        ResolvedTarget("app", "web-2", "uid-2", "node-1", "istio-proxy", CID_B, "cri-o", True),
+    ]
+
+
+@pytest.fixture
+def opts():
+    return NodePodOptions(run_id="h7ab12cd", node="node-1", duration_s=30, interval_s=2,
+                          targets=_targets())
+
+
+@pytest.fixture
+def pod(opts):
+    return node_pod(opts)
+
+
+def _container(pod):
+    (container,) = pod["spec"]["containers"]
+    return container
+
+
+def test_pinned_to_the_node_by_node_name_not_a_label(pod):
+    assert pod["spec"]["nodeName"] == "node-1"
+    assert "nodeSelector" not in pod["spec"]
+    assert "affinity" not in pod["spec"]
+
+
+def test_host_pid_but_no_host_network_or_ipc(pod):
+    assert pod["spec"]["hostPID"] is True
+    assert pod["spec"]["hostNetwork"] is False
+    assert pod["spec"]["hostIPC"] is False
+
+
+def test_privileged_with_the_reason_written_down(pod):
+    sc = _container(pod)["securityContext"]
+    assert sc["privileged"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    note = pod["metadata"]["annotations"][podspec.SECURITY_ANNOTATION]
+    assert note.startswith("privileged:")
+    for reason in ("bpf()", "perf_event_open", "seccomp", "CAP_SYS_ADMIN"):
+        assert reason in note
+
+
+def test_host_mounts_are_read_only_and_exactly_the_needed_ones(pod):
+    container = _container(pod)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    host_paths = {v["hostPath"]["path"] for v in volumes.values() if "hostPath" in v}
+    assert host_paths == {"/sys/kernel/debug", "/sys/kernel/tracing", "/lib/modules",
+                          "/usr/src", "/sys/fs/cgroup"}
+    for mount in container["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        if "hostPath" in volume:
+            assert mount["readOnly"] is True, mount
+            assert mount["mountPath"] == volume["hostPath"]["path"]
+    writable = [m for m in container["volumeMounts"] if not m.get("readOnly")]
+    assert [m["mountPath"] for m in writable] == ["/tmp"]
+    assert "emptyDir" in volumes[writable[0]["name"]]
+
+
+def test_no_service_account_token_and_no_sidecar(pod):
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+
+
+def test_tolerates_every_taint(pod):
+    assert pod["spec"]["tolerations"] == [{"operator": "Exists"}]
+
+
+def test_deadline_a_little_past_the_duration(opts):
+    for duration in (5, 30, 120.5):
+        opts.duration_s = duration
+        deadline = node_pod(opts)["spec"]["activeDeadlineSeconds"]
+        assert duration < deadline <= duration + 120
+        assert isinstance(deadline, int)
+
+
+def test_labels_managed_by_and_run_id(pod):
+    labels = pod["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "kubectl-offwake"
+    assert labels[podspec.RUN_KEY] == "h7ab12cd"
+    assert podspec.MANAGED_SELECTOR == "app.kubernetes.io/managed-by=kubectl-offwake"
+
+
+def test_modest_requests_and_limits(pod):
+    resources = _container(pod)["resources"]
+    assert resources["requests"] == {"cpu": "100m", "memory": "256Mi"}
+    assert set(resources["limits"]) == {"cpu", "memory"}
+
+
+def test_never_restarted_and_graceful_stop(pod):
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= 10
+
+
+def test_command_runs_the_zipapp_with_every_target_of_the_node(pod):
+    command = _container(pod)["command"]
+    assert command[:2] == ["python3", "/opt/offwake/collector.pyz"]
+    ids = [command[i + 1] for i, arg in enumerate(command) if arg == "--container-id"]
+    assert ids == [f"containerd://{CID_A}", f"cri-o://{CID_B}"]
+    assert command[command.index("--duration") + 1] == "30"
+    assert command[command.index("--interval") + 1] == "2"
+    assert command[command.index("--node-name") + 1] == "node-1"
+    assert "args" not in _container(pod)
+
+
+def test_interpreter_and_image_are_options(opts):
+    opts.python = "/usr/bin/python3"
+    opts.image = "registry.example/offwake:1"
+    container = _container(node_pod(opts))
+    assert container["command"][0] == "/usr/bin/python3"
+    assert container["image"] == "registry.example/offwake:1"
+
+
+def test_default_image_is_documented():
+    with open("image/README.md", encoding="utf-8") as handle:
+        assert podspec.DEFAULT_IMAGE in handle.read()
+
+
+def test_zipapp_configmap_is_mounted_read_only(opts, pod):
+    cm = collector_configmap(opts, b"PK-zipapp-bytes")
+    assert cm["metadata"]["name"] == pod["metadata"]["name"]
+    assert cm["metadata"]["namespace"] == pod["metadata"]["namespace"] == "offwake-system"
+    assert cm["metadata"]["labels"] == pod["metadata"]["labels"]
+    assert base64.b64decode(cm["binaryData"]["collector.pyz"]) == b"PK-zipapp-bytes"
+    volume = next(v for v in pod["spec"]["volumes"] if "configMap" in v)
+    assert volume["configMap"]["name"] == cm["metadata"]["name"]
+    mount = next(m for m in _container(pod)["volumeMounts"] if m["name"] == volume["name"])
+    assert mount == {"name": volume["name"], "mountPath": "/opt/offwake", "readOnly": True}
+
+
+def test_owner_reference_points_at_the_pod():
+    ref = podspec.owner_reference({"metadata": {"name": "p", "uid": "u-1"}})
+    assert ref["kind"] == "Pod" and ref["name"] == "p" and ref["uid"] == "u-1"
+
+
+def test_names_are_valid_dns_labels():
+    name = podspec.object_name("h7ab12cd", "ip-10-0-0-1.EU-WEST-1.compute.internal_x" * 3)
+    assert len(name) <= 63
+    assert name.startswith("offwake-h7ab12cd-")
+    assert all(c.isalnum() or c == "-" for c in name) and name == name.lower()
+    assert not name.endswith("-")
+
+
+def test_dry_run_yaml_round_trips_and_carries_the_security_comment(opts):
+    objects = [collector_configmap(opts, b"zz"), node_pod(opts)]
+    text = podspec.manifests_yaml(objects)
+    assert "# privileged: BCC needs bpf()" in text
+    docs = list(yaml.safe_load_all(text))
+    assert docs == objects

@@ -3,49 +3,35 @@
 Counts, blocked/run-queue splits and maxima are ``None`` when the source has none (BCC's
 output has no counts): a sum containing an unknown stays unknown rather than pretending
 to be a smaller number. Shares are of the report's total off-CPU time.
+
+Wakeups are first grouped into lists, then each list is summed field by field with the
+built-in ``sum``: with 100k edges this is several times faster than a running sum.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 from .categories import CATEGORIES, CATEGORY_BY_ID
-from .model import OnCpu, Recording, Task
+from .model import Edge, OnCpu, Recording, Task
 from .naming import Namer
 from .report import Group, Party, ThreadSummary, Totals, Wakeup
 
 PREEMPTED_KEY_PREFIX = "preempted:"
+_CATEGORY_ORDER = {c.id: i for i, c in enumerate(CATEGORIES)}
 
 
 @dataclass
-class _Sum:
-    """A running sum where one unknown makes the whole unknown."""
+class Sums:
+    """The sums of a list of edges."""
 
-    edges: int = 0
-    total_us: int = 0
-    count: Optional[int] = 0
-    blocked_us: Optional[int] = 0
-    runq_us: Optional[int] = 0
-    max_us: Optional[int] = 0
-
-    def add(self, w: Wakeup) -> None:
-        # Inlined (no helper calls): this runs several times per edge.
-        e = w.edge
-        self.edges += 1
-        self.total_us += e.total_us
-        if self.count is not None:
-            self.count = None if e.count is None else self.count + e.count
-        if self.blocked_us is not None:
-            self.blocked_us = None if e.blocked_us is None else self.blocked_us + e.blocked_us
-        if self.runq_us is not None:
-            self.runq_us = None if e.runq_us is None else self.runq_us + e.runq_us
-        if self.max_us is not None:
-            m = e.max_us
-            if m is None:
-                self.max_us = None
-            elif m > self.max_us:
-                self.max_us = m
+    edges: int
+    total_us: int
+    count: Optional[int]
+    blocked_us: Optional[int]
+    runq_us: Optional[int]
+    max_us: Optional[int]
 
     def group(self, key: str, label: str, grand_total: int) -> Group:
         return Group(key=key, label=label, edges=self.edges, count=self.count,
@@ -53,27 +39,52 @@ class _Sum:
                      max_us=self.max_us, share=share(self.total_us, grand_total))
 
 
+def sums(edges: Sequence[Edge]) -> Sums:
+    """Field sums of edges; a field with any unknown value sums to None."""
+    counts = [e.count for e in edges]
+    blocked = [e.blocked_us for e in edges]
+    runq = [e.runq_us for e in edges]
+    maxima = [e.max_us for e in edges]
+    return Sums(
+        edges=len(edges),
+        total_us=sum([e.total_us for e in edges]),
+        count=_sum(counts),
+        blocked_us=_sum(blocked),
+        runq_us=_sum(runq),
+        max_us=None if None in maxima else max(cast(List[int], maxima), default=0),
+    )
+
+
+def _sum(values: List[Optional[int]]) -> Optional[int]:
+    """The sum, or None when any value is unknown (``None in`` is a fast C scan)."""
+    if None in values:
+        return None
+    return sum(cast(List[int], values))
+
+
 def share(part: int, whole: int) -> float:
     return part / whole if whole > 0 else 0.0
 
 
-def totals(recording: Recording, wakeups: List[Wakeup], threads: int) -> Totals:
-    s = _Sum()
-    for w in wakeups:
-        s.add(w)
+def totals(recording: Recording, wakeups: Sequence[Wakeup], threads: int) -> Totals:
+    s = sums([w.edge for w in wakeups])
     return Totals(off_cpu_us=s.total_us, wakeups=s.count, edges=s.edges,
                   blocked_us=s.blocked_us, runq_us=s.runq_us, threads=threads,
                   lost=dict(recording.lost))
 
 
-def by_category(wakeups: Iterable[Wakeup], grand_total: int) -> List[Group]:
-    sums: Dict[str, _Sum] = {}
-    for w in wakeups:
-        sums.setdefault(w.category, _Sum()).add(w)
-    order = {c.id: i for i, c in enumerate(CATEGORIES)}
-    groups = [s.group(cat, CATEGORY_BY_ID[cat].title, grand_total) for cat, s in sums.items()]
-    groups.sort(key=lambda g: (-g.total_us, order.get(g.key, len(order))))
+def _category_groups(by_cat: Dict[str, List[Edge]], grand_total: int) -> List[Group]:
+    groups = [sums(es).group(cat, CATEGORY_BY_ID[cat].title, grand_total)
+              for cat, es in by_cat.items()]
+    groups.sort(key=lambda g: (-g.total_us, _CATEGORY_ORDER.get(g.key, len(_CATEGORY_ORDER))))
     return groups
+
+
+def by_category(wakeups: Iterable[Wakeup], grand_total: int) -> List[Group]:
+    lists: Dict[str, List[Edge]] = {}
+    for w in wakeups:
+        lists.setdefault(w.category, []).append(w.edge)
+    return _category_groups(lists, grand_total)
 
 
 def waker_key(w: Wakeup) -> Tuple[str, str]:
@@ -92,22 +103,29 @@ def waker_key(w: Wakeup) -> Tuple[str, str]:
 def by_waker(wakeups: Iterable[Wakeup], grand_total: int,
              namer: Optional[Namer] = None) -> List[Group]:
     """Sums per waker process; two processes of one container are told apart by comm."""
-    sums: Dict[str, _Sum] = {}
+    lists: Dict[str, List[Edge]] = {}
     labels: Dict[str, str] = {}
     comms: Dict[str, str] = {}
+    keys: Dict[Tuple[int, int, bool], Tuple[str, str]] = {}  # party identity -> key
     for w in wakeups:
-        key, label = waker_key(w)
-        if key not in labels:
-            labels[key] = label
+        ident = (id(w.waker), id(w.preempted_by), w.edge.preempted)
+        found = keys.get(ident)
+        if found is None:
+            found = keys[ident] = waker_key(w)
+        key = found[0]
+        edges = lists.get(key)
+        if edges is None:
+            edges = lists[key] = []
+            labels[key] = found[1]
             comms[key] = _process_comm(w.waker, namer) if w.waker is not None else ""
-        sums.setdefault(key, _Sum()).add(w)
+        edges.append(w.edge)
     seen: Dict[str, int] = {}
     for label in labels.values():
         seen[label] = seen.get(label, 0) + 1
     for key, label in labels.items():
         if seen[label] > 1 and comms[key]:
             labels[key] = f"{label} ({comms[key]})"
-    groups = [s.group(k, labels[k], grand_total) for k, s in sums.items()]
+    groups = [sums(es).group(k, labels[k], grand_total) for k, es in lists.items()]
     groups.sort(key=lambda g: (-g.total_us, g.key))
     return groups
 
@@ -130,39 +148,37 @@ def thread_key(task: Task) -> Tuple[object, ...]:
 def by_thread(recording: Recording, wakeups: Iterable[Wakeup], namer: Namer,
               grand_total: int) -> List[ThreadSummary]:
     """One summary per target thread, including threads that only have on-CPU runs."""
-    sums: Dict[Tuple[object, ...], _Sum] = {}
-    cats: Dict[Tuple[object, ...], Dict[str, _Sum]] = {}
+    cats: Dict[Tuple[object, ...], Dict[str, List[Edge]]] = {}
     parties: Dict[Tuple[object, ...], Party] = {}
+    keys: Dict[int, Tuple[object, ...]] = {}  # id(target party) -> thread key
     for w in wakeups:
-        key = thread_key(w.edge.target)
-        parties.setdefault(key, w.target)
-        sums.setdefault(key, _Sum()).add(w)
-        cats.setdefault(key, {}).setdefault(w.category, _Sum()).add(w)
+        key = keys.get(id(w.target))
+        if key is None:
+            key = keys[id(w.target)] = thread_key(w.edge.target)
+        per = cats.get(key)
+        if per is None:
+            per = cats[key] = {}
+            parties.setdefault(key, w.target)
+        per.setdefault(w.category, []).append(w.edge)
     oncpu: Dict[Tuple[object, ...], OnCpu] = {}
     for run in recording.oncpu:
         key = thread_key(run.task)
         oncpu[key] = run
         if key not in parties:
             parties[key] = namer.party(run.task)
-    order = {c.id: i for i, c in enumerate(CATEGORIES)}
+    counted = any(e.count is not None for e in recording.edges[:1])
     result: List[ThreadSummary] = []
     for key, party in parties.items():
-        s = sums.get(key)
-        groups = [c.group(cat, CATEGORY_BY_ID[cat].title, grand_total)
-                  for cat, c in cats.get(key, {}).items()]
-        groups.sort(key=lambda g: (-g.total_us, order.get(g.key, len(order))))
+        per = cats.get(key, {})
+        s = sums([e for es in per.values() for e in es]) if per else None
         result.append(ThreadSummary(
             target=party,
             total_us=s.total_us if s else 0,
-            count=s.count if s else (0 if _has_counts(recording) else None),
+            count=s.count if s else (0 if counted else None),
             blocked_us=s.blocked_us if s else None,
             runq_us=s.runq_us if s else None,
-            by_category=groups,
+            by_category=_category_groups(per, grand_total),
             oncpu=oncpu.get(key),
         ))
     result.sort(key=lambda t: (-t.total_us, t.target.comm, t.target.tid or 0))
     return result
-
-
-def _has_counts(recording: Recording) -> bool:
-    return any(e.count is not None for e in recording.edges[:1])

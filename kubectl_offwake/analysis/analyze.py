@@ -6,15 +6,15 @@ order (wakeups by total off-CPU time, largest first; ties keep the recording's o
 
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, List
 
 from . import aggregate
-from .categories import CATEGORY_BY_ID
+from .categories import CATEGORIES
 from .classify import Classifier
 from .findings import find
-from .model import Recording
+from .model import Recording, Task
 from .naming import Namer
-from .report import Report, Wakeup
+from .report import Party, Report, Wakeup
 from .roles import Roles
 
 
@@ -23,17 +23,28 @@ def analyze(recording: Recording) -> Report:
     roles = Roles(recording)
     namer = Namer(recording, roles)
     classifier = Classifier()
+    preemptions = frozenset(c.id for c in CATEGORIES if c.preemption)
+    # Importers intern tasks, so most lookups hit this identity memo (the edges keep the
+    # tasks alive, so ids stay unique); Namer's own memo covers tasks that are not shared.
+    parties: Dict[int, Party] = {}
+
+    def party(task: Task) -> Party:
+        found = parties.get(id(task))
+        if found is None:
+            found = parties[id(task)] = namer.party(task)
+        return found
+
     wakeups: List[Wakeup] = []
+    append = wakeups.append
     for edge in recording.edges:
         c = classifier.classify_edge(edge)
-        preemption = CATEGORY_BY_ID[c.category].preemption
+        w = edge.waker
         waker = None
-        if not preemption and edge.waker is not None and (edge.waker.comm or edge.waker.pid):
-            waker = namer.party(edge.waker)
-        preempted_by = namer.party(edge.preempted_by) if edge.preempted_by is not None else None
-        wakeups.append(Wakeup(edge=edge, category=c.category, cause=c.cause, rule=c.rule,
-                              target=namer.party(edge.target), waker=waker,
-                              preempted_by=preempted_by, detail=c.detail))
+        if w is not None and c.category not in preemptions and (w.comm or w.pid):
+            waker = party(w)
+        pb = edge.preempted_by
+        append(Wakeup(edge, c.category, c.cause, c.rule, party(edge.target), waker,
+                      party(pb) if pb is not None else None, c.detail))
     wakeups.sort(key=lambda w: -w.edge.total_us)
     threads = aggregate.by_thread(recording, wakeups, namer, 0)
     totals = aggregate.totals(recording, wakeups, threads=len(threads))

@@ -64,11 +64,18 @@ class _FrameInfo:
     marker: int
 
 
-def _first(rules: Sequence[Rule], name: str) -> Optional[Rule]:
+def _index(rules: Sequence[Rule]) -> Dict[str, Rule]:
+    """Exact frame name -> the first rule in table order that lists it."""
+    index: Dict[str, Rule] = {}
     for rule in rules:
-        if rule.matches(name):
-            return rule
-    return None
+        for frame in rule.frames:
+            index.setdefault(frame, rule)
+    return index
+
+
+_IRQ_SET = frozenset(IRQ_FRAMES)
+_SOFTIRQ_SET = frozenset(SOFTIRQ_FRAMES)
+_KSOFTIRQD_SET = frozenset(KSOFTIRQD_FRAMES)
 
 
 class _Table:
@@ -80,7 +87,11 @@ class _Table:
         self.target = [r for r in rules if r.stack == TARGET]
         self.target_detail = [r for r in rules if r.stack == TARGET_DETAIL]
         self.user = [r for r in rules if r.stack == USER]
+        self._exact = [_index(self.waker), _index(self.target), _index(self.target_detail)]
+        self._prefixed = [[r for r in rs if r.prefixes]
+                          for rs in (self.waker, self.target, self.target_detail)]
         self._frames: Dict[str, _FrameInfo] = {}
+        self.known = self._frames  # read-only view for the hot loop
         self._user: Dict[str, Optional[int]] = {}
 
     def frame(self, raw: str) -> _FrameInfo:
@@ -88,18 +99,27 @@ class _Table:
         if info is None:
             name = normalize(raw)
             marker = 0
-            if name in KSOFTIRQD_FRAMES:
+            if name in _KSOFTIRQD_SET:
                 marker = _KSOFTIRQD
-            elif name in IRQ_FRAMES or name.startswith(IRQ_PREFIXES):
+            elif name in _IRQ_SET or name.startswith(IRQ_PREFIXES):
                 marker = _IRQ
-            elif name in SOFTIRQ_FRAMES:
+            elif name in _SOFTIRQ_SET:
                 marker = _SOFTIRQ
-            info = _FrameInfo(name, _first(self.waker, name), _first(self.target, name),
-                              _first(self.target_detail, name), marker)
+            found = [self._lookup(i, name) for i in range(3)]
+            info = _FrameInfo(name, found[0], found[1], found[2], marker)
             if len(self._frames) < 500_000:
                 self._frames[raw] = info
         return info
 
+    def _lookup(self, kind: int, name: str) -> Optional[Rule]:
+        """The first rule (table order) of one kind matching a frame: exact, then prefix."""
+        exact = self._exact[kind].get(name)
+        for rule in self._prefixed[kind]:
+            if exact is not None and exact.order < rule.order:
+                break
+            if name.startswith(rule.prefixes):
+                return rule
+        return exact
 
     def user_index(self, raw: str) -> Optional[int]:
         """Index in :attr:`user` of the first user rule matching this frame."""
@@ -121,15 +141,23 @@ class _Table:
 _DEFAULT_TABLE = _Table(RULES)
 
 
+_COMM_KINDS: Dict[str, str] = {}
+
+
 def comm_kind(comm: Optional[str]) -> str:
-    """The kinds of waker whose comm alone changes the cause."""
+    """The kinds of waker whose comm alone changes the cause (memoised per comm)."""
     if not comm:
         return ""
-    if _KSOFTIRQD_COMM.match(comm):
-        return "ksoftirqd"
-    if _IDLE_COMM.match(comm):
-        return "idle"
-    return ""
+    kind = _COMM_KINDS.get(comm)
+    if kind is None:
+        kind = ""
+        if _KSOFTIRQD_COMM.match(comm):
+            kind = "ksoftirqd"
+        elif _IDLE_COMM.match(comm):
+            kind = "idle"
+        if len(_COMM_KINDS) < 100_000:
+            _COMM_KINDS[comm] = kind
+    return kind
 
 
 class _WakerPart:
@@ -183,7 +211,7 @@ class Classifier:
             if found is not None:
                 return found
             return _PREEMPTED_FALLBACK
-        if waker_stack is None or not waker_stack.kernel_frames:
+        if waker_stack is None or not waker_stack.frames or waker_stack.kernel_depth == 0:
             # BCC offwaketime records a preempted target as a wake with no waker (or a
             # stale one): a target stack at a preemption point says it was runnable.
             found = self._preemption(target_stack)
@@ -211,7 +239,8 @@ class Classifier:
 
     def _waker_part(self, stack: Optional[Stack], kind: str) -> _WakerPart:
         frames = stack.kernel_frames if stack is not None else ()
-        infos = [self._table.frame(f) for f in frames]
+        known = self._table.known
+        infos = [known.get(f) or self._table.frame(f) for f in frames]
         cause = _cause(infos, kind)
         rule = _event_rule(infos)
         user_rule = None

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
-from .categories import CATEGORY_BY_ID
+from .categories import CATEGORIES, CATEGORY_BY_ID
 from .classify import CAUSE_WAKER
 from .frames import normalize
 from .model import Pending, Recording
@@ -122,12 +122,17 @@ def find(recording: Recording, report: Report, namer: Namer) -> List[Finding]:
 
 @dataclass
 class _Process:
-    """The wakeups of one traced process."""
+    """The wakeups of one traced process, indexed the ways the detectors read them."""
 
     key: str
     name: str
-    wakeups: List[Wakeup]
-    threads: List[ThreadSummary]
+    wakeups: List[Wakeup] = field(default_factory=list)
+    threads: List[ThreadSummary] = field(default_factory=list)
+    by_category: Dict[str, List[Wakeup]] = field(default_factory=dict)
+    workers: List[Wakeup] = field(default_factory=list)  # targets with the worker role
+
+    def of(self, category: str) -> List[Wakeup]:
+        return self.by_category.get(category, [])
 
 
 class _Context:
@@ -137,12 +142,25 @@ class _Context:
         self.namer = namer
         self.duration_s = duration_s(recording.source)
         procs: Dict[str, _Process] = {}
+        keys: Dict[int, _Process] = {}  # id(target party) -> its process
         for w in report.wakeups:
-            key = _process_key(w.target)
-            procs.setdefault(key, _Process(key, w.target.name, [], [])).wakeups.append(w)
+            proc = keys.get(id(w.target))
+            if proc is None:
+                key = _process_key(w.target)
+                proc = procs.get(key)
+                if proc is None:
+                    proc = procs[key] = _Process(key, w.target.name)
+                keys[id(w.target)] = proc
+            proc.wakeups.append(w)
+            proc.by_category.setdefault(w.category, []).append(w)
+            if w.target.role == WORKER:
+                proc.workers.append(w)
         for t in report.by_thread:
             key = _process_key(t.target)
-            procs.setdefault(key, _Process(key, t.target.name, [], [])).threads.append(t)
+            proc = procs.get(key)
+            if proc is None:
+                proc = procs[key] = _Process(key, t.target.name)
+            proc.threads.append(t)
         self.processes = list(procs.values())
         self.several = len({p.name for p in self.processes}) > 1
 
@@ -190,27 +208,25 @@ def pct(x: float) -> str:
 
 def _counts(wakeups: Iterable[Wakeup]) -> Optional[int]:
     """The summed wakeup count, or None when any is unknown."""
-    total = 0
-    for w in wakeups:
-        if w.edge.count is None:
-            return None
-        total += w.edge.count
-    return total
+    counts = [w.edge.count for w in wakeups]
+    if None in counts:
+        return None
+    return sum(cast(List[int], counts))
+
+
+_PREEMPTIONS = frozenset(c.id for c in CATEGORIES if c.preemption)
 
 
 def _runq_us(w: Wakeup) -> int:
     """Time the target spent runnable, waiting for a CPU, on this edge."""
-    if CATEGORY_BY_ID[w.category].preemption:
+    if w.category in _PREEMPTIONS:
         return w.edge.total_us
     return w.edge.runq_us or 0
 
 
 def _is_preemption(w: Wakeup) -> bool:
-    return CATEGORY_BY_ID[w.category].preemption
+    return w.category in _PREEMPTIONS
 
-
-def _thread_label(p: Party) -> str:
-    return p.comm if p.tid is None else f"{p.comm} ({p.tid})"
 
 
 def _throttle_delta(recording: Recording, counter: str) -> Optional[int]:
@@ -228,7 +244,7 @@ def cpu_shortage(ctx: _Context) -> List[Finding]:
     throttled_us = _throttle_delta(ctx.recording, "throttled_usec")
     nr_periods = _throttle_delta(ctx.recording, "nr_periods")
     for proc in ctx.processes:
-        workers = [w for w in proc.wakeups if w.target.role == WORKER]
+        workers = proc.workers
         who = "worker threads"
         if not workers:
             workers, who = proc.wakeups, "traced threads"
@@ -285,7 +301,7 @@ def dns_storm(ctx: _Context) -> List[Finding]:
         return []
     out: List[Finding] = []
     for proc in ctx.processes:
-        udp = [w for w in proc.wakeups if w.target.role == MAIN and w.category == UDP]
+        udp = [w for w in proc.of(UDP) if w.target.role == MAIN]
         count = _counts(udp)
         if not udp or count is None:
             continue
@@ -312,9 +328,9 @@ def xds_churn(ctx: _Context) -> List[Finding]:
         return []
     out: List[Finding] = []
     for proc in ctx.processes:
-        unix = [w for w in proc.wakeups if w.target.role == MAIN and w.category == UNIX
+        unix = [w for w in proc.of(UNIX) if w.target.role == MAIN
                 and w.waker is not None and w.waker.role is None]
-        fanout = [w for w in proc.wakeups if w.target.role == WORKER and w.category == EVENTFD
+        fanout = [w for w in proc.of(EVENTFD) if w.target.role == WORKER
                   and w.waker is not None and w.waker.role == MAIN]
         unix_count, fan_count = _counts(unix), _counts(fanout)
         if not unix or not fanout or unix_count is None or fan_count is None:
@@ -346,8 +362,10 @@ def cross_thread_posts(ctx: _Context) -> List[Finding]:
     out: List[Finding] = []
     for proc in ctx.processes:
         by_worker: Dict[object, List[Wakeup]] = defaultdict(list)
-        for w in proc.wakeups:
-            if w.target.role == WORKER and not _is_preemption(w):
+        if not any(_is_post(w) for w in proc.of(EVENTFD)):
+            continue
+        for w in proc.workers:
+            if not _is_preemption(w):
                 by_worker[w.target.tid or w.target.comm].append(w)
         hits = []
         for ws in by_worker.values():
@@ -400,22 +418,26 @@ def _is_post(w: Wakeup) -> bool:
 
 def dominant_waker(ctx: _Context) -> List[Finding]:
     """One outside process behind most wakeups."""
-    wakes = [w for w in ctx.report.wakeups if not _is_preemption(w)]
-    if not wakes:
+    wakes = [w for w in ctx.report.wakeups if w.category not in _PREEMPTIONS]
+    total = _counts(wakes)
+    if not wakes or total is None or total <= 0:
         return []
     own = {(w.target.pid, w.target.name) for w in wakes}
-    mine: Dict[str, List[Wakeup]] = defaultdict(list)
+    per_party: Dict[int, List[Wakeup]] = defaultdict(list)
     for w in wakes:
-        if w.cause == CAUSE_WAKER and w.waker is not None \
-                and (w.waker.pid, w.waker.name) not in own:
-            mine[_waker_label(ctx, w)].append(w)
+        if w.cause == CAUSE_WAKER and w.waker is not None:
+            per_party[id(w.waker)].append(w)
+    mine: Dict[str, List[Wakeup]] = defaultdict(list)
+    for ws in per_party.values():
+        waker = ws[0].waker
+        assert waker is not None
+        if (waker.pid, waker.name) not in own:
+            mine[_waker_label(ctx, ws[0])].extend(ws)
     if not mine:
         return []
-    total = _counts(wakes)
-    if total is None or total <= 0:
-        return []
-    name, ws = max(mine.items(), key=lambda kv: (_counts(kv[1]) or 0, kv[0]))
-    count = _counts(ws) or 0
+    counted = {name: _counts(ws) or 0 for name, ws in mine.items()}
+    name, count = max(counted.items(), key=lambda kv: (kv[1], kv[0]))
+    ws = mine[name]
     share = count / total
     if count < DOMINANT_MIN_WAKES or share < DOMINANT_SHARE:
         return []
@@ -442,8 +464,8 @@ def accept_herd(ctx: _Context) -> List[Finding]:
     out: List[Finding] = []
     for proc in ctx.processes:
         per: Dict[object, List[Wakeup]] = defaultdict(list)
-        for w in proc.wakeups:
-            if w.category == ACCEPT and w.target.role == WORKER:
+        for w in proc.of(ACCEPT):
+            if w.target.role == WORKER:
                 per[w.target.tid or w.target.comm].append(w)
         counts = {k: _counts(v) for k, v in per.items()}
         if len(counts) < HERD_MIN_WORKERS or any(c is None for c in counts.values()):
@@ -599,10 +621,9 @@ def access_log_flush(ctx: _Context) -> List[Finding]:
     """Futex traffic between the workers and the AccessLogFlush thread."""
     out: List[Finding] = []
     for proc in ctx.processes:
-        to_flush = [w for w in proc.wakeups if w.category == FUTEX
-                    and w.target.role == ACCESS_LOG_FLUSH]
-        worker_waits = [w for w in proc.wakeups if w.category == FUTEX
-                        and w.target.role == WORKER and w.detail == "access-log-flush"]
+        to_flush = [w for w in proc.of(FUTEX) if w.target.role == ACCESS_LOG_FLUSH]
+        worker_waits = [w for w in proc.of(FUTEX)
+                        if w.target.role == WORKER and w.detail == "access-log-flush"]
         count = _counts(to_flush) if to_flush else None
         rate = count / ctx.duration_s if count is not None and ctx.duration_s else None
         waited = sum(w.edge.total_us for w in worker_waits)
@@ -628,7 +649,7 @@ def main_lock(ctx: _Context) -> List[Finding]:
     """Workers blocked on a futex the main thread released (stats merge, TLS updates)."""
     out: List[Finding] = []
     for proc in ctx.processes:
-        waits = [w for w in proc.wakeups if w.category == FUTEX and w.target.role == WORKER
+        waits = [w for w in proc.of(FUTEX) if w.target.role == WORKER
                  and w.waker is not None and w.waker.role == MAIN]
         blocked = sum(w.edge.total_us for w in waits)
         if blocked < MAIN_LOCK_WAIT_US:

@@ -19,6 +19,8 @@ _MODULE = re.compile(r"\s+\[[^\]]+\]$")  # "nvme_irq [nvme]" as some printers sh
 # GCC/LLVM clone suffixes; kernel symbols otherwise never contain a dot.
 _CLONE = re.compile(r"\.(?:isra|constprop|part|cold|llvm|lto_priv|localalias)(?:\.[0-9A-Za-z_]+)*$")
 
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
 _cache: Dict[str, str] = {}
 
 
@@ -27,6 +29,10 @@ def normalize(frame: str) -> str:
     found = _cache.get(frame)
     if found is not None:
         return found
+    if _PLAIN.match(frame):  # the common case: already a bare symbol
+        if len(_cache) < 200_000:
+            _cache[frame] = frame
+        return frame
     name = frame.strip()
     if name.startswith(("b'", 'b"')) and name[-1:] in ("'", '"') and len(name) >= 3:
         name = name[2:-1]  # a Python bytes literal, as older BCC printed frames

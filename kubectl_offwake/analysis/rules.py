@@ -25,7 +25,7 @@ How the table is applied (see :mod:`.classify`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
 from .categories import CATEGORY_BY_ID
@@ -54,6 +54,7 @@ class Rule:
     # the expired timer (even a task's local_bh_enable running the timer softirq) was a
     # bystander, so the cause is "interrupt" unless the work ran in ksoftirqd.
     bystander: bool = False
+    order: int = 0  # position in RULES, set when the table is built
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORY_BY_ID:
@@ -312,12 +313,14 @@ def rule_by_id() -> Dict[str, Rule]:
     return {r.id: r for r in RULES}
 
 
-def _check_unique() -> None:
+def _number(rules: Tuple[Rule, ...]) -> Tuple[Rule, ...]:
+    """Each rule with its position, after checking ids are unique."""
     seen: Dict[str, Rule] = {}
-    for rule in RULES:
+    for rule in rules:
         if rule.id in seen:
             raise ValueError(f"duplicate rule id {rule.id}")
         seen[rule.id] = rule
+    return tuple(replace(rule, order=i) for i, rule in enumerate(rules))
 
 
-_check_unique()
+RULES = _number(RULES)

@@ -56,7 +56,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = route(list(sys.argv[1:] if argv is None else argv))
     _register_optional_commands()
     try:
-        app(args=args, prog_name="kubectl offwake", standalone_mode=False)
+        result = app(args=args, prog_name="kubectl offwake", standalone_mode=False)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -75,4 +75,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             typer.echo("aborted", err=True)
             sys.exit(130)
         raise
+    if isinstance(result, int) and result:
+        # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns the code.
+        if result == 130:
+            typer.echo("interrupted", err=True)
+        sys.exit(result)
     sys.exit(0)

@@ -6,7 +6,7 @@ saves the recording, and prints the report as ``report`` would.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -29,6 +29,14 @@ def local(
         None, "--save",
         help="Save the recording here (default: offwake-NAME-TIME.jsonl.gz in this directory).",
     ),
+    interval: str = typer.Option("1s", "--interval", help="Snapshot interval of the collector."),
+    stack_storage_size: Optional[int] = typer.Option(
+        None, "--stack-storage-size", min=1,
+        help="Stack map entries (raise it when stacks are lost).",
+    ),
+    agg_size: Optional[int] = typer.Option(
+        None, "--agg-size", min=1, help="Aggregation map entries (raise it when wakeups are lost).",
+    ),
 ) -> None:
     """Trace a process on this machine (needs root and BCC) and print the report."""
     if (pid is None) == (comm is None):
@@ -43,8 +51,18 @@ def local(
     from ..analysis import analyze
     from ..localrun import default_save_path, run_local
 
+    extra: List[str] = []
+    if stack_storage_size:
+        extra += ["--stack-storage-size", str(stack_storage_size)]
+    if agg_size:
+        extra += ["--agg-size", str(agg_size)]
     save_path = save or default_save_path(label)
-    result = run_local(target, seconds, save_path, title=f"tracing {label}", source=label)
+    try:
+        interval_s = parse_duration(interval)
+    except BadInput:
+        raise BadInput(f"--interval {interval!r} is not a duration; use for example 1s") from None
+    result = run_local(target, seconds, save_path, interval_s=interval_s,
+                       title=f"tracing {label}", source=label, extra=extra)
     report = analyze(result.recording)
     write_report(report, chosen, out, RenderOptions())
     for warning in result.recording.warnings:

@@ -6,7 +6,10 @@ The source is found beside this module (inside the zipapp) or in the repository'
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -121,6 +124,27 @@ class Waiting:
     ustack: int
 
 
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send whatever libbcc prints (it writes warnings with printf) to stderr: stdout carries
+    only wire records."""
+    sys.stdout.flush()
+    libc = None
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        pass
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        if libc is not None:
+            libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 class Program:
     """A compiled, attached offwake program."""
 
@@ -131,7 +155,9 @@ class Program:
         self.bpf_cls = BPF
         self.sizes = sizes
         t0 = time.monotonic()
-        self.bpf = BPF(text=bpf_source(), cflags=cflags(min_block_us, sizes) + list(extra_cflags))
+        with stdout_to_stderr():
+            self.bpf = BPF(text=bpf_source(),
+                           cflags=cflags(min_block_us, sizes) + list(extra_cflags))
         self.load_s = time.monotonic() - t0
         self._targets = self.bpf["targets"]
         self._counters = self.bpf["counters"]
@@ -235,6 +261,7 @@ class Program:
 
     def close(self) -> None:
         try:
-            self.bpf.cleanup()
+            with stdout_to_stderr():
+                self.bpf.cleanup()
         except Exception:  # noqa: BLE001 - best effort at exit
             pass

@@ -127,12 +127,18 @@ class Identities:
     def __init__(self) -> None:
         self._seen: Dict[int, dict] = {}
         self._tgid: Dict[int, int] = {}
+        self._thread_owner: Dict[int, int] = {}
 
     def tgid(self, tid: int) -> int:
-        """Tgid of a thread id (the preemptor's ``next_pid`` is a thread id); itself if gone."""
+        """Tgid of a thread id (the preemptor's ``next_pid`` is a thread id): from /proc, else
+        from the thread lists of processes seen earlier, else the tid itself."""
         if tid not in self._tgid:
-            self._tgid[tid] = tgid_of(tid) or tid
+            self._tgid[tid] = tgid_of(tid) or self._thread_owner.get(tid) or tid
         return self._tgid[tid]
+
+    def _remember_threads(self, rec: dict) -> None:
+        for t in rec.get("threads") or {}:
+            self._thread_owner[int(t)] = rec["pid"]
 
     def new_record(self, pid: int, fallback_comm: str = "",
                    with_threads: bool = False) -> Optional[dict]:
@@ -140,14 +146,22 @@ class Identities:
             return None
         rec = describe(pid, fallback_comm, with_threads)
         self._seen[pid] = rec
+        self._remember_threads(rec)
         return rec
 
     def refresh(self, pid: int, fallback_comm: str = "") -> dict:
-        """A fresh record (thread names change and threads come and go)."""
+        """A fresh record that keeps the threads seen before: thread names change, and
+        threads that did their work and exited still need a name."""
         rec = describe(pid, fallback_comm, with_threads=True)
-        if rec.get("gone") and pid in self._seen:
-            return self._seen[pid]
+        old = self._seen.get(pid)
+        if rec.get("gone") and old is not None:
+            return old
+        if old is not None and old.get("threads"):
+            threads = dict(old["threads"])
+            threads.update(rec.get("threads") or {})
+            rec["threads"] = dict(sorted(threads.items(), key=lambda kv: int(kv[0])))
         self._seen[pid] = rec
+        self._remember_threads(rec)
         return rec
 
     def seen(self, pid: int) -> Optional[dict]:

@@ -98,7 +98,7 @@ def build_stack(
                 else:
                     user_marker = i
         if kernel_marker >= 0 and user_marker >= 0:
-            kernel, user = [], []
+            return table.intern([f for f in items if not _MISSED.match(f)], 0, "both")
         elif kernel_marker >= 0:
             kernel, user = items[:kernel_marker + 1], items[kernel_marker + 1:]
         elif user_marker >= 0:

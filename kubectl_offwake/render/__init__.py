@@ -69,6 +69,12 @@ def write_report(report: Report, fmt: str, out_path: Optional[str],
     atomic_write_text(out_path, buffer.getvalue())
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def atomic_write_text(path: str, text: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     try:
@@ -78,6 +84,7 @@ def atomic_write_text(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is for sharing
         os.replace(tmp, path)
     except OSError as exc:
         if os.path.exists(tmp):

@@ -113,13 +113,15 @@ def chain(wakeup: Wakeup, several_pods: bool) -> List[Tuple[str, str]]:
     """The (name, kind) frames of one wakeup's path above the root."""
     frames: List[Tuple[str, str]] = [(wakeup.category, CATEGORY),
                                       (thread_label(wakeup.target, several_pods), THREAD)]
-    frames.extend(_stack_frames(wakeup.edge.target_stack.frames,
-                                wakeup.edge.target_stack.kernel_depth, target=True))
+    target_stack = wakeup.edge.target_stack
+    frames.extend(_stack_frames(target_stack.frames, target_stack.kernel_depth,
+                                target_stack.missing, target=True))
     frames.append((SEPARATOR_NAME, SEPARATOR))
     if wakeup.waker is not None:
         stack = wakeup.edge.waker_stack
         if stack is not None:
-            frames.extend(_stack_frames(stack.frames, stack.kernel_depth, target=False))
+            frames.extend(_stack_frames(stack.frames, stack.kernel_depth, stack.missing,
+                                        target=False))
         else:
             frames.append((NO_STACK, WAKER_FRAME))
         frames.append((waker_label(wakeup.waker), WAKER))
@@ -130,23 +132,27 @@ def chain(wakeup: Wakeup, several_pods: bool) -> List[Tuple[str, str]]:
     return frames
 
 
-def _stack_frames(frames: Sequence[str], kernel_depth: Optional[int],
+def _stack_frames(frames: Sequence[str], kernel_depth: Optional[int], missing: Optional[str],
                   target: bool) -> List[Tuple[str, str]]:
     """Leaf-first frames → chain frames: target stacks root→leaf, waker stacks leaf→root.
 
     Without a kernel/user boundary (BCC text without ``-d``) the frames are of the plain
     target/waker kind: the picture must not claim a boundary the source never gave.
+    A half the tracer failed to capture shows as a ``[user stack missing]`` frame at the
+    root end, so a cut-off stack is not mistaken for a kernel thread's.
     """
+    plain = TARGET_FRAME if target else WAKER_FRAME
     if not frames:
-        return [(NO_STACK, TARGET_FRAME if target else WAKER_FRAME)]
+        return [(NO_STACK if not missing else f"[{missing} stack missing]", plain)]
     if kernel_depth is None:
-        plain = TARGET_FRAME if target else WAKER_FRAME
         tagged = [(f, plain) for f in frames]
     else:
         kernel_kind, user_kind = ((TARGET_KERNEL, TARGET_USER) if target
                                   else (WAKER_KERNEL, WAKER_USER))
         tagged = [(f, kernel_kind if i < kernel_depth else user_kind)
                   for i, f in enumerate(frames)]
+    if missing:
+        tagged.append((f"[{missing} stack missing]", plain))
     if target:
         tagged.reverse()
     return tagged

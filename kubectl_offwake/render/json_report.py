@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from json.encoder import encode_basestring
-from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from .. import __version__
 from ..analysis.categories import CATEGORY_BY_ID
@@ -40,20 +40,72 @@ def render(report: Report, out: TextIO, options: RenderOptions) -> None:
             cache[id(stack)] = found
         return found
 
-    parts: List[str] = []
-    _pretty(report_dict(report, frames), "", parts)
+    party_cache: Dict[Tuple[int, bool], _Raw] = {}
+
+    def party(value: Optional[Party], is_target: bool) -> Any:
+        if value is None:
+            return None
+        found = party_cache.get((id(value), is_target))
+        if found is None:
+            pieces = _Parts(None)
+            _pretty(_target(value) if is_target else _waker(value), _WAKEUP_VALUE_INDENT,
+                    pieces)
+            found = _Raw("".join(pieces))
+            party_cache[(id(value), is_target)] = found
+        return found
+
+    doc = report_dict(report, frames, lazy=True, party=party)
+    parts = _Parts(out)
+    _pretty(doc, "", parts)
     parts.append("\n")
-    out.write("".join(parts))
+    parts.flush()
 
 
 class _Raw(str):
     """Already-encoded JSON, written as is."""
 
 
+class _Lazy:
+    """A list whose items are built one at a time while writing (the 100k wakeups)."""
+
+    def __init__(self, items: Sequence[Any], build: Callable[[Any], Any]) -> None:
+        self.items = items
+        self.build = build
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self.build, self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class _Parts(List[str]):
+    """Pieces of output, written out in chunks so a huge report is never held twice."""
+
+    CHUNK = 20_000
+
+    def __init__(self, out: Optional[TextIO]) -> None:
+        super().__init__()
+        self.out = out
+
+    def maybe_flush(self) -> None:
+        if len(self) >= self.CHUNK and self.out is not None:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.out is not None:
+            self.out.write("".join(self))
+            self.clear()
+
+
 _EMPTY = _Raw("[]")
 _SCALARS = (str, int, float, bool, type(None))
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
 _encode_str = encode_basestring  # the C encoder for strings (no ASCII escaping)
+#: (key, indent, first) -> the text before the key's value; keys repeat a million times.
+_KEYS: Dict[Tuple[str, str, bool], str] = {}
+#: Where a party object sits inside ``wakeups[]``: the indent its braces are written at.
+_WAKEUP_VALUE_INDENT = "      "
 
 
 def _scalar(value: Any) -> str:
@@ -71,7 +123,7 @@ def _scalar(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-def _pretty(value: Any, indent: str, parts: List[str]) -> None:
+def _pretty(value: Any, indent: str, parts: _Parts) -> None:
     """Append ``value`` as JSON: containers indented by two, flat lists on one line."""
     if isinstance(value, _Raw):
         parts.append(value)
@@ -80,21 +132,33 @@ def _pretty(value: Any, indent: str, parts: List[str]) -> None:
             parts.append("{}")
             return
         inner = indent + "  "
-        lead = ",\n" + inner
-        parts.append("{\n" + inner)
         first = True
         for key, item in value.items():
-            if not first:
-                parts.append(lead)
+            prefix = _KEYS.get((key, inner, first))
+            if prefix is None:
+                prefix = ("{\n" if first else ",\n") + inner + _encode_str(key) + ": "
+                _KEYS[(key, inner, first)] = prefix
+            parts.append(prefix)
             first = False
-            parts.append(_encode_str(key) + ": ")
             if isinstance(item, _Raw):
                 parts.append(item)
-            elif isinstance(item, (dict, list)):
+            elif isinstance(item, (dict, list, _Lazy)):
                 _pretty(item, inner, parts)
             else:
                 parts.append(_scalar(item))
         parts.append("\n" + indent + "}")
+    elif isinstance(value, _Lazy):
+        if not len(value):
+            parts.append("[]")
+            return
+        inner = indent + "  "
+        parts.append("[\n" + inner)
+        for i, item in enumerate(value):
+            if i:
+                parts.append(",\n" + inner)
+            _pretty(item, inner, parts)
+            parts.maybe_flush()
+        parts.append("\n" + indent + "]")
     elif isinstance(value, list):
         if all(isinstance(item, _SCALARS) for item in value):
             parts.append("[" + ", ".join(_scalar(item) for item in value) + "]")
@@ -114,11 +178,21 @@ def _frame_list(stack: Optional[Stack]) -> Any:
     return list(stack.frames) if stack is not None else []
 
 
-def report_dict(report: Report,
-                frames: Callable[[Optional[Stack]], Any] = _frame_list) -> Dict[str, Any]:
+def _party_dict(party: Optional[Party], is_target: bool) -> Optional[Dict[str, Any]]:
+    if party is None:
+        return None
+    return _target(party) if is_target else _waker(party)
+
+
+_PartyFn = Callable[[Optional[Party], bool], Any]
+
+
+def report_dict(report: Report, frames: Callable[[Optional[Stack]], Any] = _frame_list,
+                lazy: bool = False, party: _PartyFn = _party_dict) -> Dict[str, Any]:
     """The whole document as plain JSON values, keys in their documented order.
 
-    ``frames`` turns a stack into its JSON list (the renderer passes a memoising one).
+    ``frames`` turns a stack into its JSON list (the renderer passes a memoising one);
+    ``lazy`` leaves ``wakeups`` as a list built item by item while writing.
     """
     parties = _parties_by_thread(report)
     return {
@@ -134,7 +208,8 @@ def report_dict(report: Report,
             "threads": report.totals.threads,
             "lost": _sorted_map(report.totals.lost),
         },
-        "wakeups": [wakeup_dict(w, frames) for w in report.wakeups],
+        "wakeups": (_Lazy(report.wakeups, lambda w: wakeup_dict(w, frames, party)) if lazy
+                    else [wakeup_dict(w, frames, party) for w in report.wakeups]),
         "findings": [finding_dict(f) for f in report.findings],
         "by_category": [_category_group(g) for g in report.by_category],
         "by_waker": [_waker_group(g) for g in report.by_waker],
@@ -145,22 +220,22 @@ def report_dict(report: Report,
     }
 
 
-def wakeup_dict(wakeup: Wakeup,
-                frames: Callable[[Optional[Stack]], Any] = _frame_list) -> Dict[str, Any]:
+def wakeup_dict(wakeup: Wakeup, frames: Callable[[Optional[Stack]], Any] = _frame_list,
+                party: _PartyFn = _party_dict) -> Dict[str, Any]:
     """One ``wakeups[]`` entry: §3.3's fields first, then the extras."""
     edge = wakeup.edge
     return {
         "category": wakeup.category,
         "detail": wakeup.detail,
         "cause": wakeup.cause,
-        "waker": _waker(wakeup.waker) if not edge.preempted else None,
-        "target": _target(wakeup.target),
+        "waker": party(wakeup.waker, False) if not edge.preempted else None,
+        "target": party(wakeup.target, True),
         "count": edge.count,
         "total_us": edge.total_us,
         "max_us": edge.max_us,
         "blocked_us": edge.blocked_us,
         "runq_us": edge.runq_us,
-        "preempted_by": _waker(wakeup.preempted_by) if wakeup.preempted_by else None,
+        "preempted_by": party(wakeup.preempted_by, False),
         "waker_stack": frames(edge.waker_stack),
         "target_stack": frames(edge.target_stack),
         "rule": wakeup.rule,

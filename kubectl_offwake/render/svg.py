@@ -259,7 +259,7 @@ def svg_element(report: Report, options: RenderOptions, standalone: bool = True,
         f'<svg{ns} version="1.1" id="{element_id}" {size} viewBox="0 0 {WIDTH} {geo.height}" '
         f'data-total="{layout.total_us}" data-pad="{PAD}" data-fw="{geo.frame_width}" '
         f'data-charw="{CHAR_WIDTH:.3f}" data-elided="{layout.elided_frames}" '
-        f'data-matches="0" role="img" aria-label="{esc(title)}">'
+        f'data-matches="0" aria-label="{esc(title)}">'
     )
     out.append(f"<style>{STYLE}</style>")
     out.append(f'<rect x="0" y="0" width="{WIDTH}" height="{geo.height}" fill="#f8f8f4"/>')

@@ -195,7 +195,7 @@ def _preempt_label(wakeup: Wakeup) -> str:
 def _threads(report: Report, console: Console, options: RenderOptions) -> None:
     if not report.by_thread:
         return
-    table = _table("Envoy threads")
+    table = _table("Target threads")
     table.add_column("Thread, and where its off-CPU time went", ratio=1)
     table.add_column("Role", no_wrap=True)
     table.add_column("Off-CPU", justify="right", no_wrap=True)

@@ -188,6 +188,11 @@ def test_click_zooms_and_reset_restores(session, files):
     restored = frame_state(page, target)
     assert abs(restored["width"] - before["width"]) < 0.05
     assert not page.locator("#fg-reset").is_visible()
+
+    page.locator(target).locator("rect").click()  # Escape resets too
+    assert page.get_attribute("#fg-svg", "data-zoomed") == before["name"]
+    page.keyboard.press("Escape")
+    assert page.get_attribute("#fg-svg", "data-zoomed") == ""
     session.assert_no_network()
 
 

@@ -27,7 +27,6 @@ REPO = TESTS.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-PREFIX = "h7e2e"
 COLLECTOR_NS = "offwake-system"
 SYSTEM_PYTHON = "/usr/bin/python3"
 ADMIN_DIR = "/var/run/offwake-envoy"
@@ -56,23 +55,26 @@ def plugin_command() -> List[str]:
     return [found] if found else [sys.executable, "-m", "kubectl_offwake"]
 
 
+from lab.fixtures import lab_cluster  # noqa: E402,F401  (session: a running lab)
+
+
 @pytest.fixture(scope="session")
-def lab():
+def cluster(lab_cluster):  # noqa: F811
+    """The lab with `kubectl offwake setup` applied once (through the real kubectl)."""
     why = _need_root_and_bcc()
     if why:
         pytest.skip(why)
-    from lab.cluster import Lab
+    done = subprocess.run(["kubectl", "offwake", "setup"], env=lab_cluster.env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return lab_cluster
 
-    handle = Lab(prefix=PREFIX, nodes=["lab-node-1", "lab-node-2"])
-    handle.start()
-    try:
-        done = subprocess.run(["kubectl", "offwake", "setup"], env=handle.env(),
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        yield handle
-    finally:
-        handle.stop()
-        assert handle.leftovers() == []
+
+@pytest.fixture
+def lab(cluster):
+    """The same lab per test; denials, admission rules and pull failures reset after it."""
+    yield cluster
+    cluster.reset()
 
 
 class Plugin:

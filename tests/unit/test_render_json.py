@@ -130,3 +130,29 @@ def test_fast_writer_agrees_with_the_reference_encoding(sample: Report) -> None:
         out = io.StringIO()
         render(report, "json", out, RenderOptions())
         assert json.loads(out.getvalue()) == json.loads(json.dumps(report_dict(report)))
+
+
+def _reference(value: Any, indent: str = "") -> str:
+    """The documented layout, written the slow obvious way: indent 2, flat lists inline."""
+    inner = indent + "  "
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: {_reference(v, inner)}"
+                 for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(value, list):
+        if all(not isinstance(v, (dict, list)) for v in value):
+            return json.dumps(value, ensure_ascii=False)
+        return "[\n" + ",\n".join(inner + _reference(v, inner) for v in value) + "\n" + indent + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def test_layout_is_byte_identical_to_the_obvious_writer(sample: Report) -> None:
+    """Caching encoded stacks and parties must not change a single byte."""
+    from kubectl_offwake.render.json_report import report_dict
+
+    for report in (sample, analyze(build_odd_recording())):
+        out = io.StringIO()
+        render(report, "json", out, RenderOptions())
+        assert out.getvalue() == _reference(report_dict(report)) + "\n"

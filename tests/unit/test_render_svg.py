@@ -105,6 +105,16 @@ def test_without_a_kernel_user_boundary_no_frame_claims_one():
     assert kinds[2:] == [fg.TARGET_FRAME, fg.TARGET_FRAME, fg.SEPARATOR, fg.WAKER_FRAME, fg.WAKER]
 
 
+def test_a_missing_half_of_a_stack_is_shown_at_its_root_end():
+    t = party("envoy", 1)
+    report = make_report([("preempted-involuntary", t, ["__schedule", "irqentry_exit"], None,
+                           [], 5)], kernel_depth=2)
+    wakeup = report.wakeups[0]
+    wakeup.edge.target_stack = StackTable().intern(["__schedule", "irqentry_exit"], 2, "user")
+    names = [n for n, _k in fg.chain(wakeup, several_pods=False)]
+    assert names[2:5] == ["[user stack missing]", "irqentry_exit", "__schedule"]
+
+
 def test_preemption_chain_names_the_preemptor():
     worker = party("wrk:worker_0", 5)
     report = make_report([("preempted-involuntary", worker, ["schedule"], None, [], 10)])

@@ -26,7 +26,7 @@ def sample() -> Report:
 
 def test_sections_and_names(sample: Report) -> None:
     text = _table(sample)
-    for heading in ("Where the off-CPU time went", "Who woke the threads", "Envoy threads",
+    for heading in ("Where the off-CPU time went", "Who woke the threads", "Target threads",
                     "Findings", "Heaviest wake paths", "Still off the CPU when tracing stopped",
                     "CPU throttling", "Warnings"):
         assert heading in text

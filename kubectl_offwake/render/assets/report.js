@@ -11,6 +11,9 @@
     el("fg-term").value = "";
     flame.clearSearch();
   });
+  document.addEventListener("keydown", function (ev) {
+    if (ev.key === "Escape") { flame.reset(); }
+  });
   var rows = document.querySelectorAll("tr.cat");
   for (var i = 0; i < rows.length; i++) {
     rows[i].addEventListener("click", function () {

@@ -3,8 +3,9 @@
  * Every program: names its threads, prints one JSON line with its tids, waits for "go" on
  * stdin (so the tracer is attached first), runs its wake pattern ITERS times with a PERIOD_MS
  * gap, prints {"done":...}, then waits for stdin to close and exits.
- * Functions the tests look for in stacks are noinline and called one level above the libc
- * call (a frame-pointer unwinder skips the direct caller of a libc leaf function).
+ * System calls go through sys6() below, not libc: glibc is built without frame pointers,
+ * and a frame-pointer unwinder that starts inside a libc wrapper loses the wrapper's callers.
+ * From sys6() the whole chain is ours, so the tests can look for our function names.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,6 +20,27 @@
 
 #define NOINLINE __attribute__((noinline))
 
+/* A raw x86-64 system call in a function with a frame. */
+NOINLINE __attribute__((unused)) static long sys6(long n, long a1, long a2, long a3, long a4,
+                                                  long a5, long a6) {
+    long ret;
+    register long r10 __asm__("r10") = a4;
+    register long r8 __asm__("r8") = a5;
+    register long r9 __asm__("r9") = a6;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a1), "S"(a2), "d"(a3), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    if (ret < 0 && ret > -4096) {
+        errno = (int)-ret;
+        return -1;
+    }
+    return ret;
+}
+#define SYS(n, ...) sys6_args(n, __VA_ARGS__, 0, 0, 0, 0, 0, 0)
+#define sys6_args(n, a, b, c, d, e, f, ...) \
+    sys6((n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
+
 static int ITERS = 20;
 static int PERIOD_MS = 20;
 
@@ -26,13 +48,13 @@ static int tid(void) { return (int)syscall(SYS_gettid); }
 
 static void name_thread(const char *name) { pthread_setname_np(pthread_self(), name); }
 
-static void sleep_ms(int ms) {
+NOINLINE static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    while (SYS(SYS_nanosleep, &ts, &ts) != 0 && errno == EINTR) {
     }
 }
 
-static void pin_cpu(int cpu) {
+__attribute__((unused)) static void pin_cpu(int cpu) {
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
@@ -74,7 +96,7 @@ static void finish(void) {
 }
 
 /* Runs target() and waker() as two named threads; the main thread talks to the test. */
-static int run_pair(void *(*target)(void *), void *(*waker)(void *)) {
+__attribute__((unused)) static int run_pair(void *(*target)(void *), void *(*waker)(void *)) {
     pthread_t t, w;
     pthread_barrier_init(&start_barrier, NULL, 3);
     pthread_create(&t, NULL, target, NULL);

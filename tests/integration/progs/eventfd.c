@@ -5,8 +5,8 @@
 
 static int efd;
 
-NOINLINE static void wait_event(void) { uint64_t v; if (read(efd, &v, 8) != 8) abort(); }
-NOINLINE static void post_event(void) { uint64_t v = 1; if (write(efd, &v, 8) != 8) abort(); }
+NOINLINE static void wait_event(void) { uint64_t v; if (SYS(SYS_read, efd, &v, 8) != 8) abort(); }
+NOINLINE static void post_event(void) { uint64_t v = 1; if (SYS(SYS_write, efd, &v, 8) != 8) abort(); }
 NOINLINE static void target_loop(void) { for (int i = 0; i < ITERS; i++) wait_event(); }
 NOINLINE static void waker_loop(void) {
     for (int i = 0; i < ITERS; i++) { sleep_ms(PERIOD_MS); post_event(); }

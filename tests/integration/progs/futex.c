@@ -1,25 +1,20 @@
-/* condvar/futex: the waker signals a condition variable every PERIOD_MS. */
+/* futex: the waker bumps a word and FUTEX_WAKEs it every PERIOD_MS (what a condition variable
+ * or a contended mutex does underneath); the target FUTEX_WAITs for the word to change. */
 #include "common.h"
+#include <linux/futex.h>
 
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static int posted, taken;
+static volatile int word;
 
-NOINLINE static void wait_cond(void) {
-    pthread_mutex_lock(&mu);
-    while (posted == taken) pthread_cond_wait(&cv, &mu);
-    taken++;
-    pthread_mutex_unlock(&mu);
+NOINLINE static void wait_futex(int seen) {
+    while (word == seen) SYS(SYS_futex, &word, FUTEX_WAIT_PRIVATE, seen, 0, 0, 0);
 }
-NOINLINE static void signal_cond(void) {
-    pthread_mutex_lock(&mu);
-    posted++;
-    pthread_mutex_unlock(&mu);
-    pthread_cond_signal(&cv);
+NOINLINE static void wake_futex(void) {
+    __sync_fetch_and_add(&word, 1);
+    SYS(SYS_futex, &word, FUTEX_WAKE_PRIVATE, 1, 0, 0, 0);
 }
-NOINLINE static void target_loop(void) { for (int i = 0; i < ITERS; i++) wait_cond(); }
+NOINLINE static void target_loop(void) { for (int i = 0; i < ITERS; i++) wait_futex(i); }
 NOINLINE static void waker_loop(void) {
-    for (int i = 0; i < ITERS; i++) { sleep_ms(PERIOD_MS); signal_cond(); }
+    for (int i = 0; i < ITERS; i++) { sleep_ms(PERIOD_MS); wake_futex(); }
 }
 static void *target(void *x) { THREAD_START(target, "t-futex"); target_loop(); return x; }
 static void *waker(void *x) { THREAD_START(waker, "w-futex"); waker_loop(); return x; }

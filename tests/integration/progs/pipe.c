@@ -3,8 +3,8 @@
 
 static int fds[2];
 
-NOINLINE static void wait_byte(void) { char c; if (read(fds[0], &c, 1) != 1) abort(); }
-NOINLINE static void send_byte(void) { if (write(fds[1], "x", 1) != 1) abort(); }
+NOINLINE static void wait_byte(void) { char c; if (SYS(SYS_read, fds[0], &c, 1) != 1) abort(); }
+NOINLINE static void send_byte(void) { if (SYS(SYS_write, fds[1], "x", 1) != 1) abort(); }
 NOINLINE static void target_loop(void) { for (int i = 0; i < ITERS; i++) wait_byte(); }
 NOINLINE static void waker_loop(void) {
     for (int i = 0; i < ITERS; i++) { sleep_ms(PERIOD_MS); send_byte(); }

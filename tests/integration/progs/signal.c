@@ -5,8 +5,8 @@
 static sigset_t set;
 static pthread_t target_thread;
 
-NOINLINE static void wait_signal(void) { if (sigwaitinfo(&set, NULL) != SIGUSR1) abort(); }
-NOINLINE static void send_signal_to_target(void) { pthread_kill(target_thread, SIGUSR1); }
+NOINLINE static void wait_signal(void) { if (SYS(SYS_rt_sigtimedwait, &set, 0, 0, 8) != SIGUSR1) abort(); }
+NOINLINE static void send_signal_to_target(void) { SYS(SYS_tgkill, getpid(), target_tid, SIGUSR1); }
 NOINLINE static void target_loop(void) { for (int i = 0; i < ITERS; i++) wait_signal(); }
 NOINLINE static void waker_loop(void) {
     for (int i = 0; i < ITERS; i++) { sleep_ms(PERIOD_MS); send_signal_to_target(); }

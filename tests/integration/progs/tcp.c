@@ -6,8 +6,8 @@
 
 static int conn_t, conn_w;
 
-NOINLINE static void wait_data(void) { char c; if (recv(conn_t, &c, 1, 0) != 1) abort(); }
-NOINLINE static void send_data(void) { if (send(conn_w, "x", 1, 0) != 1) abort(); }
+NOINLINE static void wait_data(void) { char c; if (SYS(SYS_recvfrom, conn_t, &c, 1, 0, 0, 0) != 1) abort(); }
+NOINLINE static void send_data(void) { if (SYS(SYS_sendto, conn_w, "x", 1, 0, 0, 0) != 1) abort(); }
 NOINLINE static void target_loop(void) { for (int i = 0; i < ITERS; i++) wait_data(); }
 NOINLINE static void waker_loop(void) {
     for (int i = 0; i < ITERS; i++) { sleep_ms(PERIOD_MS); send_data(); }

@@ -8,8 +8,8 @@ static int ls;
 static struct sockaddr_in addr;
 static pthread_barrier_t step;
 
-NOINLINE static int wait_accept(void) { int c = accept(ls, NULL, NULL); if (c < 0) abort(); return c; }
-NOINLINE static void wait_close(int c) { char b; if (recv(c, &b, 1, 0) != 0) abort(); close(c); }
+NOINLINE static int wait_accept(void) { int c = (int)SYS(SYS_accept, ls, 0, 0); if (c < 0) abort(); return c; }
+NOINLINE static void wait_close(int c) { char b; if (SYS(SYS_recvfrom, c, &b, 1, 0, 0, 0) != 0) abort(); close(c); }
 NOINLINE static void target_loop(void) {
     for (int i = 0; i < ITERS; i++) {
         int c = wait_accept();
@@ -19,10 +19,10 @@ NOINLINE static void target_loop(void) {
 }
 NOINLINE static int do_connect(void) {
     int s = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(s, (void *)&addr, sizeof addr)) abort();
+    if (SYS(SYS_connect, s, &addr, sizeof addr)) abort();
     return s;
 }
-NOINLINE static void do_close(int s) { close(s); }
+NOINLINE static void do_close(int s) { SYS(SYS_close, s); }
 NOINLINE static void waker_loop(void) {
     for (int i = 0; i < ITERS; i++) {
         sleep_ms(PERIOD_MS);

@@ -6,8 +6,8 @@
 static int rs, ss;
 static struct sockaddr_in addr;
 
-NOINLINE static void wait_datagram(void) { char b[8]; if (recvfrom(rs, b, sizeof b, 0, NULL, NULL) != 1) abort(); }
-NOINLINE static void send_datagram(void) { if (sendto(ss, "x", 1, 0, (void *)&addr, sizeof addr) != 1) abort(); }
+NOINLINE static void wait_datagram(void) { char b[8]; if (SYS(SYS_recvfrom, rs, b, sizeof b, 0, 0, 0) != 1) abort(); }
+NOINLINE static void send_datagram(void) { if (SYS(SYS_sendto, ss, "x", 1, 0, &addr, sizeof addr) != 1) abort(); }
 NOINLINE static void target_loop(void) { for (int i = 0; i < ITERS; i++) wait_datagram(); }
 NOINLINE static void waker_loop(void) {
     for (int i = 0; i < ITERS; i++) { sleep_ms(PERIOD_MS); send_datagram(); }

@@ -4,8 +4,8 @@
 
 static int sv[2];
 
-NOINLINE static void wait_msg(void) { char c; if (recv(sv[0], &c, 1, 0) != 1) abort(); }
-NOINLINE static void send_msg(void) { if (send(sv[1], "x", 1, 0) != 1) abort(); }
+NOINLINE static void wait_msg(void) { char c; if (SYS(SYS_recvfrom, sv[0], &c, 1, 0, 0, 0) != 1) abort(); }
+NOINLINE static void send_msg(void) { if (SYS(SYS_sendto, sv[1], "x", 1, 0, 0, 0) != 1) abort(); }
 NOINLINE static void target_loop(void) { for (int i = 0; i < ITERS; i++) wait_msg(); }
 NOINLINE static void waker_loop(void) {
     for (int i = 0; i < ITERS; i++) { sleep_ms(PERIOD_MS); send_msg(); }

@@ -1,0 +1,157 @@
+"""Runs the test programs of this folder and the real collector, as the integration tests need.
+
+The collector runs as it does in production: a subprocess under the system python3 (the one
+with bcc), its stdout the wire stream. Nothing of ours is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from typing import Dict, List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+SYSTEM_PYTHON = "/usr/bin/python3"
+CFLAGS = ["-O1", "-fno-omit-frame-pointer", "-pthread"]
+
+
+def skip_reason() -> Optional[str]:
+    """Why these tests cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (eBPF)"
+    if not shutil.which("gcc"):
+        return "needs gcc"
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import bcc"], capture_output=True)
+    if probe.returncode != 0:
+        return f"{SYSTEM_PYTHON} has no bcc (install python3-bpfcc)"
+    return None
+
+
+def compile_prog(name: str, outdir: str) -> str:
+    exe = os.path.join(outdir, name)
+    subprocess.run(["gcc", *CFLAGS, "-o", exe, os.path.join(HERE, f"{name}.c")], check=True)
+    return exe
+
+
+class Prog:
+    """A test program: started, its tids read, told to go, waited for, told to exit."""
+
+    def __init__(self, exe: str, iters: int, period_ms: int) -> None:
+        self.name = os.path.basename(exe)
+        self.proc = subprocess.Popen([exe, str(iters), str(period_ms)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.info: Dict[str, int] = json.loads(self.proc.stdout.readline())
+        self.pid = self.info["pid"]
+        self.target_tid = self.info["target_tid"]
+        self.waker_tid = self.info["waker_tid"]
+        self.started: Optional[float] = None
+        self.done_at: Optional[float] = None
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.started = time.monotonic()
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def wait_done(self, timeout: float = 30.0) -> None:
+        assert self.proc.stdout is not None
+        box: List[str] = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not box or "done" not in box[0]:
+            raise AssertionError(f"{self.name} did not finish its pattern in {timeout}s")
+        self.done_at = time.monotonic()
+
+    def close(self) -> None:
+        """Let it exit (closes its stdin); kill it if it does not."""
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Collector:
+    """The real collector as a subprocess; stdout is gathered by a thread."""
+
+    def __init__(self, args: List[str], cwd: Optional[str] = None) -> None:
+        env = dict(os.environ, PYTHONPATH=REPO)
+        self.proc = subprocess.Popen(
+            [SYSTEM_PYTHON, "-m", "kubectl_offwake.collector", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+        self.lines: List[str] = []
+        self.stderr = ""
+        self._attached = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._err = threading.Thread(target=self._read_err, daemon=True)
+        self._err.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if 'attached in ' in line or '"type":"end"' in line:
+                self._attached.set()
+        self._attached.set()
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        self.stderr = self.proc.stderr.read()
+
+    def wait_attached(self, timeout: float = 60.0) -> None:
+        if not self._attached.wait(timeout):
+            raise AssertionError("the collector did not attach in time")
+        if not any('attached in ' in ln for ln in self.lines):
+            self.proc.wait(timeout=10)
+            raise AssertionError("the collector stopped before attaching:\n"
+                                 + "".join(self.lines) + self.stderr[-3000:])
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then wait for the final flush; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("the collector did not stop in time") from None
+        self._reader.join(10)
+        self._err.join(10)
+        return code
+
+    def records(self) -> List[dict]:
+        return [json.loads(ln) for ln in self.lines if ln.strip()]
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def frames_of(stack: object) -> List[str]:
+    return list(getattr(stack, "frames", ()) or ())
+
+
+def user_frames_of(stack: object) -> List[str]:
+    return list(getattr(stack, "user_frames", ()) or ())
+
+
+def kernel_frames_of(stack: object) -> List[str]:
+    return list(getattr(stack, "kernel_frames", ()) or ())

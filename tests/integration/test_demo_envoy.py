@@ -1,0 +1,272 @@
+"""``kubectl offwake demo``: a real Envoy in its own network namespace, traced for real.
+
+The demo's node has known wakers, so the report must name them: the load client (``wrk``)
+and the kubelet stand-in waking Envoy's workers over TCP, ``dnsmasq`` waking the main
+thread with DNS answers, the pilot-agent stand-in waking it over the admin unix socket,
+the main thread waking workers through eventfd, timers, and the CPU hog preempting
+Envoy's threads on their shared CPU. Afterwards nothing of the demo may remain: no
+process, network namespace, veth, cgroup or temporary directory — also after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Set
+
+import pytest
+
+from kubectl_offwake.demo.cgroup import find_v2_root
+from kubectl_offwake.demo.mesh import DemoMesh
+from kubectl_offwake.demo.network import link_exists, netns_exists
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the demo needs root"),
+]
+
+
+def _env() -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def cli(*args: str) -> List[str]:
+    return [sys.executable, "-m", "kubectl_offwake", *args]
+
+
+@dataclass
+class DemoRun:
+    cli_pid: int
+    returncode: int
+    report: dict
+    stderr: str
+    recording: Path
+
+
+def _pids_in_steps(stderr: str) -> Set[int]:
+    """Every ``(pid N)`` the set-up steps printed: the demo's own processes."""
+    return {int(n) for n in re.findall(r"\bpid (\d+)", stderr)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except OSError:
+        return False
+
+
+def assert_nothing_left(cli_pid: int, pids: Iterable[int]) -> None:
+    prefix = f"offwake-demo-{cli_pid}"
+    assert not netns_exists(prefix), f"network namespace {prefix} is still there"
+    assert not link_exists(f"owd{cli_pid % 10**8}h"), "the demo's veth is still there"
+    root = find_v2_root()
+    if root is not None:
+        assert not os.path.exists(os.path.join(root, prefix)), "the demo's cgroup remains"
+    leftovers = [p for p in os.listdir("/tmp") if p.startswith(prefix)]
+    assert not leftovers, f"temporary files remain: {leftovers}"
+    alive = [pid for pid in pids if _alive(pid)]
+    assert not alive, f"demo processes still running: {alive}"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    workdir = tmp_path_factory.mktemp("h8-demo")
+    recording = workdir / "demo.jsonl.gz"
+    proc = subprocess.Popen(
+        cli("demo", "--duration", "5s", "--format", "json", "--keep-recording", str(recording)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=workdir,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    return DemoRun(proc.pid, proc.returncode, json.loads(stdout), stderr, recording)
+
+
+def rows(report: dict, *, category: str, target_role: str = "",
+         waker_comm: str = "") -> List[dict]:
+    out = []
+    for w in report["wakeups"]:
+        if w["category"] != category:
+            continue
+        if target_role and w["target"].get("role") != target_role:
+            continue
+        if waker_comm and (w["waker"] or {}).get("comm") != waker_comm:
+            continue
+        out.append(w)
+    return out
+
+
+def count(found: List[dict]) -> int:
+    return sum(w["count"] for w in found)
+
+
+def test_demo_shows_progress_and_traces_envoy(demo_run: DemoRun) -> None:
+    for step in ("✓ network namespace offwake-demo-", "✓ dnsmasq answering", "✓ envoy (pid",
+                 "✓ cpu-hog busy", "✓ kubelet stand-in probing", "✓ wrk sending load",
+                 "✓ removed the demo node"):
+        assert step in demo_run.stderr, f"missing step {step!r}:\n{demo_run.stderr}"
+    source = demo_run.report["source"]
+    assert source["end_reason"] == "duration"
+    roles = {w["target"]["role"] for w in demo_run.report["wakeups"]}
+    assert {"main", "worker"} <= roles
+    assert demo_run.recording.exists()
+
+
+def test_workers_woken_over_tcp_by_the_load_client(demo_run: DemoRun) -> None:
+    found = rows(demo_run.report, category="tcp-receive", target_role="worker", waker_comm="wrk")
+    assert count(found) >= 50, count(found)
+    assert all(w["cause"] == "waker" for w in found)
+    assert all(w["target"]["comm"].startswith("wrk:worker_") for w in found)
+    assert any("tcp" in " ".join(w["waker_stack"]) for w in found)
+
+
+def test_workers_woken_by_kubelet_probes_from_the_host(demo_run: DemoRun) -> None:
+    found = [w for w in demo_run.report["wakeups"]
+             if (w["waker"] or {}).get("comm") == "kubelet"
+             and w["target"]["role"] == "worker"
+             and w["category"] in ("tcp-accept", "tcp-receive", "tcp-close")]
+    assert count(found) >= 5, count(found)
+    assert {w["category"] for w in found} & {"tcp-accept", "tcp-receive"}
+
+
+def test_main_thread_woken_by_dnsmasq_answers(demo_run: DemoRun) -> None:
+    found = rows(demo_run.report, category="udp-receive", target_role="main",
+                 waker_comm="dnsmasq")
+    # Envoy re-resolves every 100 ms: about 50 answers in 5 s on an idle machine.
+    assert count(found) >= 10, count(found)
+    assert all(w["cause"] == "waker" for w in found)
+    assert all(w["target"]["comm"] == "envoy" for w in found)
+
+
+def test_main_thread_woken_over_unix_socket_by_pilot_agent(demo_run: DemoRun) -> None:
+    found = rows(demo_run.report, category="unix-socket", target_role="main",
+                 waker_comm="pilot-agent")
+    assert count(found) >= 10, count(found)
+    assert all(w["cause"] == "waker" for w in found)
+    assert all("pilot-agent" in w["waker"]["name"] for w in found)
+    assert any("unix_stream_sendmsg" in w["waker_stack"] for w in found)
+
+
+def test_main_thread_woken_by_timers(demo_run: DemoRun) -> None:
+    found = rows(demo_run.report, category="timer", target_role="main")
+    assert count(found) >= 5, count(found)
+
+
+def test_workers_woken_by_main_thread_over_eventfd(demo_run: DemoRun) -> None:
+    found = rows(demo_run.report, category="eventfd", target_role="worker")
+    assert found
+    envoy_pid = found[0]["target"]["pid"]
+    assert all(w["waker"]["pid"] == envoy_pid for w in found)
+    assert any(w["waker"]["comm"] == "envoy" for w in found)
+
+
+def test_access_log_flush_thread_runs(demo_run: DemoRun) -> None:
+    found = [w for w in demo_run.report["wakeups"]
+             if w["target"]["role"] == "access-log-flush"]
+    assert found and count(found) >= 3
+
+
+def test_envoy_threads_preempted_by_the_hog(demo_run: DemoRun) -> None:
+    found = [w for w in demo_run.report["wakeups"]
+             if w["category"] == "preempted-involuntary"
+             and (w["preempted_by"] or {}).get("comm") == "cpu-hog"]
+    assert count(found) >= 3, count(found)
+    assert all(w["waker"] is None and w["cause"] == "none" for w in found)
+    assert {w["target"]["role"] for w in found} & {"main", "worker"}
+
+
+def test_nothing_of_the_demo_remains(demo_run: DemoRun) -> None:
+    pids = _pids_in_steps(demo_run.stderr)
+    envoy_pids = {w["target"]["pid"] for w in demo_run.report["wakeups"]}
+    assert len(pids) >= 7  # dnsmasq, upstream, envoy, pilot-agent, hog, kubelet, wrk
+    assert envoy_pids <= pids
+    assert_nothing_left(demo_run.cli_pid, pids | envoy_pids)
+
+
+def test_ctrl_c_mid_trace_still_reports_and_cleans_up(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        cli("demo", "--duration", "60s", "--format", "json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
+    )
+    stderr_lines: List[str] = []
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60
+        for line in proc.stderr:
+            stderr_lines.append(line)
+            if "✓ wrk sending load" in line or time.monotonic() > deadline:
+                break
+        time.sleep(5)  # compile, attach, a snapshot or two
+        os.kill(proc.pid, signal.SIGINT)
+        stdout, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = "".join(stderr_lines) + rest
+    assert proc.returncode == 0, stderr
+    report = json.loads(stdout)
+    assert report["source"]["end_reason"] == "signal"
+    assert report["source"]["elapsed_s"] < 40
+    assert rows(report, category="tcp-receive", target_role="worker", waker_comm="wrk")
+    assert_nothing_left(proc.pid, _pids_in_steps(stderr))
+
+
+def test_ctrl_c_during_set_up_removes_what_was_made(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        cli("demo", "--duration", "5s"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
+    )
+    stderr_lines: List[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            stderr_lines.append(line)
+            if "✓ dnsmasq answering" in line:
+                break
+        os.kill(proc.pid, signal.SIGINT)
+        stdout, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = "".join(stderr_lines) + rest
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert stdout == ""
+    assert_nothing_left(proc.pid, _pids_in_steps(stderr))
+
+
+def test_mesh_context_manager_cleans_up_after_an_error() -> None:
+    """The environment module as tests use it: processes live in the demo's cgroup while
+    it runs, and an exception inside the block still removes everything."""
+    mesh = DemoMesh(load_seconds=20, prefix=f"offwake-demo-{os.getpid()}")
+    seen: Set[int] = set()
+    with pytest.raises(RuntimeError, match="boom"), mesh as info:
+        seen = set(info.pids.values())
+        assert info.tids("wrk:worker_") and len(info.tids("wrk:worker_")) == 2
+        assert info.envoy_threads[info.envoy_pid] == "envoy"
+        assert os.sched_getaffinity(info.envoy_pid) == {info.cpu}
+        assert mesh.cgroup is not None
+        if mesh.cgroup.created:
+            assert seen <= set(mesh.cgroup.pids())
+        raise RuntimeError("boom")
+    assert_nothing_left(os.getpid(), seen)

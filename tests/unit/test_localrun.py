@@ -1,0 +1,188 @@
+"""The local runner's plumbing, driven by a stand-in collector process.
+
+The stand-in is a small script writing wire records (the real collector needs root and
+BCC; tests/integration/test_local.py runs that one). These tests check what the runner
+itself promises: the recording is saved as records arrive and stays readable, client
+annotations land right after ``hello``, stray non-JSON output stays out of the
+recording, a stop request gets the final snapshot, and failures are one sentence.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from kubectl_offwake.errors import RunFailed
+from kubectl_offwake.live import LiveProgress
+from kubectl_offwake.localrun import (
+    CollectorCommand,
+    CollectorRun,
+    collector_command,
+    default_save_path,
+    find_collector_python,
+)
+
+FAKE = textwrap.dedent(r'''
+    import json, signal, sys, time
+    mode = sys.argv[1]
+    seq = 0
+    def emit(kind, **fields):
+        global seq
+        seq += 1
+        print(json.dumps({"type": kind, "seq": seq, **fields}), flush=True)
+    if mode == "crash-early":
+        print("Traceback: boom in the collector", file=sys.stderr, flush=True)
+        sys.exit(3)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    emit("hello", schema=1, interval_s=0.1, duration_s=30)
+    print("WARNING: Linux version for eBPF program is being overridden", flush=True)
+    emit("target", processes=[{"pid": 4242, "comm": "envoy"}], by="pid")
+    emit("stack", id=1, frames=["__schedule", "epoll_wait"], kernel_depth=1)
+    emit("stack", id=2, frames=["try_to_wake_up", "unix_stream_sendmsg"], kernel_depth=2)
+    snap = 0
+    while not stop:
+        snap += 1
+        emit("wakeup", snap=snap, tid=4242, pid=4242, comm="envoy", state="blocked",
+             waker_tid=77, waker_pid=77, waker_comm="pilot-agent", target_stack=1,
+             waker_stack=2, count=3, total_us=300, max_us=120, blocked_us=290, runq_us=10)
+        emit("progress", elapsed_s=snap * 0.1, switches=snap * 3, wakeups=snap * 3,
+             edges=snap, lost={"stack_eexist": 0})
+        emit("snapshot", snap=snap, elapsed_s=snap * 0.1)
+        if mode == "error-end" and snap == 2:
+            emit("log", level="error", message="the BPF program failed to load")
+            emit("end", reason="error", elapsed_s=0.2, totals={}, lost={},
+                 warnings=["the BPF program failed to load"])
+            sys.exit(1)
+        time.sleep(0.05)
+    emit("wakeup", snap=snap + 1, tid=4242, pid=4242, comm="envoy", state="blocked",
+         waker_tid=77, waker_pid=77, waker_comm="pilot-agent", target_stack=1,
+         waker_stack=2, count=1, total_us=100, max_us=100, blocked_us=100, runq_us=0)
+    emit("end", reason="signal", elapsed_s=snap * 0.1, totals={"wakeups": snap * 3 + 1},
+         lost={}, warnings=[])
+''')
+
+
+def fake_command(tmp_path: Path, mode: str) -> CollectorCommand:
+    script = tmp_path / "fake_collector.py"
+    script.write_text(FAKE)
+    return CollectorCommand([sys.executable, str(script), mode], dict(os.environ))
+
+
+def lines_of(path: Path) -> List[dict]:
+    with gzip.open(path, "rt") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def run_and_stop(run: CollectorRun, after_snapshots: int = 3) -> None:
+    """Ask the collector to stop once a few snapshots have committed (as Ctrl-C would)."""
+    original = run._decode
+
+    def decode(raw: bytes) -> bool:
+        committed = original(raw)
+        if run.builder.snapshots >= after_snapshots and not run.interrupts:
+            run.request_stop()
+        return committed
+
+    run._decode = decode  # type: ignore[method-assign]
+
+
+def test_stream_is_saved_annotated_and_built(tmp_path: Path) -> None:
+    saved = tmp_path / "rec.jsonl.gz"
+    live = LiveProgress(stream=open(os.devnull, "w"), live=False)  # noqa: SIM115
+    run = CollectorRun(fake_command(tmp_path, "normal"), str(saved), live, "local", 30.0,
+                       annotations=[{"type": "identity", "pid": 77, "label": "agent"}])
+    run_and_stop(run)
+    result = run.run()
+    live.close()
+    assert result.interrupted and result.end is not None and result.end["reason"] == "signal"
+    records = lines_of(saved)
+    assert [r["type"] for r in records[:2]] == ["hello", "identity"]
+    assert records[-1]["type"] == "end"
+    assert not any("WARNING" in json.dumps(r) for r in records)
+    assert any("WARNING: Linux version" in line for line in result.stderr_tail)
+    recording = result.recording
+    assert recording.processes[77].label == "agent"
+    (edge,) = recording.edges
+    assert edge.waker is not None and edge.waker.comm == "pilot-agent"
+    # Every committed snapshot plus the final delta.
+    assert edge.count == 3 * run.builder.snapshots + 1
+    assert live.sources["local"].status == "done"
+
+
+def test_recording_is_readable_while_being_written(tmp_path: Path) -> None:
+    """Flushed at every commit: a reader (or a crash) sees every snapshot so far."""
+    import zlib
+
+    saved = tmp_path / "rec.jsonl.gz"
+    run = CollectorRun(fake_command(tmp_path, "normal"), str(saved), None, "local", 30.0)
+    seen: List[int] = []
+    original = run._decode
+
+    def decode(raw: bytes) -> bool:
+        committed = original(raw)
+        if run.builder.snapshots == 2 and not seen:
+            raw_file = saved.read_bytes()
+            text = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw_file).decode()
+            seen.append(text.count('"type": "snapshot"'))
+            run.request_stop()
+        return committed
+
+    run._decode = decode  # type: ignore[method-assign]
+    run.run()
+    assert seen and seen[0] >= 1
+
+
+def test_collector_crash_before_hello_is_one_sentence_with_stderr(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    saved = tmp_path / "rec.jsonl.gz"
+    run = CollectorRun(fake_command(tmp_path, "crash-early"), str(saved), None, "x", 5.0)
+    with pytest.raises(RunFailed, match="before it started tracing: Traceback: boom"):
+        run.run()
+    assert "boom in the collector" in capsys.readouterr().err
+    assert not saved.exists()  # nothing traced, nothing left behind
+
+
+def test_collector_error_end_fails_and_keeps_what_arrived(tmp_path: Path) -> None:
+    saved = tmp_path / "rec.jsonl.gz"
+    run = CollectorRun(fake_command(tmp_path, "error-end"), str(saved), None, "x", 5.0)
+    with pytest.raises(RunFailed, match="the BPF program failed to load") as info:
+        run.run()
+    assert str(saved) in str(info.value)
+    assert lines_of(saved)[-1]["reason"] == "error"
+
+
+def test_no_interpreter_with_bcc_says_how_to_install(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_python = tmp_path / "python-without-bcc"
+    fake_python.write_text("#!/bin/sh\nexit 1\n")
+    fake_python.chmod(0o755)
+    monkeypatch.setenv("OFFWAKE_COLLECTOR_PYTHON", str(fake_python))
+    with pytest.raises(RunFailed, match="python3-bpfcc"):
+        find_collector_python()
+
+
+def test_collector_command_exposes_only_this_package(tmp_path: Path) -> None:
+    command = collector_command("/usr/bin/python3", ["--pid", "1"], 2.5, 1.0,
+                                ["--agg-size", "9"])
+    try:
+        assert command.argv[1:] == ["-s", "-m", "kubectl_offwake.collector", "--pid", "1",
+                                    "--duration", "2.5", "--interval", "1", "--agg-size", "9"]
+        path = command.env["PYTHONPATH"]
+        assert os.listdir(path) == ["kubectl_offwake"]
+        assert os.path.isfile(os.path.join(path, "kubectl_offwake", "collector", "__main__.py"))
+    finally:
+        command.cleanup()
+    assert not os.path.exists(path)
+
+
+def test_default_save_path_is_safe() -> None:
+    name = default_save_path("my envoy/1")
+    assert name.startswith("offwake-my_envoy_1-") and name.endswith(".jsonl.gz")

@@ -22,6 +22,9 @@
 #ifndef STACK_STORAGE_SIZE
 #define STACK_STORAGE_SIZE 16384
 #endif
+#ifndef STACK_OVERFLOW_SIZE
+#define STACK_OVERFLOW_SIZE (STACK_STORAGE_SIZE / 4)
+#endif
 #ifndef AGG_SIZE
 #define AGG_SIZE 16384
 #endif
@@ -71,7 +74,14 @@
 #define C_KCACHE_HIT 10     // kernel stack taken from the cache, no walk
 #define C_KCACHE_MISMATCH 11  // a verifying walk found another kernel stack than cached
 #define C_KWALK 12          // kernel stacks walked
-#define N_COUNTERS 13
+#define C_STACK_OVERFLOW 13  // stack stored in the overflow map after a collision
+#define N_COUNTERS 14
+
+// A stack map drops a stack whose hash bucket holds another stack (-EEXIST); with a few
+// hundred distinct stacks in 16384 buckets that already happens now and then. Such a stack
+// goes to a small overflow map instead (its id marked with OVERFLOW_BIT), so a stack is lost
+// only when it collides twice.
+#define OVERFLOW_BIT 0x40000000
 
 struct start_t {
     u64 off_ts;
@@ -165,6 +175,8 @@ BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
 BPF_HASH(kcache, struct kc_key_t, struct kc_val_t, KCACHE_SIZE);
 BPF_TABLE("stacktrace", int, struct kstack_t, kstacks, STACK_STORAGE_SIZE);
 BPF_STACK_TRACE(ustacks, STACK_STORAGE_SIZE);
+BPF_TABLE("stacktrace", int, struct kstack_t, kstacks2, STACK_OVERFLOW_SIZE);
+BPF_STACK_TRACE(ustacks2, STACK_OVERFLOW_SIZE);
 
 static __always_inline void count(int slot)
 {
@@ -185,7 +197,26 @@ static __always_inline s32 note_stack(s32 id)
 static __always_inline s32 walk_kstack(void *ctx)
 {
     count(C_KWALK);
-    return note_stack(kstacks.get_stackid(ctx, 0));
+    s32 id = kstacks.get_stackid(ctx, 0);
+    if (id == -17) {
+        count(C_STACK_OVERFLOW);
+        id = kstacks2.get_stackid(ctx, 0);
+        if (id >= 0)
+            id |= OVERFLOW_BIT;
+    }
+    return note_stack(id);
+}
+
+static __always_inline s32 walk_ustack(void *ctx)
+{
+    s32 id = ustacks.get_stackid(ctx, BPF_F_USER_STACK);
+    if (id == -17) {
+        count(C_STACK_OVERFLOW);
+        id = ustacks2.get_stackid(ctx, BPF_F_USER_STACK);
+        if (id >= 0)
+            id |= OVERFLOW_BIT;
+    }
+    return note_stack(id);
 }
 
 static __always_inline s32 kstack_cached(void *ctx, u32 kind, u32 tgid, u32 tid, s32 ustack)
@@ -281,7 +312,7 @@ static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, lo
     s.off_ts = now;
     s.tgid = tgid;
     s.state = (state & STATE_MASK) ? ST_BLOCKED : ST_PREEMPTED;
-    s.ustack = note_stack(ustacks.get_stackid(ctx, BPF_F_USER_STACK));
+    s.ustack = walk_ustack(ctx);
     // Only a thread that blocked chose its kernel path; a preempted one was interrupted
     // anywhere, so its kernel stack is always walked.
     if (s.state == ST_BLOCKED)
@@ -410,7 +441,7 @@ TRACEPOINT_PROBE(sched, sched_waking)
     s->waker_tid = (u32)pid_tgid;
     s->waker_tgid = pid_tgid >> 32;
     bpf_get_current_comm(&s->waker_comm, sizeof(s->waker_comm));
-    s32 ustack = note_stack(ustacks.get_stackid(args, BPF_F_USER_STACK));
+    s32 ustack = walk_ustack(args);
     s->waker_ustack = ustack;
     s->waker_kstack = kstack_cached(args, 1, s->waker_tgid, tid, ustack);
     count(C_WAKEUP);

@@ -233,7 +233,7 @@ class LiveProgress:
         if summary and not self.final_lines:
             self.final_lines = [state.summary() for state in self.sources.values()]
             for line in self.final_lines:
-                self.console.print(Text(line))
+                self.console.print(Text(line), soft_wrap=True)
 
     def __rich__(self) -> RenderableType:
         table = Table(title=self.title, title_justify="left", box=None, pad_edge=False,
@@ -271,10 +271,10 @@ class StepPrinter:
         self.live_enabled = self.console.is_terminal if live is None else live
 
     def done(self, text: str) -> None:
-        self.console.print(Text(f"✓ {text}"))
+        self.console.print(Text(f"✓ {text}"), soft_wrap=True)
 
     def note(self, text: str) -> None:
-        self.console.print(Text(f"  {text}", style="dim"))
+        self.console.print(Text(f"  {text}", style="dim"), soft_wrap=True)
 
     def working(self, text: str) -> _Working:
         """A context manager showing ``text`` with a spinner until it exits."""

@@ -2,8 +2,8 @@
 
 The collector needs BCC, which lives in the system Python (Debian's ``python3-bpfcc``), not
 necessarily in the interpreter running this CLI. So the collector runs under an interpreter
-that can ``import bcc`` and gets this package through ``PYTHONPATH`` (a private directory
-holding only a link to ``kubectl_offwake``, so nothing else of this environment leaks in).
+that can ``import bcc``, from the zipapp built out of this package (the same artifact the
+Kubernetes path ships to nodes), so nothing else of this environment leaks in.
 
 Its stdout is the wire stream. Every line is written to the recording file as it arrives
 (gzip, flushed at each record boundary the decoder reports, so a crash loses nothing that
@@ -21,6 +21,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -121,31 +122,34 @@ class CollectorCommand:
 
     def cleanup(self) -> None:
         if self.tempdir:
-            link = os.path.join(self.tempdir, "kubectl_offwake")
-            if os.path.islink(link):
-                os.unlink(link)
-            try:
-                os.rmdir(self.tempdir)
-            except OSError:
-                pass
+            shutil.rmtree(self.tempdir, ignore_errors=True)
             self.tempdir = None
 
 
 def collector_command(python: str, target: List[str], duration_s: float,
                       interval_s: float, extra: Optional[List[str]] = None) -> CollectorCommand:
-    """``python -m kubectl_offwake.collector TARGET --duration S --interval S``.
+    """``python collector.pyz TARGET --duration S --interval S``.
 
-    ``PYTHONPATH`` is a fresh directory with one symlink to this package: it works from a
-    source checkout and from any installed copy, and exposes nothing else to the system
-    Python (an installed package's site-packages would shadow the system's modules).
+    The collector runs from the same zipapp the Kubernetes path ships to nodes, built from
+    this package, so local runs exercise exactly that artifact and the system Python sees
+    nothing of this environment. If the zipapp cannot be built (a partial install), the
+    package itself is exposed instead: ``PYTHONPATH`` is a fresh directory with one symlink
+    to it (an installed package's site-packages would shadow the system's modules).
     """
     tempdir = tempfile.mkdtemp(prefix="offwake-collector-")
-    os.symlink(package_dir(), os.path.join(tempdir, "kubectl_offwake"))
     env = _clean_env()
-    env["PYTHONPATH"] = tempdir
     env["PYTHONUNBUFFERED"] = "1"
-    argv = [python, "-s", "-m", "kubectl_offwake.collector", *target,
-            "--duration", f"{duration_s:g}", "--interval", f"{interval_s:g}", *(extra or [])]
+    options = ["--duration", f"{duration_s:g}", "--interval", f"{interval_s:g}"]
+    try:
+        from .collector.bundle import write_zipapp
+
+        pyz = write_zipapp(os.path.join(tempdir, "offwake-collector.pyz"))
+        argv = [python, "-s", pyz, *target, *options, *(extra or [])]
+    except (ImportError, OSError):
+        os.symlink(package_dir(), os.path.join(tempdir, "kubectl_offwake"))
+        env["PYTHONPATH"] = tempdir
+        argv = [python, "-s", "-m", "kubectl_offwake.collector", *target, *options,
+                *(extra or [])]
     return CollectorCommand(argv, env, tempdir)
 
 

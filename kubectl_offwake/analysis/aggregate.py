@@ -4,17 +4,19 @@ Counts, blocked/run-queue splits and maxima are ``None`` when the source has non
 output has no counts): a sum containing an unknown stays unknown rather than pretending
 to be a smaller number. Shares are of the report's total off-CPU time.
 
-Wakeups are first grouped into lists, then each list is summed field by field with the
-built-in ``sum``: with 100k edges this is several times faster than a running sum.
+One pass files every wakeup into a cell (target thread × category) and under its waker;
+each cell is summed once with the built-in ``sum`` and the per-category, per-thread and
+total sums are combined from the cells. With 100k edges this is several times faster
+than a running sum per grouping.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 from .categories import CATEGORIES, CATEGORY_BY_ID
-from .model import Edge, OnCpu, Recording, Task
+from .model import OnCpu, Recording, Task
 from .naming import Namer
 from .report import Group, Party, ThreadSummary, Totals, Wakeup
 
@@ -24,14 +26,14 @@ _CATEGORY_ORDER = {c.id: i for i, c in enumerate(CATEGORIES)}
 
 @dataclass
 class Sums:
-    """The sums of a list of edges."""
+    """The sums of a set of edges."""
 
-    edges: int
-    total_us: int
-    count: Optional[int]
-    blocked_us: Optional[int]
-    runq_us: Optional[int]
-    max_us: Optional[int]
+    edges: int = 0
+    total_us: int = 0
+    count: Optional[int] = 0
+    blocked_us: Optional[int] = 0
+    runq_us: Optional[int] = 0
+    max_us: Optional[int] = 0
 
     def group(self, key: str, label: str, grand_total: int) -> Group:
         return Group(key=key, label=label, edges=self.edges, count=self.count,
@@ -39,20 +41,32 @@ class Sums:
                      max_us=self.max_us, share=share(self.total_us, grand_total))
 
 
-def sums(edges: Sequence[Edge]) -> Sums:
-    """Field sums of edges; a field with any unknown value sums to None."""
-    counts = [e.count for e in edges]
-    blocked = [e.blocked_us for e in edges]
-    runq = [e.runq_us for e in edges]
+def sums(wakeups: Sequence[Wakeup]) -> Sums:
+    """Field sums of the wakeups' edges; a field with any unknown value sums to None."""
+    edges = [w.edge for w in wakeups]
     maxima = [e.max_us for e in edges]
     return Sums(
         edges=len(edges),
         total_us=sum([e.total_us for e in edges]),
-        count=_sum(counts),
-        blocked_us=_sum(blocked),
-        runq_us=_sum(runq),
+        count=_sum([e.count for e in edges]),
+        blocked_us=_sum([e.blocked_us for e in edges]),
+        runq_us=_sum([e.runq_us for e in edges]),
         max_us=None if None in maxima else max(cast(List[int], maxima), default=0),
     )
+
+
+def combine(parts: Iterable[Sums]) -> Sums:
+    """The sums of several disjoint sets of edges."""
+    out = Sums()
+    for p in parts:
+        out.edges += p.edges
+        out.total_us += p.total_us
+        out.count = _add(out.count, p.count)
+        out.blocked_us = _add(out.blocked_us, p.blocked_us)
+        out.runq_us = _add(out.runq_us, p.runq_us)
+        out.max_us = None if out.max_us is None or p.max_us is None else max(out.max_us,
+                                                                             p.max_us)
+    return out
 
 
 def _sum(values: List[Optional[int]]) -> Optional[int]:
@@ -62,29 +76,12 @@ def _sum(values: List[Optional[int]]) -> Optional[int]:
     return sum(cast(List[int], values))
 
 
+def _add(a: Optional[int], b: Optional[int]) -> Optional[int]:
+    return None if a is None or b is None else a + b
+
+
 def share(part: int, whole: int) -> float:
     return part / whole if whole > 0 else 0.0
-
-
-def totals(recording: Recording, wakeups: Sequence[Wakeup], threads: int) -> Totals:
-    s = sums([w.edge for w in wakeups])
-    return Totals(off_cpu_us=s.total_us, wakeups=s.count, edges=s.edges,
-                  blocked_us=s.blocked_us, runq_us=s.runq_us, threads=threads,
-                  lost=dict(recording.lost))
-
-
-def _category_groups(by_cat: Dict[str, List[Edge]], grand_total: int) -> List[Group]:
-    groups = [sums(es).group(cat, CATEGORY_BY_ID[cat].title, grand_total)
-              for cat, es in by_cat.items()]
-    groups.sort(key=lambda g: (-g.total_us, _CATEGORY_ORDER.get(g.key, len(_CATEGORY_ORDER))))
-    return groups
-
-
-def by_category(wakeups: Iterable[Wakeup], grand_total: int) -> List[Group]:
-    lists: Dict[str, List[Edge]] = {}
-    for w in wakeups:
-        lists.setdefault(w.category, []).append(w.edge)
-    return _category_groups(lists, grand_total)
 
 
 def waker_key(w: Wakeup) -> Tuple[str, str]:
@@ -100,32 +97,103 @@ def waker_key(w: Wakeup) -> Tuple[str, str]:
     return ":?", "(no waker)"
 
 
-def by_waker(wakeups: Iterable[Wakeup], grand_total: int,
-             namer: Optional[Namer] = None) -> List[Group]:
-    """Sums per waker process; two processes of one container are told apart by comm."""
-    lists: Dict[str, List[Edge]] = {}
-    labels: Dict[str, str] = {}
-    comms: Dict[str, str] = {}
-    keys: Dict[Tuple[int, int, bool], Tuple[str, str]] = {}  # party identity -> key
+def thread_key(task: Task) -> Tuple[object, ...]:
+    """A target thread: by tid when known, else by (pid, comm)."""
+    if task.tid is not None:
+        return ("tid", task.pid, task.tid)
+    return ("comm", task.pid, task.comm)
+
+
+@dataclass
+class Index:
+    """Wakeups filed by target thread × category and by waker (one pass)."""
+
+    cells: Dict[Tuple[Tuple[object, ...], str], List[Wakeup]] = field(default_factory=dict)
+    threads: Dict[Tuple[object, ...], Party] = field(default_factory=dict)
+    wakers: Dict[str, List[Wakeup]] = field(default_factory=dict)
+    waker_labels: Dict[str, str] = field(default_factory=dict)
+
+
+def index(wakeups: Iterable[Wakeup]) -> Index:
+    idx = Index()
+    cells, threads, wakers, labels = idx.cells, idx.threads, idx.wakers, idx.waker_labels
+    tkeys: Dict[int, Tuple[object, ...]] = {}  # id(target party) -> thread key
+    wkeys: Dict[Tuple[int, int, bool], str] = {}  # party identities -> waker key
     for w in wakeups:
+        target = w.target
+        tk = tkeys.get(id(target))
+        if tk is None:
+            tk = tkeys[id(target)] = thread_key(w.edge.target)
+            threads.setdefault(tk, target)
+        cell = cells.get((tk, w.category))
+        if cell is None:
+            cell = cells[(tk, w.category)] = []
+        cell.append(w)
         ident = (id(w.waker), id(w.preempted_by), w.edge.preempted)
-        found = keys.get(ident)
-        if found is None:
-            found = keys[ident] = waker_key(w)
-        key = found[0]
-        edges = lists.get(key)
-        if edges is None:
-            edges = lists[key] = []
-            labels[key] = found[1]
-            comms[key] = _process_comm(w.waker, namer) if w.waker is not None else ""
-        edges.append(w.edge)
+        wk = wkeys.get(ident)
+        if wk is None:
+            wk, label = waker_key(w)
+            wkeys[ident] = wk
+            labels.setdefault(wk, label)
+        group = wakers.get(wk)
+        if group is None:
+            group = wakers[wk] = []
+        group.append(w)
+    return idx
+
+
+@dataclass
+class Aggregates:
+    totals: Totals
+    by_category: List[Group]
+    by_waker: List[Group]
+    by_thread: List[ThreadSummary]
+    index: Index
+
+
+def aggregate(recording: Recording, wakeups: Sequence[Wakeup],
+              namer: Namer) -> Aggregates:
+    """Every sum the report shows, from one pass over the wakeups."""
+    idx = index(wakeups)
+    cell_sums = {key: sums(ws) for key, ws in idx.cells.items()}
+    per_category: Dict[str, List[Sums]] = {}
+    per_thread: Dict[Tuple[object, ...], Dict[str, Sums]] = {}
+    for (tk, cat), s in cell_sums.items():
+        per_category.setdefault(cat, []).append(s)
+        per_thread.setdefault(tk, {})[cat] = s
+    category_sums = {cat: combine(parts) for cat, parts in per_category.items()}
+    total = combine(category_sums.values())
+    grand = total.total_us
+    threads = _threads(recording, idx, per_thread, namer, grand)
+    totals = Totals(off_cpu_us=total.total_us, wakeups=total.count, edges=total.edges,
+                    blocked_us=total.blocked_us, runq_us=total.runq_us,
+                    threads=len(threads), lost=dict(recording.lost))
+    return Aggregates(
+        totals=totals,
+        by_category=_category_groups(category_sums, grand),
+        by_waker=_waker_groups(idx, grand, namer),
+        by_thread=threads,
+        index=idx,
+    )
+
+
+def _category_groups(by_cat: Dict[str, Sums], grand_total: int) -> List[Group]:
+    groups = [s.group(cat, CATEGORY_BY_ID[cat].title, grand_total) for cat, s in by_cat.items()]
+    groups.sort(key=lambda g: (-g.total_us, _CATEGORY_ORDER.get(g.key, len(_CATEGORY_ORDER))))
+    return groups
+
+
+def _waker_groups(idx: Index, grand_total: int, namer: Optional[Namer]) -> List[Group]:
+    """Sums per waker process; two processes of one container are told apart by comm."""
+    labels = dict(idx.waker_labels)
     seen: Dict[str, int] = {}
     for label in labels.values():
         seen[label] = seen.get(label, 0) + 1
     for key, label in labels.items():
-        if seen[label] > 1 and comms[key]:
-            labels[key] = f"{label} ({comms[key]})"
-    groups = [sums(es).group(k, labels[k], grand_total) for k, es in lists.items()]
+        waker = idx.wakers[key][0].waker
+        if seen[label] > 1 and waker is not None:
+            labels[key] = f"{label} ({_process_comm(waker, namer)})"
+    groups = [sums(ws).group(k, labels[k], grand_total) for k, ws in idx.wakers.items()]
     groups.sort(key=lambda g: (-g.total_us, g.key))
     return groups
 
@@ -138,28 +206,11 @@ def _process_comm(party: Party, namer: Optional[Namer]) -> str:
     return party.comm
 
 
-def thread_key(task: Task) -> Tuple[object, ...]:
-    """A target thread: by tid when known, else by (pid, comm)."""
-    if task.tid is not None:
-        return ("tid", task.pid, task.tid)
-    return ("comm", task.pid, task.comm)
-
-
-def by_thread(recording: Recording, wakeups: Iterable[Wakeup], namer: Namer,
-              grand_total: int) -> List[ThreadSummary]:
+def _threads(recording: Recording, idx: Index,
+             per_thread: Dict[Tuple[object, ...], Dict[str, Sums]], namer: Namer,
+             grand_total: int) -> List[ThreadSummary]:
     """One summary per target thread, including threads that only have on-CPU runs."""
-    cats: Dict[Tuple[object, ...], Dict[str, List[Edge]]] = {}
-    parties: Dict[Tuple[object, ...], Party] = {}
-    keys: Dict[int, Tuple[object, ...]] = {}  # id(target party) -> thread key
-    for w in wakeups:
-        key = keys.get(id(w.target))
-        if key is None:
-            key = keys[id(w.target)] = thread_key(w.edge.target)
-        per = cats.get(key)
-        if per is None:
-            per = cats[key] = {}
-            parties.setdefault(key, w.target)
-        per.setdefault(w.category, []).append(w.edge)
+    parties = dict(idx.threads)
     oncpu: Dict[Tuple[object, ...], OnCpu] = {}
     for run in recording.oncpu:
         key = thread_key(run.task)
@@ -169,16 +220,30 @@ def by_thread(recording: Recording, wakeups: Iterable[Wakeup], namer: Namer,
     counted = any(e.count is not None for e in recording.edges[:1])
     result: List[ThreadSummary] = []
     for key, party in parties.items():
-        per = cats.get(key, {})
-        s = sums([e for es in per.values() for e in es]) if per else None
+        cats = per_thread.get(key, {})
+        s = combine(cats.values()) if cats else None
         result.append(ThreadSummary(
             target=party,
             total_us=s.total_us if s else 0,
             count=s.count if s else (0 if counted else None),
             blocked_us=s.blocked_us if s else None,
             runq_us=s.runq_us if s else None,
-            by_category=_category_groups(per, grand_total),
+            by_category=_category_groups(cats, grand_total),
             oncpu=oncpu.get(key),
         ))
     result.sort(key=lambda t: (-t.total_us, t.target.comm, t.target.tid or 0))
     return result
+
+
+# -- single groupings, for callers that need only one ------------------------------------
+
+def by_category(wakeups: Sequence[Wakeup], grand_total: int) -> List[Group]:
+    lists: Dict[str, List[Wakeup]] = {}
+    for w in wakeups:
+        lists.setdefault(w.category, []).append(w)
+    return _category_groups({c: sums(ws) for c, ws in lists.items()}, grand_total)
+
+
+def by_waker(wakeups: Sequence[Wakeup], grand_total: int,
+             namer: Optional[Namer] = None) -> List[Group]:
+    return _waker_groups(index(wakeups), grand_total, namer)

@@ -46,23 +46,18 @@ def analyze(recording: Recording) -> Report:
         append(Wakeup(edge, c.category, c.cause, c.rule, party(edge.target), waker,
                       party(pb) if pb is not None else None, c.detail))
     wakeups.sort(key=lambda w: -w.edge.total_us)
-    threads = aggregate.by_thread(recording, wakeups, namer, 0)
-    totals = aggregate.totals(recording, wakeups, threads=len(threads))
-    grand = totals.off_cpu_us
-    for thread in threads:
-        for group in thread.by_category:
-            group.share = aggregate.share(group.total_us, grand)
+    sums = aggregate.aggregate(recording, wakeups, namer)
     report = Report(
         source=dict(recording.source),
-        totals=totals,
+        totals=sums.totals,
         wakeups=wakeups,
-        by_category=aggregate.by_category(wakeups, grand),
-        by_waker=aggregate.by_waker(wakeups, grand, namer),
-        by_thread=threads,
+        by_category=sums.by_category,
+        by_waker=sums.by_waker,
+        by_thread=sums.by_thread,
         findings=[],
         pending=list(recording.pending),
         throttling=list(recording.throttling),
         warnings=list(recording.warnings),
     )
-    report.findings = find(recording, report, namer)
+    report.findings = find(recording, report, namer, sums.index)
     return report

@@ -219,7 +219,9 @@ class Classifier:
                 return found
             if not has_waker:
                 return _NO_WAKER_FALLBACK
-        kind = comm_kind(waker_comm) if waker_comm else ""
+        kind = _COMM_KINDS.get(waker_comm) if waker_comm else ""
+        if kind is None:
+            kind = comm_kind(waker_comm)
         key = (id(waker_stack), kind)
         part = self._waker.get(key)
         if part is None:
@@ -353,9 +355,11 @@ def _event_rule(infos: Sequence[_FrameInfo]) -> Optional[Rule]:
 
 
 def _other_detail(infos: Sequence[_FrameInfo], stack: Optional[Stack]) -> str:
+    """The top frames of an unmatched waker stack (past the generic wake plumbing)."""
     names = [i.name for i in infos if i.name not in WAKE_PLUMBING and i.name]
-    if not names and stack is not None:
-        names = [normalize(f) for f in stack.user_frames]
-    if not names:
-        return "no waker stack"
-    return ", ".join(names[:OTHER_DETAIL_FRAMES])
+    if names:
+        return ", ".join(names[:OTHER_DETAIL_FRAMES])
+    user = [normalize(f) for f in stack.user_frames] if stack is not None else []
+    if user:
+        return "no kernel stack: " + ", ".join(user[:OTHER_DETAIL_FRAMES])
+    return "no waker stack"

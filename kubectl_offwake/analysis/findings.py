@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
+from .aggregate import Index, index
 from .categories import CATEGORIES, CATEGORY_BY_ID
 from .classify import CAUSE_WAKER
 from .frames import normalize
@@ -88,17 +89,26 @@ ACCESS_LOG_WORKER_WAIT_US = 10_000
 #: Workers blocked this long on a futex the main thread released (stats merge, TLS update).
 MAIN_LOCK_WAIT_US = 10_000
 
-#: The collector flag that makes room for each kind of loss.
+#: The collector's loss counters (wire ``lost``): what each means and the collector option
+#: that makes room (the collector's --help and kubectl_offwake/live.py say the same).
 LOSS_FLAGS: Dict[str, Tuple[str, str]] = {
-    "stack_eexist": ("--stack-storage-size", "stack ids collided in the stack map"),
-    "stack_enomem": ("--stack-storage-size", "the stack map was full"),
-    "map_full": ("--max-edges", "the wakeup map was full, so some wakeups were not counted"),
+    "stack_eexist": ("--stack-storage-size", "stacks lost to hash collisions in the stack map"),
+    "stack_enomem": ("--stack-storage-size", "stacks lost because the stack map was full"),
+    "agg_full": ("--agg-size", "wakeups not counted because the aggregation map was full"),
+    "start_full": ("--start-size", "switch-outs not recorded because the start map was full"),
+    "oncpu_full": ("--oncpu-size", "on-CPU runs lost because the on-CPU map was full"),
+    "map_full": ("--agg-size", "records lost because a map was full"),
 }
+#: ``map_full`` is the collector's sum of these; shown only when they are absent.
+LOSS_SUM_PARTS = ("agg_full", "start_full", "oncpu_full")
+#: Lost records, as a share of wakeups, above which losses are a warning.
+LOSS_WARN_SHARE = 0.01
 
 #: Target-stack frames of a thread idle by design (its event loop or a sleep).
 IDLE_WAIT_FRAMES = frozenset((
     "do_epoll_wait", "ep_poll", "do_epoll_pwait", "do_sys_poll", "do_select", "core_sys_select",
-    "do_poll", "do_nanosleep", "hrtimer_nanosleep", "common_nsleep",
+    "do_poll", "do_nanosleep", "hrtimer_nanosleep", "common_nsleep", "common_nsleep_timens",
+    "poll_schedule_timeout", "do_pselect",
 ))
 #: Roles that idle on a condition variable (a futex) by design.
 FUTEX_IDLE_ROLES = frozenset((ACCESS_LOG_FLUSH, GRPC_TIMER))
@@ -107,9 +117,10 @@ FUTEX_IDLE_ROLES = frozenset((ACCESS_LOG_FLUSH, GRPC_TIMER))
 POST_DETAILS = frozenset(("cross-thread-post", "thread-local-update", "stats-flush"))
 
 
-def find(recording: Recording, report: Report, namer: Namer) -> List[Finding]:
+def find(recording: Recording, report: Report, namer: Namer,
+         idx: Optional[Index] = None) -> List[Finding]:
     """Every finding the recording supports, most severe first."""
-    ctx = _Context(recording, report, namer)
+    ctx = _Context(recording, report, namer, idx if idx is not None else index(report.wakeups))
     found: List[Finding] = []
     for detector in DETECTORS:
         found.extend(detector(ctx))
@@ -136,25 +147,24 @@ class _Process:
 
 
 class _Context:
-    def __init__(self, recording: Recording, report: Report, namer: Namer) -> None:
+    def __init__(self, recording: Recording, report: Report, namer: Namer,
+                 idx: Index) -> None:
         self.recording = recording
         self.report = report
         self.namer = namer
+        self.index = idx
         self.duration_s = duration_s(recording.source)
         procs: Dict[str, _Process] = {}
-        keys: Dict[int, _Process] = {}  # id(target party) -> its process
-        for w in report.wakeups:
-            proc = keys.get(id(w.target))
+        for (tk, category), ws in idx.cells.items():
+            target = idx.threads[tk]
+            key = _process_key(target)
+            proc = procs.get(key)
             if proc is None:
-                key = _process_key(w.target)
-                proc = procs.get(key)
-                if proc is None:
-                    proc = procs[key] = _Process(key, w.target.name)
-                keys[id(w.target)] = proc
-            proc.wakeups.append(w)
-            proc.by_category.setdefault(w.category, []).append(w)
-            if w.target.role == WORKER:
-                proc.workers.append(w)
+                proc = procs[key] = _Process(key, target.name)
+            proc.wakeups.extend(ws)
+            proc.by_category.setdefault(category, []).extend(ws)
+            if target.role == WORKER:
+                proc.workers.extend(ws)
         for t in report.by_thread:
             key = _process_key(t.target)
             proc = procs.get(key)
@@ -206,6 +216,11 @@ def pct(x: float) -> str:
     return f"{x * 100:.0f}%"
 
 
+def plural(n: int, word: str) -> str:
+    """``1 worker``, ``2 workers``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _counts(wakeups: Iterable[Wakeup]) -> Optional[int]:
     """The summed wakeup count, or None when any is unknown."""
     counts = [w.edge.count for w in wakeups]
@@ -215,13 +230,6 @@ def _counts(wakeups: Iterable[Wakeup]) -> Optional[int]:
 
 
 _PREEMPTIONS = frozenset(c.id for c in CATEGORIES if c.preemption)
-
-
-def _runq_us(w: Wakeup) -> int:
-    """Time the target spent runnable, waiting for a CPU, on this edge."""
-    if w.category in _PREEMPTIONS:
-        return w.edge.total_us
-    return w.edge.runq_us or 0
 
 
 def _is_preemption(w: Wakeup) -> bool:
@@ -248,8 +256,9 @@ def cpu_shortage(ctx: _Context) -> List[Finding]:
         who = "worker threads"
         if not workers:
             workers, who = proc.wakeups, "traced threads"
-        off = sum(w.edge.total_us for w in workers)
-        runq = sum(_runq_us(w) for w in workers)
+        off = sum([w.edge.total_us for w in workers])
+        runq = sum([w.edge.total_us if w.category in _PREEMPTIONS else (w.edge.runq_us or 0)
+                    for w in workers])
         if off <= 0 or runq < RUNQ_MIN_US or runq / off < RUNQ_SHARE_MIN:
             continue
         share = runq / off
@@ -390,9 +399,9 @@ def cross_thread_posts(ctx: _Context) -> List[Finding]:
         hits.sort(key=lambda h: (-h[0], h[4].comm))
         share, n_posts, n_all, basis, worst, posts = hits[0]
         from_threads = sorted({w.waker.comm for w in posts if w.waker is not None})
-        amount = (f"{n_posts} of {n_all} wakeups" if basis == "wakeups"
+        amount = (f"{n_posts} of {n_all}" if basis == "wakeups"
                   else f"{fmt_us(n_posts)} of {fmt_us(n_all)} off-CPU")
-        others = f" (and {len(hits) - 1} more workers)" if len(hits) > 1 else ""
+        others = f" (and {plural(len(hits) - 1, 'more worker')})" if len(hits) > 1 else ""
         out.append(Finding(
             id="cross-thread-posts", severity=INFO, title="Cross-thread posts dominate",
             text=(f"{pct(share)} of {worst.comm}'s wakeups{ctx.where(proc)} ({amount}) were "
@@ -418,21 +427,26 @@ def _is_post(w: Wakeup) -> bool:
 
 def dominant_waker(ctx: _Context) -> List[Finding]:
     """One outside process behind most wakeups."""
-    wakes = [w for w in ctx.report.wakeups if w.category not in _PREEMPTIONS]
-    total = _counts(wakes)
-    if not wakes or total is None or total <= 0:
+    total = 0
+    for proc in ctx.processes:
+        for category, ws in proc.by_category.items():
+            if category in _PREEMPTIONS:
+                continue
+            n = _counts(ws)
+            if n is None:
+                return []
+            total += n
+    if total <= 0:
         return []
-    own = {(w.target.pid, w.target.name) for w in wakes}
-    per_party: Dict[int, List[Wakeup]] = defaultdict(list)
-    for w in wakes:
-        if w.cause == CAUSE_WAKER and w.waker is not None:
-            per_party[id(w.waker)].append(w)
+    own = {(t.target.pid, t.target.name) for t in ctx.report.by_thread}
     mine: Dict[str, List[Wakeup]] = defaultdict(list)
-    for ws in per_party.values():
+    for ws in ctx.index.wakers.values():
         waker = ws[0].waker
-        assert waker is not None
-        if (waker.pid, waker.name) not in own:
-            mine[_waker_label(ctx, ws[0])].extend(ws)
+        if waker is None or (waker.pid, waker.name) in own:
+            continue
+        caused = [w for w in ws if w.cause == CAUSE_WAKER]
+        if caused:
+            mine[_waker_label(ctx, caused[0])].extend(caused)
     if not mine:
         return []
     counted = {name: _counts(ws) or 0 for name, ws in mine.items()}
@@ -448,7 +462,7 @@ def dominant_waker(ctx: _Context) -> List[Finding]:
     return [Finding(
         id="dominant-waker", severity=INFO, title=f"Most wakeups come from {name}",
         text=(f"{name} caused {pct(share)} of all wakeups ({count} of {total}), mostly "
-              f"{CATEGORY_BY_ID[main_cat].title.lower()}."),
+              f"{CATEGORY_BY_ID[main_cat].title}."),
         evidence={"waker": name, "wakeups": count, "all_wakeups": total,
                   "share": round(share, 4), "categories": dict(cats),
                   "off_cpu_us": sum(w.edge.total_us for w in ws)})]
@@ -506,14 +520,14 @@ def hot_worker(ctx: _Context) -> List[Finding]:
             continue
         if busy is None and hot_run.total_us < HOT_MIN_ONCPU_US:
             continue
-        busy_text = f"{pct(busy)} of the time, " if busy is not None else ""
+        busy_text = f"{pct(busy)} of the time, " if busy is not None else "for "
         ratio = hot_run.total_us / median if median > 0 else None
         times = f"{ratio:.0f}× the median of the other workers" if ratio else \
             "while the other workers barely ran"
         out.append(Finding(
             id="hot-worker", severity=WARNING, title=f"Hot worker: {hot.comm}",
             text=(f"{hot.comm}{ctx.where(proc)} was on the CPU {busy_text}"
-                  f"{fmt_us(hot_run.total_us)}, {times} ({fmt_us(median)}): its connections "
+                  f"{fmt_us(hot_run.total_us)} in all, {times} ({fmt_us(median)}): its connections "
                   "are not spread over the workers. Long-lived HTTP/2 or gRPC connections "
                   "stick to one worker; connection balancing or more client connections "
                   "spread them."),
@@ -537,7 +551,7 @@ def event_loop_stall(ctx: _Context) -> List[Finding]:
         worst, run = stalls[0]
         assert run is not None
         severity = CRITICAL if run.max_us >= STALL_CRITICAL_US else WARNING
-        more = f" ({len(stalls) - 1} more threads too)" if len(stalls) > 1 else ""
+        more = f" (and {plural(len(stalls) - 1, 'more thread')})" if len(stalls) > 1 else ""
         out.append(Finding(
             id="event-loop-stall", severity=severity, title=f"Event loop stalled: {worst.comm}",
             text=(f"{worst.comm}{ctx.where(proc)} once ran {fmt_us(run.max_us)} without "
@@ -562,15 +576,18 @@ def still_off_cpu(ctx: _Context) -> List[Finding]:
             continue
         if p.waiting_us < PENDING_MIN_US or IDLE_WAIT_FRAMES.intersection(frames):
             continue
-        where = _blocked_in(frames)
-        if party.role in FUTEX_IDLE_ROLES and where.startswith("futex"):
+        futex = any(f.startswith(("futex_wait", "__futex_wait")) for f in frames)
+        if futex and party.role in FUTEX_IDLE_ROLES:
             continue
-        stuck.append((p, party, f"blocked in {where}"))
+        where = _blocked_in(frames)
+        how = (f"blocked on a futex (a lock or condition variable, in {where})" if futex
+               else f"blocked in {where}")
+        stuck.append((p, party, how))
     if not stuck:
         return []
     stuck.sort(key=lambda s: -s[0].waiting_us)
     p, party, how = stuck[0]
-    more = f" ({len(stuck) - 1} more threads too)" if len(stuck) > 1 else ""
+    more = f" (and {plural(len(stuck) - 1, 'more thread')})" if len(stuck) > 1 else ""
     return [Finding(
         id="still-off-cpu", severity=WARNING, title=f"{p.task.comm} never woke",
         text=(f"{p.task.comm} ({party.name}) was still off the CPU when tracing stopped, "
@@ -595,25 +612,27 @@ def _blocked_in(frames: Sequence[str]) -> str:
 def losses(ctx: _Context) -> List[Finding]:
     """Lost stacks or map updates, and the collector flag that makes room."""
     lost = {k: v for k, v in ctx.recording.lost.items() if isinstance(v, int) and v > 0}
+    if "map_full" in lost and any(p in ctx.recording.lost for p in LOSS_SUM_PARTS):
+        del lost["map_full"]
     if not lost:
         return []
     parts = []
     flags: List[str] = []
     for key, n in sorted(lost.items()):
         flag, what = LOSS_FLAGS.get(key, ("", key.replace("_", " ")))
-        parts.append(f"{n} × {what}")
+        parts.append(f"{n} {what}")
         if flag and flag not in flags:
             flags.append(flag)
     wakeups = ctx.report.totals.wakeups
     severity = INFO
     total_lost = sum(lost.values())
-    if wakeups and total_lost / max(wakeups, 1) >= 0.01:
+    if wakeups and total_lost / max(wakeups, 1) >= LOSS_WARN_SHARE:
         severity = WARNING
     raise_text = f" Raise {' and '.join(flags)} and trace again." if flags else ""
     return [Finding(
         id="losses", severity=severity, title="Data was lost",
-        text=(f"The collector lost data ({'; '.join(parts)}): some wakeups are missing or "
-              f"show an empty stack.{raise_text}"),
+        text=(f"The collector lost data ({'; '.join(parts)}), so some wakeups are missing "
+              f"or show an empty stack.{raise_text}"),
         evidence={"lost": lost, "flags": flags, "wakeups": wakeups})]
 
 
@@ -657,7 +676,8 @@ def main_lock(ctx: _Context) -> List[Finding]:
         workers = sorted({w.target.comm for w in waits})
         out.append(Finding(
             id="main-thread-lock", severity=WARNING, title="Workers wait on the main thread",
-            text=(f"{len(workers)} workers{ctx.where(proc)} waited {fmt_us(blocked)} in all on "
+            text=(f"{plural(len(workers), 'worker')}{ctx.where(proc)} waited {fmt_us(blocked)} "
+                  "in all on "
                   "locks the main thread released (stats flush and histogram merges, "
                   "thread-local updates). Fewer stats (stats_matcher) or a longer "
                   "stats_flush_interval shorten it."),

@@ -89,6 +89,7 @@ class ProcessInfo:
     container: Optional[str] = None
     node: Optional[str] = None
     label: Optional[str] = None  # a display name given by whoever named the process
+    gone: bool = False  # it exited before the collector could read /proc (wire: process.gone)
 
 
 @dataclass
@@ -154,6 +155,7 @@ class Pending:
     waiting_us: int
     stack: Stack
     preempted: bool = False
+    whole_run: bool = False  # off the CPU for the whole trace: waiting_us is a lower bound
 
 
 @dataclass

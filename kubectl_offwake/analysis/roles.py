@@ -61,7 +61,8 @@ class Roles:
             if (info.comm == "envoy" or exe.startswith("envoy")
                     or any(_WORKER.match(c) for c in info.threads.values())):
                 self.envoy_pids.add(info.pid)
-        for task in _tasks(recording):
+        unique = {id(t): t for t in _tasks(recording)}  # importers intern tasks
+        for task in unique.values():
             if is_envoy_signature(task.comm):
                 if task.pid is None:
                     self.pidless_envoy = True

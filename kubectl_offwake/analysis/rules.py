@@ -167,6 +167,10 @@ RULES: Tuple[Rule, ...] = (
        ("futex_wake", "futex_wake_op", "futex_requeue", "futex_wake_mark", "mark_wake_futex",
         "futex_unlock_pi", "__x64_sys_futex_wake"),
        "another thread released a user-space lock or signalled a condition variable"),
+    _r("futex-syscall", "futex-wake", WAKER,
+       ("do_futex", "__x64_sys_futex", "__se_sys_futex", "__do_sys_futex", "SyS_futex",
+        "sys_futex", "__arm64_sys_futex"),
+       "a futex syscall woke it (the wake function itself was inlined)", generic=True),
 
     # --- timers -------------------------------------------------------------------------------
     _r("timerfd", "timer", WAKER, ("timerfd_tmrproc", "timerfd_alarmproc"),
@@ -234,14 +238,15 @@ RULES: Tuple[Rule, ...] = (
        "the target was in epoll_wait", detail="epoll-timeout", applies_to=("timer",)),
     _r("wait-futex", "timer", TARGET_DETAIL,
        ("futex_wait", "futex_wait_queue", "futex_wait_queue_me", "__futex_wait",
-        "futex_wait_multiple"),
+        "futex_wait_multiple", "futex_do_wait"),
        "the target was in a timed futex wait", detail="futex-timeout", applies_to=("timer",)),
     _r("wait-sleep", "timer", TARGET_DETAIL,
-       ("do_nanosleep", "hrtimer_nanosleep", "common_nsleep", "__x64_sys_nanosleep",
-        "__x64_sys_clock_nanosleep"),
+       ("do_nanosleep", "hrtimer_nanosleep", "common_nsleep", "common_nsleep_timens",
+        "__x64_sys_nanosleep", "__x64_sys_clock_nanosleep"),
        "the target was sleeping", detail="sleep", applies_to=("timer",)),
     _r("wait-poll", "timer", TARGET_DETAIL,
-       ("do_sys_poll", "do_select", "core_sys_select", "do_poll", "do_pselect"),
+       ("do_sys_poll", "do_select", "core_sys_select", "do_poll", "do_pselect",
+        "poll_schedule_timeout"),
        "the target was in poll/select", detail="poll-timeout", applies_to=("timer",)),
 )
 
@@ -277,6 +282,7 @@ WAKE_PLUMBING = frozenset((
     "wake_up_bit", "swake_up_locked", "sched_ttwu_pending",
     "trace_event_raw_event_sched_wakeup_template", "perf_trace_sched_wakeup_template",
     "bpf_trace_run1", "__bpf_trace_sched_wakeup_template", "__traceiter_sched_waking",
+    "ep_autoremove_wake_function", "wake_up_var", "__wake_up_pollfree",
 ))
 
 @dataclass(frozen=True)

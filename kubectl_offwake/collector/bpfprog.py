@@ -20,8 +20,10 @@ SOURCE_NAME = "offwake.bpf.c"
 COUNTERS = (
     "switch_out", "wakeup", "noop_wake", "short", "stack_eexist", "stack_enomem",
     "agg_full", "start_full", "oncpu_full", "switch_in", "kcache_hit", "kcache_mismatch",
-    "kstack_walks",
+    "kstack_walks", "stack_overflow",
 )
+#: Marks a stack id that lives in the overflow stack map (see the C source).
+OVERFLOW_BIT = 0x40000000
 
 ST_BLOCKED = 0
 ST_PREEMPTED = 1
@@ -166,6 +168,8 @@ class Program:
         self._start = self.bpf["start"]
         self._kstacks = self.bpf["kstacks"]
         self._ustacks = self.bpf["ustacks"]
+        self._kstacks2 = self.bpf["kstacks2"]
+        self._ustacks2 = self.bpf["ustacks2"]
         self._batch_ok = True
 
     def set_targets(self, tgids: Sequence[int]) -> None:
@@ -239,9 +243,13 @@ class Program:
         return {"start": [len(self._start.items()), self.sizes.start]}
 
     def kernel_ips(self, stack_id: int) -> Optional[List[int]]:
+        if stack_id >= 0 and stack_id & OVERFLOW_BIT:
+            return self._ips(self._kstacks2, stack_id & ~OVERFLOW_BIT)
         return self._ips(self._kstacks, stack_id)
 
     def user_ips(self, stack_id: int) -> Optional[List[int]]:
+        if stack_id >= 0 and stack_id & OVERFLOW_BIT:
+            return self._ips(self._ustacks2, stack_id & ~OVERFLOW_BIT)
         return self._ips(self._ustacks, stack_id)
 
     @staticmethod

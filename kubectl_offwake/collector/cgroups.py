@@ -3,7 +3,7 @@
 Container runtimes name a container's cgroup after its id, and the kubelet names the pod's
 cgroup after the pod UID; the naming differs by runtime and by cgroup driver:
 
-    systemd driver:  .../kubepods-burstable-pod<uid_with_underscores>.slice/cri-containerd-<id>.scope
+    systemd driver:  .../kubepods-burstable-pod<uid_underscored>.slice/cri-containerd-<id>.scope
                      .../crio-<id>.scope   .../docker-<id>.scope
     cgroupfs driver: /kubepods/burstable/pod<uid>/<id>
 
@@ -81,12 +81,9 @@ def container_of_path(path: str) -> Tuple[Optional[str], Optional[str]]:
         found = rx.findall(path)
         if found:
             return found[-1], runtime
-    m = None
-    for m in _BARE.finditer(path):
-        pass
-    if m:
-        runtime = "docker" if "/docker/" in path else None
-        return m.group(1), runtime
+    bare = _BARE.findall(path)
+    if bare:
+        return bare[-1], ("docker" if "/docker/" in path else None)
     return None, None
 
 

@@ -77,7 +77,7 @@ def _has_generated(tree: str) -> bool:
 
 def find_headers(release: Optional[str] = None, explicit: Optional[str] = None) -> Headers:
     """The first usable header tree, or raise ``LookupError`` saying what was tried."""
-    release = release or platform.release()
+    release = release if release is not None else platform.release()
     code = str(version_code(release))
     if explicit:
         tree = _maybe_merge(explicit)
@@ -90,9 +90,9 @@ def find_headers(release: Optional[str] = None, explicit: Optional[str] = None) 
     kh = _kheaders(release)
     if kh:
         return Headers("kheaders", kh, {"BCC_KERNEL_SOURCE": kh})
-    tree, note = _fallback(release)
-    if tree:
-        return Headers("fallback", tree, {"BCC_KERNEL_SOURCE": tree,
+    fallback, note = _fallback(release)
+    if fallback:
+        return Headers("fallback", fallback, {"BCC_KERNEL_SOURCE": fallback,
                                           "BCC_LINUX_VERSION_CODE": code}, note)
     raise LookupError(
         f"no kernel headers for {release}: none in {host}/build, no kheaders module, "

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import IO, Dict, List, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from .. import wire
 from ..wire import WireWriter
@@ -22,6 +22,10 @@ from .cgroups import cpu_stat_path, read_cgroup, read_cpu_stat
 from .cli import Options, parse_args
 from .headers import Headers, find_headers
 from .targets import Resolution, Target, resolve
+
+if TYPE_CHECKING:  # bcc is imported only once tracing starts
+    from .bpfprog import Program
+    from .snapshot import Snapshotter
 
 TOOL_VERSION = "0.1.0"
 POLL_S = 0.1
@@ -59,6 +63,7 @@ class Collector:
         self.started_mono = time.monotonic()
         self.warnings: List[str] = []
         self.targets: List[Target] = []
+        self.attached_mono = time.monotonic()
 
     def log(self, level: str, message: str) -> None:
         self.writer.emit("log", level=level, message=message)
@@ -180,13 +185,15 @@ class Collector:
                 snap.sym.warm(t.pid)
                 snap.process(t.pid, t.comm, with_threads=True)
             program.set_targets([t.pid for t in self.targets])
+            self.attached_mono = time.monotonic()
             self.log("info", f"BPF compiled and attached in {program.load_s * 1000:.0f} ms")
             self._cgroup_stats("start")
             self.writer.flush()
             reason = self._loop(program, snap)
             counters = program.counters()
             snap.take(counters)
-            n_pending = snap.pending()
+            n_pending = snap.pending([t.pid for t in self.targets if t.alive()],
+                                     self.attached_mono)
             for t in self.targets:
                 if t.alive():
                     rec = snap.ids.refresh(t.pid, t.comm)
@@ -202,6 +209,7 @@ class Collector:
                 "kstack_walks": counters.get("kstack_walks", 0),
                 "kstack_cache_hits": counters.get("kcache_hit", 0),
                 "kstack_cache_mismatches": counters.get("kcache_mismatch", 0),
+                "stack_overflow": counters.get("stack_overflow", 0),
                 "edges": snap.edges_sent, "stacks": snap.stacks_sent,
                 "snapshots": snap.snap, "pending": n_pending,
                 "load_ms": int(program.load_s * 1000),
@@ -212,11 +220,7 @@ class Collector:
         finally:
             program.close()
 
-    def _loop(self, program: "object", snap: "object") -> str:
-        from .bpfprog import Program
-        from .snapshot import Snapshotter
-
-        assert isinstance(program, Program) and isinstance(snap, Snapshotter)
+    def _loop(self, program: Program, snap: Snapshotter) -> str:
         start = time.monotonic()
         next_snap = start + self.opts.interval_s
         end_at = start + self.opts.duration_s if self.opts.duration_s else None

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..wire import WireWriter
 from .bpfprog import ST_BLOCKED, Edge, Program
-from .identity import Identities
+from .identity import Identities, threads_of
 from .symbolize import Symbolizer, describe_missing
 
 EFAULT = -14
@@ -43,6 +43,7 @@ class Snapshotter:
         self._kernel_ids: set = set()
         self._user_ids: set = set()
         self.symbolize_s = 0.0
+        self.active_tids: set = set()
 
     # --- identities and stacks ---------------------------------------------------------
 
@@ -70,18 +71,23 @@ class Snapshotter:
         kthread = bool(seen and seen.get("kernel_thread")) or pid == 0
         missing = describe_missing(kid, uid, kthread)
         self.symbolize_s += time.monotonic() - t0
-        # Stacks that differ only in offsets inside the same functions read the same:
-        # send them once.
-        content = (tuple(frames), len(kernel), missing)
+        sid = self.stack_of_frames(frames, len(kernel), missing)
+        self._stacks[key] = sid
+        return sid
+
+    def stack_of_frames(self, frames: List[str], kernel_depth: int,
+                        missing: Optional[str]) -> int:
+        """The wire id of a symbolized stack, sending it the first time. Stacks that differ
+        only in offsets inside the same functions read the same: they are sent once."""
+        content = (tuple(frames), kernel_depth, missing)
         sid = self._by_content.get(content)
         if sid is None:
             sid = len(self._by_content) + 1
             self._by_content[content] = sid
-            rec: dict = {"id": sid, "frames": frames, "kernel_depth": len(kernel)}
+            rec: dict = {"id": sid, "frames": frames, "kernel_depth": kernel_depth}
             if missing:
                 rec["missing"] = missing
             self.writer.emit("stack", **rec)
-        self._stacks[key] = sid
         return sid
 
     def _kernel_frames(self, kid: int) -> List[str]:
@@ -125,6 +131,8 @@ class Snapshotter:
         self.snap += 1
         edges = self.program.drain_edges()
         oncpu = self.program.drain_oncpu()
+        self.active_tids.update(e.tid for e in edges)
+        self.active_tids.update(r.tid for r in oncpu)
         wakeups = [self._wakeup(e) for e in edges]
         for rec in wakeups:
             self.writer.emit("wakeup", **rec)
@@ -151,20 +159,29 @@ class Snapshotter:
         self.writer.emit("snapshot", snap=self.snap, elapsed_s=elapsed)
         self.writer.flush()
 
-    def pending(self, now_ns: Optional[int] = None) -> int:
-        """``pending`` records for target threads still off the CPU; returns how many."""
+    def pending(self, target_pids: List[int], attached_mono: float,
+                now_ns: Optional[int] = None) -> int:
+        """``pending`` records for target threads still off the CPU; returns how many.
+
+        Two kinds: threads that left the CPU during the trace and have not run since (their
+        switch-out stacks are in the start map), and threads that never ran during the whole
+        trace (blocked since before it began: a worker stuck on a lock). The latter have no
+        BPF stack; their kernel stack comes from /proc/PID/task/TID/stack, and the time is
+        at least the trace's length (``whole_run``).
+        """
         now_ns = now_ns if now_ns is not None else time.monotonic_ns()
         n = 0
+        seen = set(self.active_tids)
         for w in self.program.waiting():
+            seen.add(w.tid)
             waiting_ns = now_ns - w.off_ns
             if waiting_ns < self.min_block_us * 1000 or waiting_ns < 0:
                 continue
             if not os.path.exists(f"/proc/{w.tgid}/task/{w.tid}"):
                 continue
+            state = "preempted"
             if w.state == ST_BLOCKED:
                 state = "runq" if w.wake_ns else "blocked"
-            else:
-                state = "preempted"
             self.process(w.tgid, w.comm, with_threads=True)
             self.writer.emit(
                 "pending", tid=w.tid, pid=w.tgid, comm=w.comm, state=state,
@@ -172,11 +189,48 @@ class Snapshotter:
                 target_stack=self.stack_id(w.kstack, w.ustack, w.tgid),
             )
             n += 1
+        whole_us = int((time.monotonic() - attached_mono) * 1e6)
+        for pid in target_pids:
+            for tid, comm in sorted(threads_of(pid).items()):
+                if tid in seen:
+                    continue
+                if _thread_state(pid, tid) not in ("S", "D"):
+                    continue
+                frames = _proc_stack(pid, tid)
+                sid = self.stack_of_frames(frames, len(frames), "user" if frames else "both")
+                self.writer.emit(
+                    "pending", tid=tid, pid=pid, comm=comm, state="blocked",
+                    waiting_us=whole_us, target_stack=sid, whole_run=True,
+                )
+                n += 1
         return n
 
     @property
     def stacks_sent(self) -> int:
         return len(self._by_content)
+
+
+def _thread_state(pid: int, tid: int) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            text = f.read()
+        return text[text.rindex(")") + 2:].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _proc_stack(pid: int, tid: int) -> List[str]:
+    """Kernel frames of a sleeping thread, leaf first, as the kernel lists them."""
+    frames = ["__schedule", "schedule"]  # /proc/.../stack leaves out the scheduler itself
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stack") as f:
+            for line in f:
+                name = line.split("]", 1)[-1].strip().split("+", 1)[0]
+                if name:
+                    frames.append(name)
+    except OSError:
+        return []
+    return frames if len(frames) > 2 else []
 
 
 def lost_summary(counters: Dict[str, int]) -> Dict[str, int]:

@@ -60,25 +60,17 @@ class DemoCgroup:
             return []
 
     def kill_and_remove(self, timeout: float = 3.0) -> None:
-        """Kill whatever is still inside, then remove the directory."""
+        """Kill whatever is inside (again, if something joined late), then remove the group."""
         if self.path is None or not self.created:
             return
-        kill_file = os.path.join(self.path, "cgroup.kill")
-        if self.pids():
-            if os.path.exists(kill_file):
-                try:
-                    with open(kill_file, "w") as handle:
-                        handle.write("1\n")
-                except OSError:
-                    pass
-            else:  # kernels before 5.14
-                for pid in self.pids():
-                    try:
-                        os.kill(pid, 9)
-                    except OSError:
-                        pass
+        seen: List[int] = []
         deadline = time.monotonic() + timeout
         while True:
+            inside = self.pids()
+            if inside:
+                seen.extend(inside)
+                self._kill(inside)
+            _reap(seen)  # our own killed children stay zombies and keep the group busy
             try:
                 os.rmdir(self.path)
                 self.created = False
@@ -87,3 +79,28 @@ class DemoCgroup:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+
+    def _kill(self, pids: List[int]) -> None:
+        assert self.path is not None
+        kill_file = os.path.join(self.path, "cgroup.kill")
+        if os.path.exists(kill_file):
+            try:
+                with open(kill_file, "w") as handle:
+                    handle.write("1\n")
+                return
+            except OSError:
+                pass
+        for pid in pids:  # kernels before 5.14
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+
+
+def _reap(pids: List[int]) -> None:
+    """Collect the exit status of those of ``pids`` that are this process's children."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass

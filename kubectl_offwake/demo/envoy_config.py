@@ -7,7 +7,9 @@
 - a health listener on 15021 answering ``/healthz/ready`` itself, as the sidecar's
   readiness port does for kubelet;
 - a file access log, so Envoy's ``AccessLogFlush`` thread runs;
-- a short stats flush interval, so the main thread fans out to the workers.
+- a short stats flush interval, so the main thread fans out to the workers;
+- an admin runtime layer, so the pilot-agent stand-in can push changes that the main
+  thread then posts to every worker (how an xDS push reaches the workers).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class EnvoyConfig:
                      "cluster": "demo-app.demo"},
             "admin": {"address": {"pipe": {"path": self.admin_socket, "mode": 0o600}}},
             "stats_flush_interval": f"{self.stats_flush_ms / 1000:g}s",
+            # An admin runtime layer, so the agent's pushes (runtime_modify) are accepted.
+            "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]},
             "static_resources": {
                 "listeners": [self._inbound(), self._health()],
                 "clusters": [self._upstream()],

@@ -32,6 +32,7 @@ from .binaries import DemoBinaries
 from .cgroup import DemoCgroup
 from .network import NodeNetwork
 from .processes import Supervisor, wait_until
+from .stale import remove_stale
 
 StepCallback = Callable[[str], None]
 
@@ -151,6 +152,8 @@ class DemoMesh:
         require_root()
         step = self.on_step
         binaries = self._binaries or DemoBinaries.find()
+        for pid in remove_stale(os.getpid()):
+            step(f"removed what a killed demo (pid {pid}) had left behind")
         self.workdir = tempfile.mkdtemp(prefix=f"{self.prefix}-")
         self.cgroup = DemoCgroup(self.prefix)
         self.cgroup.create()
@@ -180,6 +183,8 @@ class DemoMesh:
             "--no-hosts", "--bind-interfaces", f"--listen-address={DNS_IP}", "--port=53",
             f"--host-record={envoy_config.UPSTREAM_HOST},127.0.0.1", "--local-ttl=1",
             "--pid-file=", "--cache-size=0",
+            # Dropping to nobody/dip would clear its parent-death signal.
+            "--user=root", "--group=root",
         ], netns_prefix=inside, cpus=others)
         info.pids["dnsmasq"] = dns.pid
         self._expect_alive("dnsmasq", 0.3)
@@ -205,6 +210,7 @@ class DemoMesh:
         ]
         agent = sup.start("pilot-agent", sup.python_module(
             "agent", "--admin-socket", info.admin_socket, "--interval", str(self.agent_interval),
+            "--push-every", "5",
             "--cpu", str(cpu), "--envoy-log", os.path.join(self.workdir, "envoy.log"),
             "--", *envoy_argv,
         ), netns_prefix=inside, cpus=others)

@@ -18,7 +18,7 @@ from ..errors import RunFailed
 POOL = ipaddress.IPv4Network("10.211.0.0/16")
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(["ip", *args], capture_output=True, text=True)
     if check and proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
@@ -33,7 +33,7 @@ def _networks_in_use() -> List[ipaddress.IPv4Network]:
     """Networks of the host's addresses and routes, so a chosen block never overlaps them."""
     used: List[ipaddress.IPv4Network] = []
     for args in (("-4", "-o", "addr", "show"), ("-4", "route", "show", "table", "all")):
-        out = _ip(*args, check=False).stdout
+        out = run_ip(*args, check=False).stdout
         for line in out.splitlines():
             for word in line.split():
                 if "/" in word or word[:1].isdigit():
@@ -84,16 +84,16 @@ class NodeNetwork:
         )
 
     def create(self) -> None:
-        _ip("netns", "add", self.netns)
+        run_ip("netns", "add", self.netns)
         self.created_netns = True
-        _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.node_if)
+        run_ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.node_if)
         self.created_link = True
-        _ip("link", "set", self.node_if, "netns", self.netns)
-        _ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
-        _ip("link", "set", self.host_if, "up")
-        _ip("-n", self.netns, "addr", "add", f"{self.node_ip}/30", "dev", self.node_if)
-        _ip("-n", self.netns, "link", "set", self.node_if, "up")
-        _ip("-n", self.netns, "link", "set", "lo", "up")
+        run_ip("link", "set", self.node_if, "netns", self.netns)
+        run_ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+        run_ip("link", "set", self.host_if, "up")
+        run_ip("-n", self.netns, "addr", "add", f"{self.node_ip}/30", "dev", self.node_if)
+        run_ip("-n", self.netns, "link", "set", self.node_if, "up")
+        run_ip("-n", self.netns, "link", "set", "lo", "up")
 
     def exec_prefix(self) -> List[str]:
         """Argument prefix that runs a command inside the namespace (same PID, via exec)."""
@@ -103,14 +103,14 @@ class NodeNetwork:
         """Delete the link and the namespace; returns a problem to report, if any."""
         problems = []
         if self.created_link:
-            proc = _ip("link", "del", self.host_if, check=False)
+            proc = run_ip("link", "del", self.host_if, check=False)
             # The peer vanishes with the namespace too; only a real failure matters.
             if proc.returncode == 0 or "Cannot find device" in proc.stderr:
                 self.created_link = False
             else:
                 problems.append(proc.stderr.strip())
         if self.created_netns:
-            proc = _ip("netns", "del", self.netns, check=False)
+            proc = run_ip("netns", "del", self.netns, check=False)
             if proc.returncode == 0:
                 self.created_netns = False
             else:
@@ -120,10 +120,10 @@ class NodeNetwork:
 
 def netns_exists(name: str) -> bool:
     return any(
-        line.split()[0] == name for line in _ip("netns", "list", check=False).stdout.splitlines()
+        line.split()[0] == name for line in run_ip("netns", "list", check=False).stdout.splitlines()
         if line.strip()
     )
 
 
 def link_exists(name: str) -> bool:
-    return _ip("link", "show", name, check=False).returncode == 0
+    return run_ip("link", "show", name, check=False).returncode == 0

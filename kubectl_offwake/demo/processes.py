@@ -7,16 +7,19 @@ forks escapes teardown either.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, Iterator, List, Optional, Set
 
 from ..errors import RunFailed
 from .cgroup import DemoCgroup
+from .proctitle import die_with_parent
 
 
 @dataclass
@@ -57,23 +60,29 @@ class Supervisor:
 
         def child_setup() -> None:
             os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the demo only; it stops these
+            die_with_parent(signal.SIGKILL)  # and if the demo itself is killed, so are they
             if cgroup is not None:
                 cgroup.join_self()
             if cpus:
                 os.sched_setaffinity(0, cpus)
 
         log_path = os.path.join(self.workdir, f"{name}.log")
-        with open(log_path, "ab") as log:
-            try:
-                popen = subprocess.Popen(
-                    [*(netns_prefix or []), *argv], stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=log, env=env, cwd=self.workdir, preexec_fn=child_setup,
-                    close_fds=True,
-                )
-            except OSError as exc:
-                raise RunFailed(f"cannot start {name} ({argv[0]}): {exc.strerror}") from None
-        started = Started(name, popen, log_path)
-        self.started[name] = started
+        # Ctrl-C (or SIGTERM) waits until the process is on the books, so teardown knows
+        # every PID: an interrupt inside Popen would leave a child nobody stops or reaps.
+        with deferred_signals():
+            with open(log_path, "ab") as log:
+                try:
+                    popen = subprocess.Popen(
+                        [*(netns_prefix or []), *argv], stdin=subprocess.DEVNULL, stdout=log,
+                        stderr=log, env=env, cwd=self.workdir, preexec_fn=child_setup,
+                        close_fds=True,
+                    )
+                except OSError as exc:
+                    raise RunFailed(
+                        f"cannot start {name} ({argv[0]}): {exc.strerror}"
+                    ) from None
+            started = Started(name, popen, log_path)
+            self.started[name] = started
         return started
 
     def alive(self, name: str) -> bool:
@@ -113,6 +122,39 @@ class Supervisor:
         """Stop in reverse start order: load first, the services it needs last."""
         for name in reversed(list(self.started)):
             self.stop(name)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block is done, then deliver them as usual.
+
+    Python runs signal handlers in the main thread between bytecodes, so swapping the
+    handlers (not the thread's signal mask, which other threads would bypass) is what
+    keeps a ``KeyboardInterrupt`` out of the block.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: List[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        held.append(signum)
+
+    old = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if held:
+            first = signal.Signals(held[0])
+            previous = old[first]
+            if callable(previous):
+                previous(first, None)
+            elif previous == signal.SIG_DFL:
+                if first == signal.SIGINT:
+                    raise KeyboardInterrupt
+                os.kill(os.getpid(), first)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

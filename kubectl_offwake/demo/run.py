@@ -62,6 +62,8 @@ def run_demo(duration_s: float, keep_recording: Optional[str] = None,
     finally:
         with steps.working("removing the demo node…"):
             mesh.__exit__(None, None, None)
+        for problem in mesh.cleanup_problems:
+            steps.note(f"could not remove: {problem}")
     if mesh.cleanup_problems:
         raise RunFailed("the demo could not remove everything it made: "
                         + "; ".join(mesh.cleanup_problems))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..analysis.model import Edge, Recording, Stack, StackTable, Task
 
@@ -80,56 +80,37 @@ def build_stack(
     frames first (text waker, folded target), which is the same list reversed.
     """
     items = list(printed) if kernel_first else list(reversed(printed))
-    missing_kernel = missing_user = False
-    kernel: List[str]
-    user: List[str]
-    depth: Optional[int]
+    kernel_at = user_at = -1
+    for i, frame in enumerate(items):
+        match = _MISSED.match(frame) if frame.startswith("[Missed ") else None
+        if match is not None:
+            if match.group(1) == "Kernel":
+                kernel_at = i
+            else:
+                user_at = i
     if DELIMITER in items:
         at = items.index(DELIMITER)
-        kernel, user = items[:at], [f for f in items[at + 1:] if f != DELIMITER]
-        depth = None
+        kernel, user = items[:at], items[at + 1:]
+    elif kernel_at >= 0 and user_at >= 0:
+        kernel, user = [], items
+    elif kernel_at >= 0:  # the marker stands where the kernel half would be
+        kernel, user = items[:kernel_at], items[kernel_at + 1:]
+    elif user_at >= 0:
+        kernel, user = items[:user_at], items[user_at + 1:]
+    elif mode in (MODE_KERNEL, MODE_DELIMITED):
+        kernel, user = items, []
+    elif mode == MODE_USER:
+        kernel, user = [], items
     else:
-        kernel_marker = user_marker = -1
-        for i, frame in enumerate(items):
-            match = _MISSED.match(frame)
-            if match:
-                if match.group(1) == "Kernel":
-                    kernel_marker = i
-                else:
-                    user_marker = i
-        if kernel_marker >= 0 and user_marker >= 0:
-            return table.intern([f for f in items if not _MISSED.match(f)], 0, "both")
-        elif kernel_marker >= 0:
-            kernel, user = items[:kernel_marker + 1], items[kernel_marker + 1:]
-        elif user_marker >= 0:
-            kernel, user = items[:user_marker], items[user_marker:]
-        elif mode in (MODE_KERNEL, MODE_DELIMITED):
-            kernel, user = items, []
-        elif mode == MODE_USER:
-            kernel, user = [], items
-        else:
-            return table.intern([f for f in items if not _MISSED.match(f)], None, None)
-        depth = None
-    for half in (kernel, user):
-        for frame in half:
-            match = _MISSED.match(frame)
-            if match:
-                if match.group(1) == "Kernel":
-                    missing_kernel = True
-                else:
-                    missing_user = True
-    if missing_kernel or missing_user:
+        return table.intern(items, None, None)
+    missing = _MISSING_NAMES.get((kernel_at >= 0, user_at >= 0))
+    if missing is not None or DELIMITER in user:
         kernel = [f for f in kernel if not _MISSED.match(f)]
-        user = [f for f in user if not _MISSED.match(f)]
-    depth = len(kernel)
-    missing = None
-    if missing_kernel and missing_user:
-        missing = "both"
-    elif missing_kernel:
-        missing = "kernel"
-    elif missing_user:
-        missing = "user"
-    return table.intern(kernel + user, depth, missing)
+        user = [f for f in user if f != DELIMITER and not _MISSED.match(f)]
+    return table.intern(kernel + user, len(kernel), missing)
+
+
+_MISSING_NAMES = {(True, True): "both", (True, False): "kernel", (False, True): "user"}
 
 
 class EdgeTable:
@@ -149,13 +130,38 @@ class EdgeTable:
         return task
 
     def add(self, edge: Edge) -> None:
-        key = edge.key()
+        """Merge ``edge``; its tasks come from :meth:`task` and its stacks from the
+        recording's StackTable, so object identity is value identity and the key is cheap."""
+        key = (id(edge.target), id(edge.target_stack), id(edge.waker), id(edge.waker_stack),
+               edge.preempted, id(edge.preempted_by))
         found = self._by_key.get(key)
         if found is None:
             self._by_key[key] = edge
             self.recording.edges.append(edge)
         else:
             found.merge(edge)
+
+
+# offwaketime prints this to stderr after the stacks. Captured with ``2>&1`` into a file,
+# stdout is block-buffered and stderr is not, so the line lands at an arbitrary byte of the
+# stacks, often in the middle of a frame.
+_BCC_WARNING = re.compile(
+    r"WARNING: \d+ stack traces (?:lost and )?could not be displayed\."
+    r"(?: Consider increasing --stack-storage-size\.)?\n?"
+)
+
+
+def extract_warnings(text: str) -> Tuple[str, List[str]]:
+    """Remove offwaketime's own WARNING lines wherever they landed; return them as notes."""
+    if "WARNING: " not in text:
+        return text, []
+    notes: List[str] = []
+
+    def keep(match: re.Match) -> str:
+        notes.append("offwaketime: " + match.group(0)[len("WARNING: "):].strip())
+        return ""
+
+    return _BCC_WARNING.sub(keep, text), notes
 
 
 def corrupt_note(count: int, what: str = "block") -> str:

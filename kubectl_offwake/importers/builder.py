@@ -42,7 +42,9 @@ class RecordingBuilder:
         self._stacks_by_id: Dict[Any, Stack] = {}
         self._unknown_stack_ids: Dict[Any, Stack] = {}
         self._unknown_stack_refs = 0
+        self._placeholders: set = set()
         self._edges: Dict[tuple, Edge] = {}
+        self._raw_edges: Dict[tuple, Edge] = {}
         self._tasks: Dict[Tuple[str, Optional[int], Optional[int]], Task] = {}
         self._oncpu: Dict[int, OnCpu] = {}
         self._pending: Dict[int, int] = {}  # tid -> index in recording.pending
@@ -70,6 +72,8 @@ class RecordingBuilder:
 
     def add(self, record: dict) -> None:
         """Apply one committed record; unknown types are ignored, malformed ones counted."""
+        if not isinstance(record, dict):
+            return
         handler = self._handlers.get(record.get("type"))  # type: ignore[arg-type]
         if handler is None:
             return
@@ -124,6 +128,7 @@ class RecordingBuilder:
         if stack is None:
             stack = self.recording.stacks.intern((f"[unknown stack {stack_id}]",), None, "both")
             self._unknown_stack_ids[stack_id] = stack
+            self._placeholders.add(stack)
         return stack
 
     def _process_info(self, pid: int, comm: Optional[str] = None) -> ProcessInfo:
@@ -194,11 +199,47 @@ class RecordingBuilder:
         stack_id = record["id"]
         if isinstance(stack_id, (dict, list)):
             raise TypeError("a stack id must be a scalar")
-        self._stacks_by_id[stack_id] = self.recording.stacks.intern(
-            [_str(f) for f in frames], depth, missing
-        )
+        stack = self.recording.stacks.intern([_str(f) for f in frames], depth, missing)
+        previous = self._stacks_by_id.get(stack_id)
+        if previous is not None and previous is not stack:
+            self._raw_edges.clear()  # an id now names other frames: raw keys are stale
+        self._stacks_by_id[stack_id] = stack
 
     def _wakeup(self, record: dict) -> None:
+        get = record.get
+        # Fast path: the same edge in a later snapshot carries the same raw identity fields,
+        # so one dict lookup on them finds it without interning anything again.
+        raw = (get("tid"), get("pid"), get("comm"), get("target_stack"), get("state"),
+               get("waker_tid"), get("waker_pid"), get("waker_comm"), get("waker_stack"),
+               get("preempted_by_pid"), get("preempted_by_comm"), get("preempted_by_tid"))
+        edge = self._raw_edges.get(raw)
+        total = get("total_us")
+        if edge is None or type(total) is not int:
+            edge = self._wakeup_slow(record)
+            if self._unknown_stack_ids and (
+                    edge.target_stack in self._placeholders
+                    or edge.waker_stack in self._placeholders):
+                return  # keep counting references to undefined stacks
+            self._raw_edges[raw] = edge
+            return
+        count, max_us = get("count"), get("max_us")
+        blocked, runq = get("blocked_us"), get("runq_us")
+        for value in (count, max_us, blocked, runq):
+            if value is not None and type(value) is not int:
+                _int(value)  # raises the same error the slow path would
+                self._wakeup_slow(record)
+                return
+        edge.total_us += total
+        if count is not None:
+            edge.count = count if edge.count is None else edge.count + count
+        if blocked is not None:
+            edge.blocked_us = blocked if edge.blocked_us is None else edge.blocked_us + blocked
+        if runq is not None:
+            edge.runq_us = runq if edge.runq_us is None else edge.runq_us + runq
+        if max_us is not None and (edge.max_us is None or max_us > edge.max_us):
+            edge.max_us = max_us
+
+    def _wakeup_slow(self, record: dict) -> Edge:
         preempted = record.get("state") == "preempted"
         target = self._task(record["comm"], record.get("pid"), record["tid"])
         target_stack = self._stack_ref(record["target_stack"])
@@ -226,18 +267,18 @@ class RecordingBuilder:
         blocked = _opt_int(record.get("blocked_us"))
         runq = _opt_int(record.get("runq_us"))
         # Interned tasks and stacks are unique objects, so their ids make an exact, cheap key
-        # equivalent to Edge.key().
+        # equivalent to Edge.key(): equal stacks sent under two ids still merge.
         key = (id(target), id(target_stack), id(waker), id(waker_stack), preempted,
                id(preempted_by))
+        fresh = Edge(target, target_stack, waker, waker_stack, total, count, max_us,
+                     blocked, runq, preempted, preempted_by)
         edge = self._edges.get(key)
         if edge is None:
-            edge = Edge(target, target_stack, waker, waker_stack, total, count, max_us,
-                        blocked, runq, preempted, preempted_by)
-            self._edges[key] = edge
-            self.recording.edges.append(edge)
-        else:
-            edge.merge(Edge(target, target_stack, waker, waker_stack, total, count, max_us,
-                            blocked, runq, preempted, preempted_by))
+            self._edges[key] = fresh
+            self.recording.edges.append(fresh)
+            return fresh
+        edge.merge(fresh)
+        return edge
 
     def _oncpu_record(self, record: dict) -> None:
         tid = _int(record["tid"])
@@ -271,7 +312,8 @@ class RecordingBuilder:
         waiting = _int(record["waiting_us"])
         stack = (self._stack_ref(record["target_stack"])
                  if record.get("target_stack") is not None else Stack(()))
-        pending = Pending(task, waiting, stack, preempted=record.get("state") == "preempted")
+        pending = Pending(task, waiting, stack, preempted=record.get("state") == "preempted",
+                          whole_run=bool(record.get("whole_run")))
         # Pending is a state, not a delta: a later report of the same thread replaces it.
         index = self._pending.get(tid)
         if index is None:
@@ -373,8 +415,9 @@ def _process_fields(record: Any) -> Dict[str, Any]:
     for key in ("cgroup", "container_id", "runtime", "pod_uid", "exe"):
         if record.get(key) is not None:
             fields[key] = _str(record[key])
-    if "kernel_thread" in record:
-        fields["kernel_thread"] = bool(record["kernel_thread"])
+    for flag in ("kernel_thread", "gone"):
+        if flag in record:
+            fields[flag] = bool(record[flag])
     threads = record.get("threads")
     if threads is not None:
         if not isinstance(threads, dict):

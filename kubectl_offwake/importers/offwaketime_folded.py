@@ -27,6 +27,7 @@ from .bcc_common import (
     build_stack,
     clean_frame,
     corrupt_note,
+    extract_warnings,
     respell_markers,
 )
 
@@ -65,7 +66,8 @@ class _StackCache:
 
 def parse_folded(text: str, name: str = "input") -> Recording:
     """Every well-formed line of ``text``; damaged lines are skipped and counted."""
-    lines = text.splitlines()
+    text, bcc_notes = extract_warnings(text)
+    lines = text.split("\n")  # not splitlines(): U+2028 and friends are not line ends here
     delimited = any(";-;" in line and ";--;" in line for line in lines)
     mode = MODE_DELIMITED if delimited else MODE_UNKNOWN
     recording = Recording()
@@ -94,6 +96,7 @@ def parse_folded(text: str, name: str = "input") -> Recording:
             continue
         waker_stack = cache.get(waker_text, kernel_first=True)
         edges.add(Edge(target, target_stack, edges.task(waker_comm, None), waker_stack, value))
+    notes.extend(bcc_notes)
     if corrupt:
         notes.insert(0, corrupt_note(corrupt))
     if not recording.edges:
@@ -110,27 +113,24 @@ def parse_folded(text: str, name: str = "input") -> Recording:
 def _parse_line(line: str) -> Optional[Tuple[str, str, str, str, int, bool]]:
     """(target comm, target frames, waker frames, waker comm, value, old form) or None."""
     body, space, value = line.rstrip().rpartition(" ")
-    if not space or not value.isdigit() or _CONTROL.search(body):
+    if not space or not value.isdigit():
+        return None
+    if not body.isprintable() and _CONTROL.search(body):  # isprintable is the fast test
         return None
     first = body.find(";")
     last = body.rfind(";")
     if first < 0 or first == last:
         return None
-    target_comm = body[:first]
-    waker_comm = body[last + 1:]
-    middle = body[first + 1:last]
-    # The separator is the frame "--"; pad with ';' so it is found at either end.
-    padded = ";" + middle + ";"
-    at = padded.find(";--;")
+    # The separator is the frame "--" between the comms' semicolons (either may bound it).
+    at = body.find(";--;", first, last + 1)
+    width = 4
     old = False
     if at < 0:
-        at = padded.find(";-;")
+        at = body.find(";-;", first, last + 1)  # 2016: "-" separated target and waker
         if at < 0:
             return None
         old = True
-        width = 1
-    else:
-        width = 2
-    target_text = padded[1:at]
-    waker_text = padded[at + width + 2:-1]
-    return target_comm, target_text, waker_text, waker_comm, int(value), old
+        width = 3
+    target_text = body[first + 1:at]
+    waker_text = body[at + width:last] if at + width <= last else ""
+    return body[:first], target_text, waker_text, body[last + 1:], int(value), old

@@ -37,6 +37,7 @@ from .bcc_common import (
     build_stack,
     clean_frame,
     corrupt_note,
+    extract_warnings,
 )
 
 BANNER = re.compile(
@@ -70,7 +71,9 @@ def looks_like_text(line: str) -> bool:
 
 def parse_text(text: str, name: str = "input") -> Recording:
     """Every whole block of ``text``; damaged blocks are skipped and counted."""
+    text, bcc_notes = extract_warnings(text)
     blocks, corrupt, notes, banner = _split_blocks(text)
+    notes.extend(bcc_notes)
     recording = Recording()
     source: dict = {"kind": "offwaketime-text", "input": name}
     mode = MODE_UNKNOWN
@@ -127,7 +130,8 @@ def _split_blocks(text: str) -> Tuple[List[_Block], int, List[str], Optional[re.
         state = "out"
         in_garbage = True
 
-    for raw in text.splitlines():
+    # split("\n"), not splitlines(): a form feed or U+2028 inside a symbol is not a line end
+    for raw in text.split("\n"):
         stripped = raw.strip()
         if state == "value":
             assert block is not None
@@ -168,7 +172,7 @@ def _split_blocks(text: str) -> Tuple[List[_Block], int, List[str], Optional[re.
                 in_garbage = True
             continue
         assert block is not None
-        if _CONTROL.search(stripped):
+        if not stripped.isprintable() and _CONTROL.search(stripped):
             fail()
             continue
         if stripped.startswith("waker:"):

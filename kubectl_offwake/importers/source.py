@@ -51,7 +51,7 @@ def decode_bytes(data: bytes, name: str) -> InputText:
                     "copy the file again"
                 )
             raise BadInput(f"{name} is an empty gzip file; pass a recording or offwaketime output")
-    if not data.strip():
+    if not data or data.isspace():
         raise BadInput(f"{name} is empty; pass a recording or BCC offwaketime output")
     if looks_binary(data[:SNIFF_BYTES]):
         raise BadInput(
@@ -114,13 +114,22 @@ def gunzip_prefix(data: bytes) -> Tuple[bytes, str]:
     return b"".join(out), note
 
 
-def _inflate_until_error(data: bytes, chunk: int = 4096) -> bytes:
+def _inflate_until_error(data: bytes, chunk: int = 65536) -> bytes:
+    """Inflate up to the first byte zlib rejects: big steps, then byte by byte near it."""
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     out: List[bytes] = []
     for start in range(0, len(data), chunk):
+        piece = data[start:start + chunk]
+        saved = inflater.copy()
         try:
-            out.append(inflater.decompress(data[start:start + chunk]))
+            out.append(inflater.decompress(piece))
         except zlib.error:
+            inflater = saved
+            for i in range(len(piece)):
+                try:
+                    out.append(inflater.decompress(piece[i:i + 1]))
+                except zlib.error:
+                    break
             break
     return b"".join(out)
 

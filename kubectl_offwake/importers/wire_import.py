@@ -20,9 +20,10 @@ def parse_wire(text: str, name: str = "input") -> Recording:
     except WireError as exc:
         raise BadInput(f"{name}: {exc}") from None
     recording = builder.finish()
+    recording.source["input"] = name
     recording.warnings.extend(result.warnings)
     return recording
 
 
 def _lines(text: str) -> List[str]:
-    return text.splitlines()
+    return text.split("\n")  # JSON escapes its own line separators; only "\n" ends a line

@@ -117,11 +117,16 @@ class NodeRun:
         except Exception as exc:
             call("create the collector ConfigMap", _raise, exc, server=self.server)
         try:
-            pod = get_json("create the collector pod", core.create_namespaced_pod,
-                           self.namespace, self.pod_manifest, server=self.server)
+            pod_body: Any = self.pod_manifest
+            response: Any = core.create_namespaced_pod(self.namespace, pod_body,
+                                                  _preload_content=False, _request_timeout=30)
+            pod = json.loads(response.data)
             self.created_pod = True
         except ApiException as exc:
             raise RunFailed(self._create_error("create the collector pod", exc)) from None
+        except Exception as exc:
+            call("create the collector pod", _raise, exc, server=self.server)
+            raise
         self.last_pod = pod
         try:
             call("set the collector ConfigMap's owner", core.patch_namespaced_config_map,
@@ -142,7 +147,9 @@ class NodeRun:
         if exc.status == 403 and "podsecurity" in message.lower().replace(" ", ""):
             return (f"namespace {ns} does not allow privileged pods ({message}); {setup} to "
                     "label it for Pod Security 'privileged'")
-        if exc.status == 403 and ("admission" in message.lower() or "denied" in message.lower()):
+        lower = message.lower()
+        if "admission webhook" in lower or "denied the request" in lower or (
+                exc.status == 403 and "admission" in lower):
             return f"admission denied the collector pod in namespace {ns}: {message}"
         if exc.status == 403:
             return (f"not allowed to {what} in namespace {ns}: {message}; ask a cluster admin "
@@ -251,7 +258,7 @@ class NodeRun:
             return state.kind in ("exited", "failed", "gone")
 
         reason = self.follower.follow(open_stream, finished, self.stop_requested)
-        if self.follower.reconnects:
+        if self.follower.reconnects and not self.stop_requested.is_set():
             self.warnings.append(
                 f"the log stream of node {self.opts.node} dropped {self.follower.reconnects} "
                 "time(s); resumed without loss (records are numbered)")

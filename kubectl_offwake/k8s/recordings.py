@@ -68,12 +68,20 @@ def merge(recordings: List[Recording], nodes: Optional[List[str]] = None) -> Rec
         merged.source["nodes"] = list(nodes)
         merged.source["node"] = ", ".join(nodes)
     collided = 0
+    target_pids: Set[int] = set()
     for rec in recordings:
+        own_targets = {t.pid for t in rec.targets}
         for pid, info in rec.processes.items():
-            if pid in merged.processes and merged.processes[pid] is not info:
+            old = merged.processes.get(pid)
+            if old is not None and old is not info:
                 collided += 1
-                continue
+                # keep what describes a traced thread: targets first, then named ones
+                better = (pid in own_targets and pid not in target_pids) or \
+                    (pid not in target_pids and not old.pod and bool(info.pod))
+                if not better:
+                    continue
             merged.processes[pid] = info
+        target_pids |= own_targets
         merged.targets.extend(rec.targets)
         merged.edges.extend(rec.edges)
         merged.oncpu.extend(rec.oncpu)

@@ -305,7 +305,8 @@ def guard(fn: Callable[[], int]) -> int:
         return fn()
     except UserError:
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before any collector pod existed
+        _say("interrupted; nothing was created")
         return EXIT_INTERRUPTED
     except Exception as exc:
         if os.environ.get("OFFWAKE_DEBUG"):

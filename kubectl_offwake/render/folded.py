@@ -24,6 +24,11 @@ it. Decisions, and why:
   both are replaced with ``:`` so every consumer splits the line the same way.
 - Identical lines (the same stacks seen for different threads with the same comm) are
   summed, lines with no time are dropped, and lines are sorted, so the output is stable.
+- Waker frames are not suffixed with ``_[w]``. ``flamegraph.pl --colors=chain`` would paint
+  such frames aqua, but BCC never writes the suffix and a re-import would then see
+  ``try_to_wake_up_[w]``; so, exactly like ``offwaketime -f`` output, the whole chain is
+  drawn in the chain palette's blue and the ``--`` frame marks where the waker begins.
+  (``--format svg``/``html`` draw the two halves in different colours.)
 """
 
 from __future__ import annotations
@@ -40,9 +45,16 @@ MISSED_USER = "[Missed User Stack]"
 MISSED_KERNEL = "[Missed Kernel Stack]"
 
 
+#: Lines written per ``out.write``: big reports are never held twice in memory.
+CHUNK_LINES = 2_000
+
+
 def render(report: Report, out: TextIO, options: RenderOptions) -> None:
     totals = folded_totals(report.wakeups)
-    out.write("".join(f"{line} {totals[line]}\n" for line in sorted(totals)))
+    lines = sorted(totals)
+    for start in range(0, len(lines), CHUNK_LINES):
+        out.write("".join(f"{line} {totals[line]}\n"
+                          for line in lines[start:start + CHUNK_LINES]))
 
 
 def folded_totals(wakeups: Iterable[Wakeup]) -> Dict[str, int]:

@@ -12,6 +12,8 @@ from typing import Dict, List
 from ..analysis.report import Report
 from .units import fmt_seconds, fmt_timestamp
 
+#: How many bare thread names a header lists before "and N more".
+MAX_BARE = 4
 #: ``source["kind"]`` values that deserve a word in the header (our own recordings don't).
 _KIND_WORDS = {
     "offwaketime-text": "BCC offwaketime output",
@@ -27,12 +29,21 @@ def target_names(report: Report) -> List[str]:
     """
     names: List[str] = []
     seen = set()
+    bare: List[str] = []  # threads of no known process (BCC output names only comms)
     for thread in report.by_thread:
         party = thread.target
-        label = party.name if party.pid is None else f"{party.name} (pid {party.pid})"
+        if party.pid is None:
+            if party.name not in bare:
+                bare.append(party.name)
+            continue
+        label = f"{party.name} (pid {party.pid})"
         if label not in seen:
             seen.add(label)
             names.append(label)
+    if bare:
+        shown = ", ".join(bare[:MAX_BARE])
+        more = f" and {len(bare) - MAX_BARE} more" if len(bare) > MAX_BARE else ""
+        names.append(f"threads {shown}{more}")
     if not names and report.source.get("target"):
         names.append(str(report.source["target"]))
     return names

@@ -93,22 +93,29 @@ def _categories(report: Report, console: Console, options: RenderOptions) -> Non
     causes = _causes_by_category(report.wakeups)
     table = _table("Where the off-CPU time went")
     table.add_column("Category", no_wrap=True)
-    table.add_column("Cause", overflow="fold", ratio=1)
+    table.add_column("Cause", overflow="fold", ratio=1, min_width=9)
     table.add_column("Wakeups", justify="right", no_wrap=True)
     table.add_column("Off-CPU", justify="right", no_wrap=True)
     table.add_column("Run queue", justify="right", no_wrap=True)
-    table.add_column("Max", justify="right", no_wrap=True)
-    table.add_column("Share", justify="right", no_wrap=True)
-    table.add_column("", no_wrap=True)
     width = _bar_width(options)
+    if width:  # below 100 columns, the longest single wait is the first thing to go
+        table.add_column("Max", justify="right", no_wrap=True)
+    table.add_column("Share", justify="right", no_wrap=True)
+    if width:
+        table.add_column("", no_wrap=True)
     for group in report.by_category:
         category = CATEGORY_BY_ID.get(group.key)
-        table.add_row(
+        row = [
             category.id if category else group.key,
-            ", ".join(causes.get(group.key, ())),
+            (", ".join if width else _first_of)(causes.get(group.key, ())),
             fmt_count(group.count), fmt_us(group.total_us), fmt_us(group.runq_us),
-            fmt_us(group.max_us), fmt_share(group.share), bar(group.share, width),
-        )
+        ]
+        if width:
+            row.append(fmt_us(group.max_us))
+        row.append(fmt_share(group.share))
+        if width:
+            row.append(bar(group.share, width))
+        table.add_row(*row)
     console.print()
     console.print(table)
 
@@ -196,7 +203,7 @@ def _threads(report: Report, console: Console, options: RenderOptions) -> None:
     if not report.by_thread:
         return
     table = _table("Target threads")
-    table.add_column("Thread, and where its off-CPU time went", ratio=1)
+    table.add_column("Thread", ratio=1)
     table.add_column("Role", no_wrap=True)
     table.add_column("Off-CPU", justify="right", no_wrap=True)
     table.add_column("Run queue", justify="right", no_wrap=True)
@@ -397,8 +404,10 @@ def _losses(report: Report, console: Console, options: RenderOptions) -> None:
 # ------------------------------------------------------------------------------ helpers
 
 def _bar_width(options: RenderOptions) -> int:
-    """Share bars get what a narrow terminal can spare: 10 cells, 16 from 110 columns."""
-    return 16 if options.width >= 110 else 10
+    """Share bars get what the width can spare: none below 100 columns, 16 from 110."""
+    if options.width >= 110:
+        return 16
+    return 10 if options.width >= 100 else 0
 
 
 def _table(title: str) -> Table:

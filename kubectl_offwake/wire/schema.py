@@ -13,19 +13,21 @@ target     processes [{pid, comm, exe?, container_id?, runtime?, pod_uid?, cgrou
 progress   elapsed_s, switches, wakeups, edges?, lost {stack_eexist, stack_enomem, map_full}?,
            map_use {name: [used, size]}?
 process    pid, comm, cgroup?, container_id?, runtime?, pod_uid?, kernel_thread, exe?,
-           threads {tid: comm}?
+           threads {tid: comm}?, gone? (true: exited before the collector could read /proc)
 identity   pid, pod? ("ns/name"), container?, node?, label? — written by the client when it
            names a process through the Kubernetes API
 stack      id, frames [str, leaf first], kernel_depth (how many leading frames are kernel)
            missing? ("kernel" | "user" | "both")
 wakeup     snap, tid, pid, comm, state ("blocked" | "preempted"), waker_tid?, waker_pid?,
            waker_comm?, target_stack (id), waker_stack? (id), count, total_us, max_us,
-           blocked_us, runq_us, preempted_by_pid?, preempted_by_comm?
+           blocked_us, runq_us, preempted_by_pid?, preempted_by_tid?, preempted_by_comm?
 oncpu      snap, tid, pid, comm, count, total_us, max_us, hist_log2_us [counts]
-pending    tid, pid, comm, state, waiting_us, target_stack (id) — still off the CPU at the end
-cgroup_stat pid, cgroup, phase ("start" | "end"), nr_periods, nr_throttled, throttled_usec
+pending    tid, pid, comm, state, waiting_us, target_stack (id) — still off the CPU at the end;
+           whole_run? (true: off the CPU for the whole trace, waiting_us is then a lower bound)
+cgroup_stat pid, cgroup, phase ("start" | "end"), nr_periods, nr_throttled, throttled_usec,
+           file? (the cpu.stat read)
 snapshot   snap, elapsed_s — commits the deltas sent since the previous snapshot
-end        reason ("duration" | "signal" | "target-exit" | "error"), elapsed_s,
+end        reason ("duration" | "signal" | "target-exit" | "error" | "resolve-only"), elapsed_s,
            totals {switches, wakeups, ...}, lost {...}, warnings [str]
 log        level ("debug" | "info" | "warning" | "error"), message
 """

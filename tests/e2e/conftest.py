@@ -115,6 +115,11 @@ def apply(lab, docs: List[dict]) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def namespace(name: str, labels: Optional[Dict[str, str]] = None) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels or {}}}
+
+
 def get_json(lab, *args: str) -> dict:
     done = lab.kubectl("get", *args, "-o", "json", check=False)
     assert done.returncode == 0, done.stderr
@@ -248,11 +253,11 @@ def coredns_pod(name: str, port: int, node: str) -> dict:
     }
 
 
-def managed_leftovers(lab) -> List[str]:
+def managed_leftovers(lab, ns: str = COLLECTOR_NS) -> List[str]:
     """Collector pods and ConfigMaps still in the cluster (must be none after a run)."""
     out = []
     for kind in ("pods", "configmaps"):
-        data = get_json(lab, kind, "-n", COLLECTOR_NS, "-l",
+        data = get_json(lab, kind, "-n", ns, "-l",
                         "app.kubernetes.io/managed-by=kubectl-offwake")
         out += [f"{kind}/{item['metadata']['name']}" for item in data.get("items", [])]
     return out

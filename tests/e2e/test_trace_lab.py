@@ -20,6 +20,7 @@ from .conftest import (
     assert_clean,
     coredns_pod,
     envoy_pod,
+    namespace,
     plugin_command,
     wait_envoy_ready,
     wait_running,
@@ -35,6 +36,9 @@ HEALTH_PORT = 25021
 def mesh(cluster):
     """web-1 (host network) resolving through a coredns stand-in, probed from the host."""
     lab = cluster
+    # a lab reused from an earlier run (OFFWAKE_LAB_STATE) may still have the fleet's pods
+    lab.kubectl("delete", "pod", "-n", "app", "web-2", "web-3", "--ignore-not-found",
+                "--wait=true", check=False, timeout=120)
     apply(lab, [coredns_pod("coredns-5d78c-h7x2q", DNS_PORT, "lab-node-1")])
     wait_running(lab, "kube-system", "coredns-5d78c-h7x2q")
     apply(lab, envoy_pod("web-1", node="lab-node-1", host_network=True, dns_port=DNS_PORT,
@@ -149,7 +153,7 @@ def test_selector_narrows(fleet, plugin):
 
 
 def test_deployment(lab, plugin):
-    lab.kubectl("create", "namespace", "shop", check=False)
+    apply(lab, [namespace("shop")])
     pod_docs = envoy_pod("tmpl", namespace="shop")
     apply(lab, [pod_docs[0]])
     template = {"metadata": {"labels": {"app": "cart"}}, "spec": pod_docs[1]["spec"]}
@@ -179,7 +183,7 @@ def test_deployment(lab, plugin):
 
 
 def test_native_sidecar(lab, plugin):
-    lab.kubectl("create", "namespace", "native", check=False)
+    apply(lab, [namespace("native")])
     apply(lab, envoy_pod("native-1", namespace="native", native=True, node="lab-node-2"))
     pod = wait_running(lab, "native", "native-1")
     assert any(s["name"] == "istio-proxy" for s in pod["status"]["initContainerStatuses"])

@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -30,7 +30,7 @@ if _SKIP:
 
 ITERS = 20
 PERIOD_MS = 20
-HOG_MS = 600
+HOG_MS = 800
 
 # name -> (target comm, waker comm, category, cause, target user fn, waker user fn)
 WAKER_SCENARIOS: Dict[str, Tuple[str, str, str, str, str, str]] = {
@@ -49,9 +49,9 @@ class Session:
     def __init__(self) -> None:
         self.progs: Dict[str, harness.Prog] = {}
         self.records: List[dict] = []
-        self.report = None
-        self.recording = None
-        self.exit_code = None
+        self.report: Any = None
+        self.recording: Any = None
+        self.exit_code: Optional[int] = None
         self.stderr = ""
 
 
@@ -90,7 +90,7 @@ def session():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _edges(report, target_tid: int, waker_tid: int = None, preempted: bool = False):
+def _edges(report, target_tid: int, waker_tid: Optional[int] = None, preempted: bool = False):
     out = []
     for w in report.wakeups:
         if w.target.tid != target_tid or w.edge.preempted != preempted:
@@ -211,11 +211,13 @@ def test_preemption_by_hog(session):
     assert main.preempted_by.comm == "hog" and main.preempted_by.pid == prog.pid
     user = harness.user_frames_of(main.edge.target_stack)
     assert "burn" in user or "target_loop" in user, user
-    # The hog held the shared CPU for a good part of the run, in many slices.
-    runq = sum(w.edge.runq_us or 0 for w in by_hog)
+    # The target lost its CPU for a good part of the run, in many slices (on a shared test
+    # machine other tasks take their turns on that CPU too, so the hog's share varies).
     wall_us = HOG_MS * 1000
-    assert sum(w.edge.count or 0 for w in by_hog) >= 5
+    runq = sum(w.edge.runq_us or 0 for w in edges)
+    assert sum(w.edge.count or 0 for w in edges) >= 5
     assert 0.15 * wall_us <= runq <= 1.0 * wall_us, (runq, wall_us)
+    assert all(w.edge.runq_us == w.edge.total_us and not w.edge.blocked_us for w in edges)
     # and its own run lengths were recorded
     oncpu = [o for o in session.recording.oncpu if o.task.tid == prog.target_tid]
     assert oncpu and oncpu[0].count >= 5 and oncpu[0].max_us >= 500

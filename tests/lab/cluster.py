@@ -53,6 +53,7 @@ class Lab:
         self.python = python
         self.systemd_cgroup = systemd_cgroup
         self.info: Dict[str, Any] = {}
+        self._proc: Optional[subprocess.Popen[bytes]] = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -110,7 +111,7 @@ class Lab:
         env["PYTHONPATH"] = str(TESTS_DIR) + (
             os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         log = (self.state_dir / "daemon.log").open("ab")
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        self._proc = proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 env=env, cwd="/", start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
@@ -144,6 +145,9 @@ class Lab:
                     if proc_start_time(pid) == start:
                         os.kill(pid, signal.SIGKILL)
                         time.sleep(0.2)
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=5)
         left = self._cleanup_stale()
         for name in ("ready", "daemon.pid"):
             (self.state_dir / name).unlink(missing_ok=True)
@@ -162,7 +166,7 @@ class Lab:
         out: List[str] = []
         for e in Ledger(self.state_dir / "ledger.jsonl").entries():
             if e["kind"] == "pid" and e.get("start") and \
-                    proc_start_time(int(e["pid"])) == e["start"]:  # type: ignore[arg-type]
+                    proc_start_time(int(str(e["pid"]))) == e["start"]:
                 out.append(f"pid {e['pid']}")
             if e["kind"] == "cgroup" and Path("/sys/fs/cgroup/unified", str(e["path"])).exists():
                 out.append(f"cgroup {e['path']}")
@@ -236,8 +240,12 @@ class Lab:
         """Netns, pod IP, cgroup slice and per-container id/pid/cgroup/pids of a running pod."""
         return self.control("pod_runtime", namespace=namespace, pod=pod)
 
+    def pause_node(self, node: str, paused: bool = True) -> None:
+        """Hold a node's kubelet: new containers there stay ContainerCreating (pod Pending)."""
+        self.control("pause_node", node=node, paused=paused)
+
     def reset(self) -> None:
-        """Clear denials, admission rules and image-pull failures set by a test."""
+        """Clear denials, admission rules, image-pull failures and paused nodes."""
         self.control("reset")
 
     # ------------------------------------------------------------ convenience

@@ -103,7 +103,7 @@ class LabCore:
         self.kubelets: Dict[str, Kubelet] = {
             n: Kubelet(self, n, i + 1) for i, n in enumerate(config.nodes)
         }
-        self.events: "queue.Queue[Optional[Event]]" = queue.Queue()
+        self.events: queue.Queue[Optional[Event]] = queue.Queue()
         self.store.hooks.append(self.events.put)
         self.controller = threading.Thread(target=self._control_loop, name="controllers",
                                            daemon=True)
@@ -147,6 +147,36 @@ class LabCore:
             if w is not None:
                 return w
         return None
+
+    def record_event(self, obj: Obj, reason: str, message: str, type_: str = "Normal",
+                     component: str = "kubelet", host: str = "") -> None:
+        """A core/v1 Event about obj, counted up when the same one repeats (like kubelet)."""
+        meta = obj["metadata"]
+        ns = meta.get("namespace") or "default"
+        key = hashlib.sha256(f"{meta['uid']}/{reason}/{message}".encode()).hexdigest()[:16]
+        name = f"{meta['name']}.{key}"
+        now = now_iso()
+
+        def bump(o: Obj) -> None:
+            o["count"] = int(o.get("count", 1)) + 1
+            o["lastTimestamp"] = now
+
+        if self.store.mutate("events", ns, name, bump) is not None:
+            return
+        source: Obj = {"component": component}
+        if host:
+            source["host"] = host
+        with contextlib.suppress(ApiError):
+            self.store.create("events", {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": ns},
+                "involvedObject": {"kind": obj.get("kind", "Pod"), "namespace": ns,
+                                   "name": meta["name"], "uid": meta["uid"],
+                                   "apiVersion": obj.get("apiVersion", "v1")},
+                "reason": reason, "message": message, "type": type_, "count": 1,
+                "firstTimestamp": now, "lastTimestamp": now, "source": source,
+                "reportingComponent": component, "reportingInstance": host,
+            })
 
     # ------------------------------------------------------------ authorization
 
@@ -222,7 +252,7 @@ class LabCore:
                 "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")])
         for k, v in (meta.get("labels") or {}).items():
             if not isinstance(v, str) or len(v) > 63:
-                raise self._invalid(res, name, [(f"metadata.labels", "FieldValueInvalid",
+                raise self._invalid(res, name, [("metadata.labels", "FieldValueInvalid",
                                                  f'Invalid value: "{v}"')])
             del k
 
@@ -631,7 +661,12 @@ class LabCore:
                  "lastTransitionTime": now_iso()}]
             return None
 
-        self.store.mutate("pods", pod["metadata"]["namespace"], pod["metadata"]["name"], bind)
+        bound = self.store.mutate("pods", pod["metadata"]["namespace"], pod["metadata"]["name"],
+                                  bind)
+        if bound is not None and bound["spec"].get("nodeName") == target:
+            self.record_event(bound, "Scheduled", f"Successfully assigned "
+                              f"{pod['metadata']['namespace']}/{pod['metadata']['name']} to "
+                              f"{target}", component="default-scheduler")
 
     def _unschedulable(self, pod: Obj, message: str) -> None:
         conds = (pod.get("status") or {}).get("conditions") or []
@@ -647,6 +682,8 @@ class LabCore:
                  "message": message, "lastProbeTime": None, "lastTransitionTime": now_iso()}]
 
         self.store.mutate("pods", pod["metadata"]["namespace"], pod["metadata"]["name"], mark)
+        self.record_event(pod, "FailedScheduling", message, "Warning",
+                          component="default-scheduler")
 
     # -- workloads
 
@@ -869,7 +906,15 @@ class LabCore:
             raise not_found("pods", pod)
         return w.runtime_info()
 
+    def _ctl_pause_node(self, node: str, paused: bool = True) -> Obj:
+        if node not in self.kubelets:
+            raise not_found("nodes", node)
+        self.kubelets[node].paused = paused
+        return {"ok": True}
+
     def _ctl_reset(self) -> Obj:
+        for k in self.kubelets.values():
+            k.paused = False
         self.authz.clear_denials()
         self.admission.clear()
         self.unpullable = list(self.config.unpullable)
@@ -983,13 +1028,13 @@ def json_patch(target: Any, ops: List[Obj]) -> Any:
             elif kind == "remove":
                 p, k = parent(op["path"])
                 p.pop(int(k)) if isinstance(p, list) else p.pop(k)
-            elif kind == "test":
-                if get(op["path"]) != op.get("value"):
-                    raise ApiError(422, "Invalid", f"the server rejected our request due to an "
-                                                   f"error in our request: test failed at "
-                                                   f"{op['path']}")
+            elif kind == "test" and get(op["path"]) != op.get("value"):
+                raise ApiError(422, "Invalid", f"the server rejected our request due to an "
+                                               f"error in our request: test failed at "
+                                               f"{op['path']}")
     except (KeyError, IndexError, ValueError, TypeError) as exc:
         raise ApiError(422, "Invalid",
-                       f"the server rejected our request due to an error in our request: {exc}")
+                       f"the server rejected our request due to an error in our request: {exc}",
+                       ) from exc
     return doc
 

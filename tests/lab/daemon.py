@@ -84,7 +84,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                               daemon=True)
     thread.start()
 
-    (state / "kubeconfig").write_text(yaml.safe_dump(kubeconfig(server_url, users, cert.read_bytes())))
+    config_text = yaml.safe_dump(kubeconfig(server_url, users, cert.read_bytes()))
+    (state / "kubeconfig").write_text(config_text)
     (state / "lab.json").write_text(json.dumps({
         "server": server_url, "pid": os.getpid(), "prefix": args.prefix,
         "nodes": config.nodes, "tokens": {u.name: u.token for u in users},

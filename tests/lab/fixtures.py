@@ -10,12 +10,14 @@
 attaches to a lab started by `tests/lab/up` (and leaves it running); otherwise it starts a
 private lab with prefix OFFWAKE_LAB_PREFIX or `offwake-lab-<pid>` and stops it at the end.
 `lab` (function): the same lab, with denials/admission rules/image-pull failures reset after
-each test. Both skip when not root.
+each test. Both skip when not root. A private lab's state dir (logs) is removed after the
+session unless OFFWAKE_LAB_KEEP is set.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Iterator
 
 import pytest
@@ -37,6 +39,8 @@ def lab_cluster() -> Iterator[Lab]:
         yield lab
     finally:
         lab.stop()
+        if not lab.leftovers() and not os.environ.get("OFFWAKE_LAB_KEEP"):
+            shutil.rmtree(lab.state_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from .logs import LogBuffer
 from .runtime import (
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 SHIM = Path(__file__).with_name("shim.py")
 TICK = 0.1
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 
@@ -110,6 +111,7 @@ class Container:
         self.oom = False
         self.error_file: Optional[Path] = None
         self.term_sent = 0.0
+        self.started_once = False
 
     @property
     def running(self) -> bool:
@@ -129,6 +131,10 @@ class PodWorker:
         spec = pod["spec"]
         self.host_network = bool(spec.get("hostNetwork"))
         self.host_pid = bool(spec.get("hostPID"))
+        self.share_pid = bool(spec.get("shareProcessNamespace")) and not self.host_pid
+        self.pause: Optional[subprocess.Popen[bytes]] = None
+        self.pause_pid = 0
+        self.pause_cgroup = ""
         self.netns = "" if self.host_network else f"{self.lab.prefix}-pod-{self.uid[:8]}"
         self.dir = self.lab.state_dir / "pods" / f"{self.ns}_{self.name}_{self.uid}"
         self.slice = pod_slice(pod)
@@ -139,10 +145,14 @@ class PodWorker:
             kind = "sidecar" if c.get("restartPolicy") == "Always" else "init"
             self.containers.append(Container(c, kind))
         for c in spec.get("containers") or []:
-            self.containers.append(Container(c, "main"))
+            main = Container(c, "main")
+            if spec.get("initContainers"):
+                main.state = {"waiting": {"reason": "PodInitializing"}}
+            self.containers.append(main)
         self.start_time = ""
         self.start_mono = 0.0
         self.phase = "Pending"
+        self.init_failed = False
         self.reason = ""
         self.message = ""
         self.mountpoints: List[Path] = []
@@ -157,17 +167,31 @@ class PodWorker:
         self.thread.start()
 
     def _run(self) -> None:
+        last_error = ""
         try:
             while not self.stop_event.is_set():
-                if not self._tick():
-                    return
+                try:
+                    if not self._tick():
+                        return
+                except Exception as exc:  # keep the lab alive; the log says what broke
+                    trace = traceback.format_exc()
+                    if trace != last_error:
+                        self.lab.log(f"pod worker {self.ns}/{self.name} failed:\n{trace}")
+                        last_error = trace
+                    self._report_failure(exc)
+                    time.sleep(1.0)
                 time.sleep(TICK)
-        except Exception:  # keep the lab alive; the log says what broke
-            self.lab.log(f"pod worker {self.ns}/{self.name} crashed:\n{traceback.format_exc()}")
-            self._kill_all(0)
-            self._teardown()
         finally:
             self.kubelet.forget(self.uid)
+
+    def _report_failure(self, exc: Exception) -> None:
+        """Show a runtime failure the way containerd errors show: CreateContainerError."""
+        with contextlib.suppress(Exception), self.lock:
+            for c in self.containers:
+                if c.proc is None and not c.done:
+                    c.state = {"waiting": {"reason": "CreateContainerError",
+                                           "message": f"lab runtime: {exc}"}}
+            self._write_status()
 
     def _tick(self) -> bool:
         pod = self.lab.store.get("pods", self.ns, self.name)
@@ -206,6 +230,9 @@ class PodWorker:
             self._kill_all(grace)
             self._teardown()
 
+    def _event(self, reason: str, message: str, type_: str = "Normal") -> None:
+        self.lab.record_event(self.pod, reason, message, type_, host=self.kubelet.name)
+
     # ------------------------------------------------------------ sandbox
 
     def _ensure_sandbox(self) -> bool:
@@ -223,11 +250,52 @@ class PodWorker:
             ledger.add("netns", name=self.netns)
             netns_create(self.netns, self.pod_ip)
         self.sandbox_ready = True
+        if self.share_pid:
+            self._start_pause()
         return True
+
+    def _start_pause(self) -> None:
+        """shareProcessNamespace: a pause process (the sandbox container) owns the pod pidns."""
+        sid = secrets.token_hex(32)
+        self.pause_cgroup = f"{self.slice}/cri-containerd-{sid}.scope"
+        procs = []
+        for root in cgroup_roots(self.lab.systemd_cgroup):
+            self.lab.ledger.add("cgroup", path=self.pause_cgroup)
+            procs.append(str(cgroup_make(root, self.pause_cgroup) / "cgroup.procs"))
+        sdir = self.dir / "sandbox"
+        sdir.mkdir(parents=True, exist_ok=True)
+        spec = {"cgroup_procs": procs, "mounts": [], "cwd": "/", "env": {"PATH": DEFAULT_PATH},
+                "argv": ["sleep", "infinity"], "hostname": self.name,
+                "error_file": str(sdir / "start-error")}
+        (sdir / "spec.json").write_text(json.dumps(spec))
+        cmd = (["nsenter", f"--net=/run/netns/{self.netns}", "--"] if self.netns else []) + [
+            "unshare", "--mount", "--propagation", "private", "--uts", "--pid", "--fork",
+            "--mount-proc", "--kill-child", "--", sys.executable, "-S", str(SHIM),
+            str(sdir / "spec.json")]
+        self.pause = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True)
+        self.lab.ledger.add_pid(self.pause.pid)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and self.pause.poll() is None:
+            kids = children(self.pause.pid)
+            if kids:
+                self.pause_pid = kids[0]
+                self.lab.ledger.add_pid(self.pause_pid)
+                return
+            time.sleep(0.005)
+        raise RuntimeError("the pod sandbox (pause) did not start")
 
     def _teardown(self) -> None:
         for c in self.containers:
             self._remove_container_cgroup(c)
+        if self.pause is not None:
+            for root in cgroup_roots(self.lab.systemd_cgroup):
+                cgroup_kill(root / self.pause_cgroup)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.pause.wait(timeout=5)
+            for root in cgroup_roots(self.lab.systemd_cgroup):
+                cgroup_remove(root, self.pause_cgroup, keep_parents=[self.slice])
+            self.pause = None
         if self.sandbox_ready:
             for root in cgroup_roots(self.lab.systemd_cgroup):
                 cgroup_remove(root, self.slice)
@@ -342,7 +410,7 @@ class PodWorker:
 
     def _env(self, c: Container) -> Dict[str, str]:
         env: Dict[str, str] = {
-            "PATH": os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            "PATH": os.environ.get("PATH", DEFAULT_PATH),
             "HOSTNAME": self.name,
             "HOME": "/root",
         }
@@ -388,6 +456,12 @@ class PodWorker:
         if not self.lab.image_unpullable(image):
             return True
         waiting = c.state.get("waiting", {})
+        if waiting.get("reason") not in ("ErrImagePull", "ImagePullBackOff"):
+            self._event("Failed", f'Failed to pull image "{image}": failed to pull and unpack '
+                        f'image "{image}": not found', "Warning")
+            self._event("Failed", "Error: ErrImagePull", "Warning")
+        else:
+            self._event("BackOff", f'Back-off pulling image "{image}"')
         if waiting.get("reason") == "ErrImagePull":
             c.state = {"waiting": {"reason": "ImagePullBackOff",
                                    "message": f'Back-off pulling image "{image}"'}}
@@ -404,6 +478,7 @@ class PodWorker:
         mounts, why = self._mounts(c)
         if mounts is None:
             c.state = {"waiting": {"reason": "ContainerCreating", "message": why}}
+            self._event("FailedMount", why, "Warning")
             return
         c.id = secrets.token_hex(32)
         c.cgroup = f"{self.slice}/cri-containerd-{c.id}.scope"
@@ -430,12 +505,18 @@ class PodWorker:
         spec_file = cdir / "spec.json"
         spec_file.write_text(json.dumps(spec))
         cmd: List[str] = []
-        if self.netns:
-            cmd += ["nsenter", f"--net=/run/netns/{self.netns}", "--"]
+        enter = [f"--net=/run/netns/{self.netns}"] if self.netns else []
+        if self.share_pid:
+            # join the pause process's pidns (nsenter forks); the shim remounts /proc
+            enter.append(f"--pid=/proc/{self.pause_pid}/ns/pid")
+            spec["mount_proc"] = True
+            spec_file.write_text(json.dumps(spec))
+        if enter:
+            cmd += ["nsenter", *enter, "--"]
         cmd += ["unshare", "--mount", "--propagation", "private"]
         if not self.host_network:
             cmd += ["--uts"]
-        if not self.host_pid:
+        if not self.host_pid and not self.share_pid:
             cmd += ["--pid", "--fork", "--mount-proc", "--kill-child"]
         cmd += ["--", sys.executable, "-S", str(SHIM), str(spec_file)]
         if c.log is not None:
@@ -448,7 +529,7 @@ class PodWorker:
         self.lab.ledger.add_pid(proc.pid)
         c.proc = proc
         c.pid = proc.pid
-        if not self.host_pid:
+        if not self.host_pid:  # the container's first process is the launcher's child
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline and proc.poll() is None:
                 kids = children(proc.pid)
@@ -464,8 +545,10 @@ class PodWorker:
             t.start()
             c.readers.append(t)
         c.started_at = now_iso()
+        c.started_once = True
         c.state = {"running": {"startedAt": c.started_at}}
         c.term_sent = 0.0
+        self._event("Started", f"Started container {c.name}")
 
     def _finish(self, c: Container) -> None:
         """The container's first process ended: kill leftovers, collect the exit, free cgroup."""
@@ -499,6 +582,7 @@ class PodWorker:
         }
         if err:
             term["message"] = err
+            self._event("Failed", f"Error: {err}", "Warning")
         c.state = {"terminated": term}
         c.proc = None
         c.oom = False
@@ -526,8 +610,8 @@ class PodWorker:
             restart = self.phase not in ("Succeeded", "Failed") and not self._mains_done()
         elif c.kind == "init":
             restart = code != 0 and self._restart_policy() != "Never"
-            if code == 0:
-                c.done = True
+            if code != 0 and not restart:
+                self.init_failed = True
         else:
             pol = self._restart_policy()
             restart = pol == "Always" or (pol == "OnFailure" and code != 0)
@@ -538,6 +622,8 @@ class PodWorker:
         c.next_start = time.monotonic() + c.backoff
         c.last_state = dict(c.state)
         c.restart_count += 1
+        self._event("BackOff", f"Back-off restarting failed container {c.name} in pod "
+                    f"{self.name}_{self.ns}({self.uid})", "Warning")
         c.state = {"waiting": {
             "reason": "CrashLoopBackOff",
             "message": f"back-off {int(c.backoff)}s restarting failed container={c.name} "
@@ -547,23 +633,29 @@ class PodWorker:
         return all(c.done for c in self.containers if c.kind == "main")
 
     def _progress(self) -> None:
+        if self.kubelet.paused:
+            # a test holds this node: containers stay ContainerCreating
+            for c in self.containers:
+                if c.proc is None and not c.done and not c.id:
+                    c.state = {"waiting": {"reason": "ContainerCreating"}}
+            return
         if not self._ensure_sandbox():
             return
         now = time.monotonic()
+        if self.init_failed:
+            self.phase = "Failed"
+            self._kill_all(float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)))
+            return
         # init containers (and native sidecars) in order
         for c in self.containers:
             if c.kind == "main":
                 continue
             if c.kind == "init" and c.done:
                 continue
-            if c.kind == "init" and c.state.get("terminated") and self._restart_policy() == "Never":
-                self.phase, self.reason = "Failed", ""
-                self._kill_all(float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)))
-                return
             if c.proc is None and not c.done and now >= c.next_start:
                 self._start(c)
-            if c.kind == "init" or c.proc is None:
-                return  # wait for this init container (or the sidecar to start)
+            if c.kind == "init" or (c.proc is None and not c.started_once):
+                return  # wait for this init container (or the sidecar's first start)
         for c in self.containers:
             if c.kind == "main" and c.proc is None and not c.done and now >= c.next_start:
                 self._start(c)
@@ -580,6 +672,7 @@ class PodWorker:
         if limit is None or time.monotonic() - self.start_mono < float(limit):
             return
         self.phase, self.reason, self.message = "Failed", "DeadlineExceeded", DEADLINE_MESSAGE
+        self._event("DeadlineExceeded", DEADLINE_MESSAGE)
         self._kill_all(float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)))
 
     def _signal(self, c: Container, sig: int) -> None:
@@ -590,6 +683,8 @@ class PodWorker:
     def _kill_group(self, group: List[Container], until: float) -> None:
         for c in group:
             c.done = True
+            if c.running:
+                self._event("Killing", f"Stopping container {c.name}")
             self._signal(c, signal.SIGTERM)
         while time.monotonic() < until and any(c.running for c in group):
             time.sleep(0.05)
@@ -660,7 +755,8 @@ class PodWorker:
         """What the lab tests (and e2e tests) check about the real processes."""
         with self.lock:
             out: Obj = {"netns": self.netns, "podIP": self.pod_ip, "slice": self.slice,
-                        "node": self.kubelet.name, "containers": {}}
+                        "node": self.kubelet.name, "sandboxPid": self.pause_pid,
+                        "containers": {}}
             for c in self.containers:
                 pids = cgroup_pids(Path("/sys/fs/cgroup/unified") / c.cgroup) if c.cgroup else []
                 out["containers"][c.name] = {
@@ -678,7 +774,9 @@ class PodWorker:
     def _write_status(self) -> None:
         inits = [c for c in self.containers if c.kind != "main"]
         mains = [c for c in self.containers if c.kind == "main"]
-        init_done = all(c.done if c.kind == "init" else c.running for c in inits) \
+        init_done = all(
+            (c.done and c.state.get("terminated", {}).get("exitCode") == 0)
+            if c.kind == "init" else c.started_once for c in inits) \
             or self.phase in ("Running", "Succeeded")
         ready = all(c.running for c in mains) and all(
             c.running for c in inits if c.kind == "sidecar")
@@ -743,6 +841,7 @@ class Kubelet:
         self.index = index
         self.host_ip = f"127.0.1.{index}"
         self.workers: Dict[str, PodWorker] = {}
+        self.paused = False
         self.lock = threading.Lock()
         self.next_ip = 2
 

@@ -78,7 +78,8 @@ def _check_capabilities_restricted(spec: Obj) -> Optional[Tuple[str, str]]:
             caps.extend(a for a in added if a not in caps)
     details: List[str] = []
     if no_drop:
-        details.append(f'{_containers_phrase(no_drop)} must set securityContext.capabilities.drop=["ALL"]')
+        details.append(f"{_containers_phrase(no_drop)} must set "
+                       'securityContext.capabilities.drop=["ALL"]')
     if bad_add:
         details.append(f"{_containers_phrase(bad_add)} must not include {_quote(caps)} in "
                        "securityContext.capabilities.add")

@@ -27,6 +27,7 @@ def fields(buf: bytes) -> List[Tuple[int, Any]]:
     """(field number, value) pairs; length-delimited values stay bytes."""
     out: List[Tuple[int, Any]] = []
     i = 0
+    val: Any
     while i < len(buf):
         key, i = _varint(buf, i)
         num, wt = key >> 3, key & 7

@@ -22,12 +22,18 @@ CGROUP_SYSTEMD = Path("/sys/fs/cgroup/systemd")
 
 
 def proc_start_time(pid: int) -> Optional[str]:
-    """Field 22 of /proc/PID/stat: identifies a process beyond its (reusable) PID."""
+    """Field 22 of /proc/PID/stat: identifies a process beyond its (reusable) PID.
+
+    None if there is no such process, or only its zombie (it has ended).
+    """
     try:
         data = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return data.rsplit(")", 1)[1].split()[19]
+    fields = data.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 class Ledger:
@@ -178,12 +184,16 @@ def children(pid: int) -> List[int]:
     return out
 
 
+def _opt_str(v: object) -> Optional[str]:
+    return None if v is None else str(v)
+
+
 def sweep(ledger: Ledger, prefix: str, with_systemd: bool = True) -> List[str]:
     """Remove everything the ledger lists (idempotent). Returns what it had to remove."""
     removed: List[str] = []
     entries = ledger.entries()
     for e in entries:
-        if e["kind"] == "pid" and kill_if_same(int(e["pid"]), e.get("start")):  # type: ignore[arg-type]
+        if e["kind"] == "pid" and kill_if_same(int(str(e["pid"])), _opt_str(e.get("start"))):
             removed.append(f"pid {e['pid']}")
     cgroups = sorted({str(e["path"]) for e in entries if e["kind"] == "cgroup"},
                      key=lambda p: -p.count("/"))

@@ -16,15 +16,15 @@ import ssl
 import subprocess
 import time
 import traceback
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
 from . import proto
-from .core import LabCore
+from .core import LabCore, json_patch, merge_patch
 from .rbac import Attributes
 from .resources import RESOURCES, Resource, api_resource_list, group_versions, lookup
 from .store import ApiError, Obj, Selector, not_found
@@ -131,7 +131,7 @@ class ApiHandler(BaseHTTPRequestHandler):
             return json.loads(raw)
         except (ValueError, IndexError, yaml.YAMLError) as exc:
             raise ApiError(400, "BadRequest", f"the body of the request could not be decoded: "
-                                              f"{exc}")
+                                              f"{exc}") from exc
 
     def _user(self) -> str:
         auth = self.headers.get("Authorization", "")
@@ -210,8 +210,8 @@ class ApiHandler(BaseHTTPRequestHandler):
             for g, v in group_versions():
                 if not g:
                     continue
-                gv = {"groupVersion": f"{g}/{v}", "version": v}
-                groups.append({"name": g, "versions": [gv], "preferredVersion": gv})
+                entry = {"groupVersion": f"{g}/{v}", "version": v}
+                groups.append({"name": g, "versions": [entry], "preferredVersion": entry})
             self._send_json(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
             return
         if path == "/openapi/v3":
@@ -221,9 +221,9 @@ class ApiHandler(BaseHTTPRequestHandler):
                 for g, v in group_versions()}})
             return
         if parts[:2] == ["openapi", "v3"]:
-            rest = "/".join(parts[2:])
+            doc_path = "/".join(parts[2:])
             for g, v in group_versions():
-                if rest == _gv_path(g, v):
+                if doc_path == _gv_path(g, v):
                     self._send_json(200, openapi_v3_doc(g, v))
                     return
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -238,9 +238,9 @@ class ApiHandler(BaseHTTPRequestHandler):
             vs = [v for gg, v in group_versions() if gg == g]
             if not vs:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
-            gvo = {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]}
+            gvd = {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]}
             self._send_json(200, {"kind": "APIGroup", "apiVersion": "v1", "name": g,
-                                  "versions": [gvo], "preferredVersion": gvo})
+                                  "versions": [gvd], "preferredVersion": gvd})
             return
         else:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -296,6 +296,9 @@ class ApiHandler(BaseHTTPRequestHandler):
             body["status"] = {"resourceRules": rules, "nonResourceRules": [],
                               "incomplete": False}
             self._send_json(201, body)
+            return
+        if sub == "scale":
+            self._scale(method, res, ns, name)
             return
         if method == "GET":
             if sub == "log":
@@ -377,6 +380,38 @@ class ApiHandler(BaseHTTPRequestHandler):
             return
         raise ApiError(405, "MethodNotAllowed", "method not allowed")
 
+    def _scale(self, method: str, res: Resource, ns: str, name: str) -> None:
+        """The autoscaling/v1 Scale subresource (`kubectl scale`)."""
+        core = self.server.core
+        obj = core.store.get(res.name, ns, name)
+        if obj is None:
+            raise not_found(res.name, name, res.group)
+        if method in ("PUT", "PATCH"):
+            body = self._body()
+            if method == "PATCH":
+                cur = {"spec": {"replicas": obj["spec"].get("replicas", 1)}}
+                ctype = self.headers.get("Content-Type", "")
+                body = json_patch(cur, body) if "json-patch" in ctype else merge_patch(cur, body)
+            replicas = int((body.get("spec") or {}).get("replicas", 0))
+
+            def scale(o: Obj) -> None:
+                o["spec"]["replicas"] = replicas
+                o["metadata"]["generation"] = int(o["metadata"].get("generation", 1)) + 1
+
+            obj = core.store.mutate(res.name, ns, name, scale) or obj
+        elif method != "GET":
+            raise ApiError(405, "MethodNotAllowed", "method not allowed")
+        sel = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        meta = obj["metadata"]
+        self._send_json(200, {
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                              "creationTimestamp") if k in meta},
+            "spec": {"replicas": obj["spec"].get("replicas", 1)},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                       "selector": ",".join(f"{k}={v}" for k, v in sel.items())},
+        })
+
     # ------------------------------------------------------------ list & watch
 
     def _list_or_watch(self, res: Resource, ns: str) -> None:
@@ -401,7 +436,16 @@ class ApiHandler(BaseHTTPRequestHandler):
         rv = self.query.get("resourceVersion")
         send_initial = self.query.get("sendInitialEvents") == "true"
         timeout = float(self.query.get("timeoutSeconds") or WATCH_DEFAULT_TIMEOUT)
-        w = core.store.watch(res.name, ns or None, sel, rv, send_initial)
+        try:
+            w = core.store.watch(res.name, ns or None, sel, rv, send_initial)
+        except ApiError as err:
+            if err.code != 410:
+                raise
+            # like the apiserver: 200, then a single ERROR event carrying the 410 Status
+            self._start_stream("application/json")
+            self._chunk(json.dumps({"type": "ERROR", "object": err.status()}).encode() + b"\n")
+            self._end_stream()
+            return
         table = self._wants_table()
         include = self.query.get("includeObject", "")
         self._start_stream("application/json")

@@ -16,14 +16,18 @@ import socket
 import sys
 
 MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
 MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 
 
-def _mount(src: str, dst: str, flags: int) -> None:
+def _mount(src: str, dst: str, flags: int, fstype: str = "") -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(src.encode(), dst.encode(), None, flags, None) != 0:
+    if libc.mount(src.encode(), dst.encode(), fstype.encode() if fstype else None, flags,
+                  None) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {src} on {dst}: {os.strerror(err)}")
 
@@ -36,6 +40,9 @@ def main() -> int:
         for procs in spec.get("cgroup_procs", []):
             with open(procs, "w") as f:
                 f.write("0")
+        if spec.get("mount_proc"):
+            # a pidns joined with nsenter: /proc must show that namespace
+            _mount("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, fstype="proc")
         for src, dst, ro in spec.get("mounts", []):
             _mount(src, dst, MS_BIND | MS_REC)
             if ro:

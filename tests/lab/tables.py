@@ -68,6 +68,13 @@ def pod_status_text(pod: Obj) -> Tuple[str, int, str]:
             reason = f"Init:{i}/{len(inits)}"
         initializing = True
         break
+    initialized = any(c.get("type") == "Initialized" and c.get("status") == "True"
+                      for c in st.get("conditions") or [])
+    if initializing and initialized:
+        # like kubectl: once the pod is initialized, init/sidecar trouble is not the status
+        initializing = False
+        reason = st.get("reason") or st.get("phase") or "Pending"
+        restarts = sum(cs.get("restartCount", 0) for cs in init_statuses)
     if not initializing:
         has_running = False
         for cs in reversed(st.get("containerStatuses") or []):
@@ -150,6 +157,24 @@ def _rs_row(r: Obj) -> List[Any]:
             c, i, _selector(r)]
 
 
+def _ds_row(d: Obj) -> List[Any]:
+    st = d.get("status") or {}
+    c, i = _containers(d)
+    sel = ((d["spec"].get("template") or {}).get("spec") or {}).get("nodeSelector") or {}
+    return [d["metadata"]["name"], st.get("desiredNumberScheduled", 0),
+            st.get("currentNumberScheduled", 0), st.get("numberReady", 0),
+            st.get("updatedNumberScheduled", 0), st.get("numberAvailable", 0),
+            ",".join(f"{k}={v}" for k, v in sel.items()) or "<none>",
+            _age(d["metadata"].get("creationTimestamp", "")), c, i, _selector(d)]
+
+
+def _sts_row(s: Obj) -> List[Any]:
+    st = s.get("status") or {}
+    c, i = _containers(s)
+    return [s["metadata"]["name"], f"{st.get('readyReplicas', 0)}/{s['spec'].get('replicas', 1)}",
+            _age(s["metadata"].get("creationTimestamp", "")), c, i]
+
+
 def _ns_row(n: Obj) -> List[Any]:
     return [n["metadata"]["name"], (n.get("status") or {}).get("phase", "Active"),
             _age(n["metadata"].get("creationTimestamp", ""))]
@@ -158,6 +183,12 @@ def _ns_row(n: Obj) -> List[Any]:
 def _cm_row(c: Obj) -> List[Any]:
     return [c["metadata"]["name"], len(c.get("data") or {}) + len(c.get("binaryData") or {}),
             _age(c["metadata"].get("creationTimestamp", ""))]
+
+
+def _event_row(e: Obj) -> List[Any]:
+    inv = e.get("involvedObject") or {}
+    return [_age(e.get("lastTimestamp", "")), e.get("type", ""), e.get("reason", ""),
+            f"{str(inv.get('kind', '')).lower()}/{inv.get('name', '')}", e.get("message", "")]
 
 
 def _generic_row(o: Obj) -> List[Any]:
@@ -179,7 +210,16 @@ PRINTERS = {
                      col("Current", "integer"), col("Ready", "integer"), col("Age"),
                      col("Containers", priority=1), col("Images", priority=1),
                      col("Selector", priority=1)], _rs_row),
+    "daemonsets": ([col("Name", fmt="name"), col("Desired", "integer"),
+                    col("Current", "integer"), col("Ready", "integer"),
+                    col("Up-to-date", "integer"), col("Available", "integer"),
+                    col("Node Selector"), col("Age"), col("Containers", priority=1),
+                    col("Images", priority=1), col("Selector", priority=1)], _ds_row),
+    "statefulsets": ([col("Name", fmt="name"), col("Ready"), col("Age"),
+                      col("Containers", priority=1), col("Images", priority=1)], _sts_row),
     "namespaces": ([col("Name", fmt="name"), col("Status"), col("Age")], _ns_row),
+    "events": ([col("Last Seen"), col("Type"), col("Reason"), col("Object"), col("Message")],
+               _event_row),
     "configmaps": ([col("Name", fmt="name"), col("Data", "integer"), col("Age")], _cm_row),
 }
 

@@ -10,6 +10,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any, List
 
 import pytest
 
@@ -136,8 +137,8 @@ def test_envoy_sidecar_pod_from_yaml(lab: Lab) -> None:
 def test_python_client_lists_watches_and_follows_logs(lab: Lab) -> None:
     from kubernetes import client, config, watch
 
-    api = client.CoreV1Api(config.new_client_from_config(str(lab.kubeconfig)))
-    body = {
+    api: Any = client.CoreV1Api(config.new_client_from_config(str(lab.kubeconfig)))
+    body: Any = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "counter", "namespace": "app", "labels": {"role": "counter"}},
         "spec": {"nodeName": "lab-node-2", "terminationGracePeriodSeconds": 1,
@@ -168,7 +169,7 @@ def test_python_client_lists_watches_and_follows_logs(lab: Lab) -> None:
 
         resp = api.read_namespaced_pod_log("counter", "app", container="c", follow=True,
                                            timestamps=True, _preload_content=False)
-        lines = []
+        lines: List[str] = []
         for chunk in resp.stream():
             lines.extend(x for x in chunk.decode().splitlines() if x)
             if len([x for x in lines if " line " in x]) >= 3:
@@ -212,7 +213,7 @@ spec:
 """
     assert lab.kubectl("apply", "-f", "-", input=dep, check=False).returncode == 0
     try:
-        def ready() -> object:
+        def ready() -> Any:
             d = json.loads(lab.kubectl("get", "deploy", "-n", "app", "reviews", "-o",
                                        "json").stdout)
             return d if d.get("status", {}).get("readyReplicas") == 3 else None
@@ -255,7 +256,7 @@ def test_exit_codes_restarts_and_deadline(lab: Lab) -> None:
         assert p["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"
         assert "Completed" in lab.kubectl("get", "pod", "-n", "app", "done").stdout
 
-        def restarted() -> object:
+        def restarted() -> Any:
             cs = (pod(lab, "app", "flaky") or {}).get("status", {}).get("containerStatuses")
             return cs and cs[0]["restartCount"] >= 1 and cs[0]["lastState"].get("terminated")
         wait_for(restarted, 15, 0.2, "a restart")
@@ -279,7 +280,7 @@ def test_unpullable_image_and_unknown_node(lab: Lab) -> None:
     assert _create(lab, bad).returncode == 0
     assert _create(lab, lost).returncode == 0
     try:
-        def waiting() -> object:
+        def waiting() -> Any:
             cs = (pod(lab, "app", "badimage") or {}).get("status", {}).get("containerStatuses")
             return cs and cs[0]["state"].get("waiting", {}).get("reason") == "ImagePullBackOff"
         wait_for(waiting, 10, 0.2, "ImagePullBackOff")
@@ -291,7 +292,7 @@ def test_unpullable_image_and_unknown_node(lab: Lab) -> None:
         assert res.returncode != 0
         assert 'is waiting to start: trying and failing to pull image' in res.stderr
 
-        def unschedulable() -> object:
+        def unschedulable() -> Any:
             conds = (pod(lab, "app", "lost") or {}).get("status", {}).get("conditions") or []
             return [c for c in conds if c["type"] == "PodScheduled" and c["status"] == "False"]
         cond = wait_for(unschedulable, 10, 0.2, "PodScheduled=False")[0]
@@ -312,21 +313,22 @@ def test_host_pid_privileged_pod_sees_host_pids(lab: Lab) -> None:
     try:
         wait_phase(lab, "app", "hostpid", ["Running"])
         wait_phase(lab, "app", "ownpid", ["Running"])
-        host_log = wait_for(lambda: lab.kubectl("logs", "-n", "app", "hostpid").stdout
-                            .count("\n") >= 2 and
-                            lab.kubectl("logs", "-n", "app", "hostpid").stdout, what="log")
-        own_log = wait_for(lambda: lab.kubectl("logs", "-n", "app", "ownpid").stdout
-                           .count("\n") >= 2 and
-                           lab.kubectl("logs", "-n", "app", "ownpid").stdout, what="log")
+        def two_lines(name: str) -> Any:
+            out = lab.kubectl("logs", "-n", "app", name).stdout
+            return out if out.count("\n") >= 2 else None
+
+        host_log: str = wait_for(lambda: two_lines("hostpid"), what="hostpid log")
+        own_log: str = wait_for(lambda: two_lines("ownpid"), what="ownpid log")
         info = lab.pod_runtime("app", "hostpid")
         host_pid = info["containers"]["main"]["pid"]
         assert host_log.splitlines()[0] == f"mypid={host_pid}"
         assert int(host_log.splitlines()[1]) > 20  # sees the whole host
         assert own_log.splitlines()[0] == "mypid=1"
         assert int(own_log.splitlines()[1]) <= 3
-        assert os.stat(f"/proc/{host_pid}/ns/pid").st_ino == os.stat("/proc/1/ns/pid").st_ino
+        assert os.stat(f"/proc/{host_pid}/ns/pid").st_ino == os.stat("/proc/self/ns/pid").st_ino
         # still its own containerd-named cgroup
-        assert cgroup_v2_path(host_pid).endswith(f"cri-containerd-{info['containers']['main']['id']}.scope")
+        cid = info["containers"]["main"]["id"]
+        assert cgroup_v2_path(host_pid).endswith(f"cri-containerd-{cid}.scope")
     finally:
         _delete(lab, "app", "hostpid")
         _delete(lab, "app", "ownpid")
@@ -375,7 +377,7 @@ spec:
 
         assert lab.oom_kill("app", "mesh", "app")
 
-        def oomed() -> object:
+        def oomed() -> Any:
             cs = (pod(lab, "app", "mesh") or {}).get("status", {}).get("containerStatuses")
             last = cs[0]["lastState"].get("terminated") if cs else None
             return last if last and last["reason"] == "OOMKilled" else None
@@ -383,3 +385,60 @@ spec:
         assert last["exitCode"] == 137
     finally:
         lab.kubectl("delete", "-f", "-", "--ignore-not-found", input=text, check=False)
+
+
+def test_failed_init_container_fails_the_pod(lab: Lab) -> None:
+    text = """
+apiVersion: v1
+kind: Pod
+metadata: {name: initfail, namespace: app}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - {name: setup, image: busybox, command: ["sh", "-c", "echo failing; exit 2"]}
+  containers:
+  - {name: app, image: busybox, command: ["sleep", "600"]}
+"""
+    lab.kubectl("create", "-f", "-", input=text)
+    try:
+        p = wait_phase(lab, "app", "initfail", ["Failed"])
+        init = p["status"]["initContainerStatuses"][0]
+        assert init["state"]["terminated"]["exitCode"] == 2
+        main = p["status"]["containerStatuses"][0]
+        assert main["state"] == {"waiting": {"reason": "PodInitializing"}}
+        assert "Init:Error" in lab.kubectl("get", "pod", "-n", "app", "initfail").stdout
+        assert lab.kubectl("logs", "-n", "app", "initfail", "-c", "setup").stdout == "failing\n"
+    finally:
+        _delete(lab, "app", "initfail")
+
+
+def test_share_process_namespace_puts_containers_in_one_pidns(lab: Lab) -> None:
+    text = """
+apiVersion: v1
+kind: Pod
+metadata: {name: shared, namespace: app}
+spec:
+  shareProcessNamespace: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: a, image: x, command: ["sh", "-c", "echo a=$$$$; exec sleep 600"]}
+  - {name: b, image: x, command: ["sh", "-c", "echo b=$$$$; exec sleep 600"]}
+"""
+    lab.kubectl("create", "-f", "-", input=text)
+    try:
+        wait_phase(lab, "app", "shared", ["Running"])
+        info = lab.pod_runtime("app", "shared")
+        a, b = info["containers"]["a"]["pid"], info["containers"]["b"]["pid"]
+        assert os.stat(f"/proc/{a}/ns/pid").st_ino == os.stat(f"/proc/{b}/ns/pid").st_ino
+        assert os.stat(f"/proc/{a}/ns/pid").st_ino == \
+            os.stat(f"/proc/{info['sandboxPid']}/ns/pid").st_ino
+        assert os.stat(f"/proc/{a}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino
+        # the pause process is PID 1 of the pod, so neither container is
+        out_a = wait_for(lambda: lab.kubectl("logs", "-n", "app", "shared", "-c", "a").stdout,
+                         what="log a")
+        assert out_a.startswith("a=") and out_a.strip() != "a=1"
+        assert cgroup_v2_path(info["sandboxPid"]).endswith(".scope")
+        assert cgroup_v2_path(info["sandboxPid"]) != cgroup_v2_path(a)
+    finally:
+        _delete(lab, "app", "shared")

@@ -106,6 +106,7 @@ def recording_records(snapshots: int = 2, end: bool = True) -> List[Tuple[str, d
         ("process", {"pid": KUBELET, "comm": "kubelet", "cgroup": "/system.slice/kubelet.service",
                      "kernel_thread": False}),
         ("process", {"pid": 0, "comm": "swapper/0", "kernel_thread": True}),
+        ("process", {"pid": 9901, "comm": "curl", "gone": True}),
         ("identity", {"pid": ENVOY, "pod": "app/productpage-v1-6b7f", "container": "istio-proxy",
                       "node": "node-a"}),
         ("identity", {"pid": KUBELET, "label": "host: kubelet"}),
@@ -138,8 +139,8 @@ def recording_records(snapshots: int = 2, end: bool = True) -> List[Tuple[str, d
     out.append(("log", {"level": "info", "message": "kernel headers from bundled fallback"}))
     if end:
         out.append(("pending", {"tid": WORKER_1, "pid": ENVOY, "comm": "wrk:worker_1",
-                                "state": "blocked", "waiting_us": 3100000,
-                                "target_stack": 1}))
+                                "state": "blocked", "waiting_us": 10000000,
+                                "target_stack": 1, "whole_run": True}))
         out.append(("cgroup_stat", {"pid": ENVOY, "cgroup": "/kubepods/pod0b1c-22/a1b2c3",
                                     "phase": "end", "nr_periods": 300, "nr_throttled": 40,
                                     "throttled_usec": 912000}))

@@ -89,6 +89,7 @@ def test_builder_turns_a_recording_into_the_model():
     assert envoy.exe == "/usr/local/bin/envoy" and envoy.runtime == "containerd"
     assert rec.processes[KUBELET].label == "host: kubelet"
     assert rec.processes[0].kernel_thread
+    assert rec.processes[9901].gone and not rec.processes[ENVOY].gone
     assert rec.totals == {"switches": 2100, "wakeups": 1900}
     assert rec.lost["stack_eexist"] == 2
     assert "2 stacks lost to hash collisions; raise --stack-storage" in rec.warnings
@@ -128,7 +129,8 @@ def test_builder_oncpu_pending_and_throttling():
     assert oncpu.task.tid == WORKER_0
     assert (oncpu.count, oncpu.total_us, oncpu.max_us) == (200, 10000, 800)
     assert oncpu.hist_log2_us == [0, 20, 120, 60]
-    assert len(rec.pending) == 1 and rec.pending[0].waiting_us == 3100000
+    assert len(rec.pending) == 1 and rec.pending[0].waiting_us == 10000000
+    assert rec.pending[0].whole_run and not rec.pending[0].preempted
     assert rec.pending[0].stack.frames[0] == "finish_task_switch.isra.0"
     assert len(rec.throttling) == 1
     throttling = rec.throttling[0]
@@ -580,3 +582,40 @@ def test_detect_format():
     assert detect_format((DATA / "text_legacy_2016.txt").read_text()) == "offwaketime-text"
     assert detect_format((DATA / "folded.txt").read_text()) == "offwaketime-folded"
     assert detect_format("just words\n") is None
+
+
+@pytest.mark.parametrize("name", ["text_user_kernel.txt", "folded.txt"])
+def test_stderr_warning_landing_mid_frame_is_lifted_out(name):
+    # `offwaketime 2>&1 > file`: stdout is block-buffered, stderr is not, so BCC's final
+    # WARNING line can land inside a frame of the stacks printed before it.
+    text = (DATA / name).read_text()
+    at = text.index("tcp_v4_rcv") + 5
+    warning = "WARNING: 2 stack traces could not be displayed. " \
+              "Consider increasing --stack-storage-size.\n"
+    damaged = load_text(text[:at] + warning + text[at:], "h1-interleaved")
+    clean = load_text(text, "h1-clean")
+    assert [(e.key(), e.total_us) for e in damaged.edges] == [
+        (e.key(), e.total_us) for e in clean.edges]
+    assert damaged.warnings == ["offwaketime: 2 stack traces could not be displayed. "
+                                "Consider increasing --stack-storage-size."]
+
+
+def test_damaged_gzip_keeps_what_precedes_the_damage(tmp_path):
+    raw = (DATA / "folded.txt").read_bytes() * 40  # long enough for several deflate blocks
+    packed = bytearray(gzip.compress(raw))
+    packed[len(packed) - 30] ^= 0xFF  # damage near the end
+    path = tmp_path / "h1-damaged.folded.gz"
+    path.write_bytes(bytes(packed))
+    rec = load_input(str(path))
+    assert rec.warnings[0].startswith(("the compressed input is damaged",
+                                       "the compressed input is truncated"))
+    assert rec.edges and sum(e.total_us for e in rec.edges) <= 40 * TOTAL_US
+
+
+def test_concatenated_gzip_members_are_all_read(tmp_path):
+    raw = (DATA / "folded.txt").read_bytes()
+    path = tmp_path / "h1-two-members.folded.gz"
+    path.write_bytes(gzip.compress(raw) + gzip.compress(raw))
+    rec = load_input(str(path))
+    assert rec.warnings == []
+    assert sum(e.total_us for e in rec.edges) == 2 * TOTAL_US

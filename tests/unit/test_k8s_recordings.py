@@ -59,3 +59,12 @@ def test_paths(tmp_path):
     save_lines(path, ['{"a":1}', '{"b":2}'])
     with gzip.open(path, "rt") as handle:
         assert handle.read() == '{"a":1}\n{"b":2}\n'
+
+
+def test_merge_prefers_the_target_side_of_a_pid_collision():
+    one = _recording("n1", {10: "app/a"})
+    one.processes[30] = ProcessInfo(pid=30, comm="envoy", label="host: envoy")
+    two = _recording("n2", {30: "app/c"})
+    merged = merge([one, two], ["n1", "n2"])
+    assert merged.processes[30].pod == "app/c"
+    assert merged.processes[10].pod == "app/a"

@@ -169,18 +169,22 @@ def test_no_interpreter_with_bcc_says_how_to_install(tmp_path: Path,
         find_collector_python()
 
 
-def test_collector_command_exposes_only_this_package(tmp_path: Path) -> None:
+def test_collector_command_runs_the_zipapp_of_this_package() -> None:
+    import zipfile
+
     command = collector_command("/usr/bin/python3", ["--pid", "1"], 2.5, 1.0,
                                 ["--agg-size", "9"])
     try:
-        assert command.argv[1:] == ["-s", "-m", "kubectl_offwake.collector", "--pid", "1",
-                                    "--duration", "2.5", "--interval", "1", "--agg-size", "9"]
-        path = command.env["PYTHONPATH"]
-        assert os.listdir(path) == ["kubectl_offwake"]
-        assert os.path.isfile(os.path.join(path, "kubectl_offwake", "collector", "__main__.py"))
+        pyz = command.argv[2]
+        assert command.argv[:2] == ["/usr/bin/python3", "-s"] and pyz.endswith(".pyz")
+        assert command.argv[3:] == ["--pid", "1", "--duration", "2.5", "--interval", "1",
+                                    "--agg-size", "9"]
+        names = zipfile.ZipFile(pyz).namelist()
+        assert "__main__.py" in names and "kubectl_offwake/collector/main.py" in names
+        assert "PYTHONPATH" not in command.env
     finally:
         command.cleanup()
-    assert not os.path.exists(path)
+    assert not os.path.exists(os.path.dirname(pyz))
 
 
 def test_default_save_path_is_safe() -> None:

@@ -64,7 +64,7 @@ def test_findings_are_printed(sample: Report) -> None:
         assert finding.title in text
 
 
-@pytest.mark.parametrize("width", [100, 120])
+@pytest.mark.parametrize("width", [80, 100, 120, 160])
 def test_fits_the_width_without_colour_codes(sample: Report, width: int) -> None:
     text = _table(sample, width=width)
     assert "\x1b[" not in text
@@ -92,9 +92,10 @@ def test_an_empty_report_says_so() -> None:
 
 
 @pytest.mark.parametrize("us,expected", [
-    (0, "0 µs"), (999, "999 µs"), (1_000, "1.00 ms"), (12_345, "12.3 ms"), (999_999, "1.00 s"), (999_400, "999 ms"), (999.7, "1.00 ms"),
-    (1_000_000, "1.00 s"), (59_940_000, "59.9 s"), (59_960_000, "1m 00s"), (60_000_000, "1m 00s"),
-    (167_000_000, "2m 47s"), (3_720_000_000, "1h 02m"), (None, "-"),
+    (0, "0 µs"), (999, "999 µs"), (999.7, "1.00 ms"), (1_000, "1.00 ms"), (12_345, "12.3 ms"),
+    (999_400, "999 ms"), (999_999, "1.00 s"), (1_000_000, "1.00 s"), (59_940_000, "59.9 s"),
+    (59_960_000, "1m 00s"), (60_000_000, "1m 00s"), (167_000_000, "2m 47s"),
+    (3_720_000_000, "1h 02m"), (None, "-"),
 ])
 def test_human_durations(us: object, expected: str) -> None:
     assert fmt_us(us) == expected  # type: ignore[arg-type]

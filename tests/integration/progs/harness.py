@@ -61,10 +61,10 @@ class Prog:
         self.proc.stdin.flush()
 
     def wait_done(self, timeout: float = 30.0) -> None:
-        assert self.proc.stdout is not None
+        stdout = self.proc.stdout
+        assert stdout is not None
         box: List[str] = []
-        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()),
-                                  daemon=True)
+        reader = threading.Thread(target=lambda: box.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(timeout)
         if not box or "done" not in box[0]:
@@ -88,10 +88,17 @@ class Prog:
 class Collector:
     """The real collector as a subprocess; stdout is gathered by a thread."""
 
-    def __init__(self, args: List[str], cwd: Optional[str] = None) -> None:
-        env = dict(os.environ, PYTHONPATH=REPO)
+    def __init__(self, args: List[str], cwd: Optional[str] = None,
+                 zipapp: Optional[str] = None) -> None:
+        """Runs ``python3 -m kubectl_offwake.collector`` from the checkout, or the zipapp."""
+        if zipapp:
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            cmd = [SYSTEM_PYTHON, zipapp, *args]
+        else:
+            env = dict(os.environ, PYTHONPATH=REPO)
+            cmd = [SYSTEM_PYTHON, "-m", "kubectl_offwake.collector", *args]
         self.proc = subprocess.Popen(
-            [SYSTEM_PYTHON, "-m", "kubectl_offwake.collector", *args],
+            cmd,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
         self.lines: List[str] = []
         self.stderr = ""

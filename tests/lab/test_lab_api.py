@@ -1,0 +1,274 @@
+"""The lab's API server: discovery, errors as Status, RBAC, Pod Security, switches, up/down."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.cluster import Lab
+from lab.helpers import wait_for, wait_phase
+
+pytestmark = [pytest.mark.lab, pytest.mark.root]
+
+LAB_DIR = Path(__file__).resolve().parent
+
+
+def _sleeper(name: str, ns: str = "app", extra: str = "") -> str:
+    return f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  terminationGracePeriodSeconds: 1
+{extra}
+  containers:
+  - name: c
+    image: busybox
+    command: ["sleep", "600"]
+"""
+
+
+def test_discovery_and_validation_need_no_flags(lab: Lab) -> None:
+    res = lab.kubectl("api-resources", "-o", "name")
+    names = res.stdout.split()
+    for r in ("pods", "configmaps", "namespaces", "nodes", "deployments.apps",
+              "replicasets.apps", "selfsubjectaccessreviews.authorization.k8s.io"):
+        assert r in names
+    nodes = lab.kubectl("get", "nodes", "-o", "wide").stdout
+    assert "lab-node-1" in nodes and "lab-node-2" in nodes and "containerd://" in nodes
+    # kubectl validates through the server (OpenAPI v3 says fieldValidation is supported)
+    res = lab.kubectl("create", "-f", "-", "-v=6", input=_sleeper("validated"), check=False)
+    try:
+        assert res.returncode == 0, res.stderr
+        assert "fieldValidation=Strict" in res.stderr
+        assert "openapi/v2" not in res.stderr
+    finally:
+        lab.kubectl("delete", "pod", "-n", "app", "validated", "--ignore-not-found")
+
+
+def test_errors_are_status_objects(lab: Lab) -> None:
+    res = lab.kubectl("get", "pod", "-n", "app", "nope", check=False)
+    assert res.returncode == 1
+    assert 'Error from server (NotFound): pods "nope" not found' in res.stderr
+
+    assert lab.kubectl("create", "-f", "-", input=_sleeper("twice"), check=False).returncode == 0
+    try:
+        res = lab.kubectl("create", "-f", "-", input=_sleeper("twice"), check=False)
+        assert 'Error from server (AlreadyExists)' in res.stderr
+        assert 'pods "twice" already exists' in res.stderr
+    finally:
+        lab.kubectl("delete", "pod", "-n", "app", "twice", "--ignore-not-found")
+
+    invalid = _sleeper("noimage").replace("    image: busybox\n", "")
+    res = lab.kubectl("create", "-f", "-", input=invalid, check=False)
+    assert 'The Pod "noimage" is invalid: spec.containers[0].image: Required value' in res.stderr
+
+    res = lab.kubectl("create", "-f", "-", input=_sleeper("lost", ns="missing-ns"), check=False)
+    assert 'namespaces "missing-ns" not found' in res.stderr
+
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    api: Any = client.CoreV1Api(config.new_client_from_config(str(lab.kubeconfig)))
+    with pytest.raises(ApiException) as err:
+        api.read_namespaced_pod("nope", "app")
+    status = json.loads(str(err.value.body))
+    assert status["kind"] == "Status" and status["reason"] == "NotFound"
+    assert status["code"] == 404 and status["details"] == {"name": "nope", "kind": "pods"}
+
+
+def test_rbac_forbidden_wording_and_access_reviews(lab: Lab) -> None:
+    res = lab.kubectl("create", "-f", "-", input=_sleeper("devpod"), context="lab-dev",
+                      check=False)
+    assert res.returncode == 1
+    assert ('pods is forbidden: User "dev" cannot create resource "pods" in API group "" in '
+            'the namespace "app"') in res.stderr
+    assert lab.kubectl("auth", "can-i", "list", "pods", "-n", "app", context="lab-dev",
+                       check=False).stdout.strip() == "yes"
+    assert lab.kubectl("auth", "can-i", "create", "pods", "-n", "app", context="lab-dev",
+                       check=False).stdout.strip() == "no"
+
+    from kubernetes import client, config
+
+    def review(ctx: str, verb: str, resource: str, ns: str = "app", sub: str = "") -> bool:
+        api: Any = client.AuthorizationV1Api(config.new_client_from_config(str(lab.kubeconfig),
+                                                                      context=ctx))
+        attrs = client.V1ResourceAttributes(namespace=ns, verb=verb, resource=resource,
+                                            subresource=sub or None)
+        body = client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attrs))
+        return bool(api.create_self_subject_access_review(body).status.allowed)
+
+    assert review("lab", "create", "pods")
+    assert review("lab-dev", "get", "pods", sub="log")
+    assert not review("lab-dev", "delete", "pods")
+    lab.deny("create", "configmaps", namespace="offwake-system")
+    assert not review("lab", "create", "configmaps", ns="offwake-system")
+    assert review("lab", "create", "configmaps", ns="app")
+    lab.set_rules("dev", [{"verbs": ["create", "delete"], "apiGroups": [""],
+                           "resources": ["pods"], "namespaces": ["app"]}])
+    try:
+        assert review("lab-dev", "create", "pods")
+        assert not review("lab-dev", "create", "pods", ns="default")
+    finally:
+        from lab.daemon import DEV_RULES
+        lab.set_rules("dev", DEV_RULES)
+    lab.clear_denials()
+    assert review("lab", "create", "configmaps", ns="offwake-system")
+
+
+def test_pod_security_baseline_rejects_privileged_host_pid(lab: Lab) -> None:
+    ns = """
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: strict-apps
+  labels: {pod-security.kubernetes.io/enforce: baseline}
+"""
+    assert lab.kubectl("create", "-f", "-", input=ns, check=False).returncode == 0
+    try:
+        pod = _sleeper("collector", ns="strict-apps", extra="  hostPID: true").replace(
+            "    command:", "    securityContext: {privileged: true}\n    command:")
+        res = lab.kubectl("create", "-f", "-", input=pod, check=False)
+        assert res.returncode == 1
+        assert ('Error from server (Forbidden): error when creating "STDIN": pods "collector" is '
+                'forbidden: violates PodSecurity "baseline:latest": host namespaces '
+                '(hostPID=true), privileged (container "c" must not set '
+                'securityContext.privileged=true)') in res.stderr
+        # a plain pod passes baseline
+        res = lab.kubectl("create", "-f", "-", input=_sleeper("plain", ns="strict-apps"),
+                          check=False)
+        assert res.returncode == 0, res.stderr
+    finally:
+        lab.kubectl("delete", "namespace", "strict-apps", "--wait=true", timeout=60)
+    assert lab.kubectl("get", "ns", "strict-apps", check=False).returncode == 1
+
+
+def test_admission_rejection_switch(lab: Lab) -> None:
+    lab.reject("pods", "collector pods are not allowed here", namespace="app",
+               name="^collector-")
+    res = lab.kubectl("create", "-f", "-", input=_sleeper("collector-x"), check=False)
+    assert 'admission webhook "lab.offwake.test" denied the request: collector pods are ' \
+           'not allowed here' in res.stderr
+    lab.reset()
+    res = lab.kubectl("create", "-f", "-", input=_sleeper("collector-x"), check=False)
+    assert res.returncode == 0
+    lab.kubectl("delete", "pod", "-n", "app", "collector-x", "--wait=false")
+
+
+def test_configmap_owned_by_pod_is_collected_with_it(lab: Lab) -> None:
+    lab.kubectl("create", "-f", "-", input=_sleeper("owner"))
+    uid = json.loads(lab.kubectl("get", "pod", "-n", "app", "owner", "-o",
+                                 "json").stdout)["metadata"]["uid"]
+    cm = {"apiVersion": "v1", "kind": "ConfigMap",
+          "metadata": {"name": "owned", "namespace": "app", "ownerReferences": [
+              {"apiVersion": "v1", "kind": "Pod", "name": "owner", "uid": uid}]},
+          "data": {"k": "v"}}
+    lab.kubectl("create", "-f", "-", input=json.dumps(cm))
+    assert lab.kubectl("get", "cm", "-n", "app", "owned", check=False).returncode == 0
+    lab.kubectl("delete", "pod", "-n", "app", "owner")
+    wait_for(lambda: lab.kubectl("get", "cm", "-n", "app", "owned", check=False).returncode == 1,
+             10, 0.2, "the owned ConfigMap to be garbage-collected")
+
+
+def test_cut_log_stream(lab: Lab) -> None:
+    pod = _sleeper("chatty").replace('["sleep", "600"]',
+                                     '["sh", "-c", "while true; do echo tick; sleep 0.1; done"]')
+    lab.kubectl("create", "-f", "-", input=pod)
+    try:
+        wait_phase(lab, "app", "chatty", ["Running"])
+        proc = subprocess.Popen(["kubectl", "--kubeconfig", str(lab.kubeconfig), "logs", "-f",
+                                 "-n", "app", "chatty"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "tick\n"
+        timer = threading.Timer(0.5, lambda: lab.cut_logs("app", "chatty"))
+        timer.start()
+        start = time.monotonic()
+        proc.communicate(timeout=15)
+        timer.join()
+        # the stream ended although the container still runs
+        assert time.monotonic() - start < 10
+        p = json.loads(lab.kubectl("get", "pod", "-n", "app", "chatty", "-o", "json").stdout)
+        assert p["status"]["phase"] == "Running"
+    finally:
+        lab.kubectl("delete", "pod", "-n", "app", "chatty", "--ignore-not-found")
+
+
+def test_watch_too_old_resource_version_is_gone(lab: Lab) -> None:
+    from kubernetes import client, config, watch
+    from kubernetes.client.exceptions import ApiException
+
+    api: Any = client.CoreV1Api(config.new_client_from_config(str(lab.kubeconfig)))
+    w = watch.Watch()
+    with pytest.raises(ApiException) as err:
+        for _ in w.stream(api.list_namespaced_pod, "app", resource_version="1",
+                          timeout_seconds=2):
+            pass
+    assert err.value.status == 410
+    # a current resourceVersion is fine and replays nothing old
+    rv = api.list_namespaced_pod("app").metadata.resource_version
+    events = list(watch.Watch().stream(api.list_namespaced_pod, "app", resource_version=rv,
+                                       timeout_seconds=1))
+    assert events == []
+
+
+def test_up_and_down_scripts_leave_nothing_behind() -> None:
+    prefix = "h6updown"
+    env_python = sys.executable
+    up = subprocess.run([env_python, str(LAB_DIR / "up"), "--prefix", prefix],
+                        capture_output=True, text=True, timeout=60)
+    assert up.returncode == 0, up.stderr
+    kubeconfig = up.stdout.strip()
+    assert kubeconfig == f"/tmp/{prefix}/kubeconfig"
+    lab = Lab.attach(f"/tmp/{prefix}")
+    try:
+        lab.kubectl("create", "-f", "-", input=_sleeper("p1"))
+        lab.kubectl("create", "-f", "-", input=_sleeper("p2", extra="  nodeName: lab-node-2"))
+        wait_phase(lab, "app", "p1", ["Running"])
+        wait_phase(lab, "app", "p2", ["Running"])
+        pids = [lab.pod_runtime("app", p)["containers"]["c"]["pid"] for p in ("p1", "p2")]
+        netns = [lab.pod_runtime("app", p)["netns"] for p in ("p1", "p2")]
+        assert all(Path(f"/proc/{pid}").exists() for pid in pids)
+        assert lab.leftovers()
+    finally:
+        down = subprocess.run([env_python, str(LAB_DIR / "down"), "--prefix", prefix],
+                              capture_output=True, text=True, timeout=90)
+    assert down.returncode == 0, down.stderr
+    assert lab.leftovers() == []
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not any(n in listed for n in netns)
+    assert wait_for(lambda: not Lab(prefix=prefix).running(), 5, 0.1, "lab stopped")
+
+
+def test_paused_node_holds_pods_pending_and_events_are_recorded(lab: Lab) -> None:
+    lab.pause_node("lab-node-1")
+    lab.kubectl("create", "-f", "-", input=_sleeper("held", extra="  nodeName: lab-node-1"))
+    try:
+        def creating() -> Any:
+            p = json.loads(lab.kubectl("get", "pod", "-n", "app", "held", "-o", "json").stdout)
+            cs = p.get("status", {}).get("containerStatuses") or []
+            return p if cs and cs[0]["state"].get("waiting", {}).get("reason") == \
+                "ContainerCreating" else None
+        p = wait_for(creating, 10, 0.1, "ContainerCreating")
+        assert p["status"]["phase"] == "Pending"
+        time.sleep(0.5)
+        assert "ContainerCreating" in lab.kubectl("get", "pod", "-n", "app", "held").stdout
+        lab.pause_node("lab-node-1", paused=False)
+        wait_phase(lab, "app", "held", ["Running"])
+        events = wait_for(lambda: (lambda out: out if "Started container c" in out else None)(
+            lab.kubectl("get", "events", "-n", "app",
+                        "--field-selector", "involvedObject.name=held").stdout),
+            5, 0.2, "the Started event")
+        assert "Successfully assigned app/held to lab-node-1" not in events  # nodeName given
+        assert "pod/held" in events
+    finally:
+        lab.kubectl("delete", "pod", "-n", "app", "held", "--ignore-not-found")

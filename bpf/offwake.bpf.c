@@ -14,7 +14,7 @@
 // not for sleeps shorter than MIN_BLOCK_NS).
 //
 // Compile-time knobs (cflags): MIN_BLOCK_NS, STACK_STORAGE_SIZE, AGG_SIZE, START_SIZE,
-// TARGETS_SIZE, ONCPU_SIZE, KSTACK_DEPTH.
+// TARGETS_SIZE, ONCPU_SIZE, KSTACK_DEPTH, USTACK_DEPTH.
 
 #ifndef MIN_BLOCK_NS
 #define MIN_BLOCK_NS 1000ULL
@@ -42,6 +42,9 @@
 #endif
 #ifndef KCACHE_VERIFY_MASK
 #define KCACHE_VERIFY_MASK 15  // re-walk one use in 16 to catch a changed kernel path
+#endif
+#ifndef USTACK_DEPTH
+#define USTACK_DEPTH 64
 #endif
 #ifndef KSTACK_DEPTH
 #define KSTACK_DEPTH 127
@@ -75,7 +78,10 @@
 #define C_KCACHE_MISMATCH 11  // a verifying walk found another kernel stack than cached
 #define C_KWALK 12          // kernel stacks walked
 #define C_STACK_OVERFLOW 13  // stack stored in the overflow map after a collision
-#define N_COUNTERS 14
+#define C_WSTACK_EEXIST 14  // waker user stack lost to a collision (counted apart: mostly
+                            // bystanders of interrupts)
+#define C_WSTACK_ENOMEM 15  // waker user stack lost: map full
+#define N_COUNTERS 16
 
 // A stack map drops a stack whose hash bucket holds another stack (-EEXIST); with a few
 // hundred distinct stacks in 16384 buckets that already happens now and then. Such a stack
@@ -165,6 +171,10 @@ struct kstack_t {
     u64 ip[KSTACK_DEPTH];
 };
 
+struct ustack_t {
+    u64 ip[USTACK_DEPTH];
+};
+
 BPF_HASH(targets, u32, u8, TARGETS_SIZE);
 BPF_HASH(start, u32, struct start_t, START_SIZE);
 BPF_HASH(agg, struct key_t, struct val_t, AGG_SIZE);
@@ -172,11 +182,18 @@ BPF_HASH(oncpu, u32, struct oncpu_t, ONCPU_SIZE);
 BPF_PERCPU_ARRAY(running, struct running_t, 1);
 BPF_ARRAY(oncpu_zero, struct oncpu_t, 1);
 BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
-BPF_HASH(kcache, struct kc_key_t, struct kc_val_t, KCACHE_SIZE);
+// LRU: wakes in interrupt context key the cache by whatever user stack the interrupted task
+// had, which rarely repeats; such entries must age out instead of filling the cache.
+BPF_TABLE("lru_hash", struct kc_key_t, struct kc_val_t, kcache, KCACHE_SIZE);
 BPF_TABLE("stacktrace", int, struct kstack_t, kstacks, STACK_STORAGE_SIZE);
-BPF_STACK_TRACE(ustacks, STACK_STORAGE_SIZE);
+// Target and waker user stacks live in separate maps: a waker caught by an interrupt brings
+// the user stack of whatever it was running, rarely seen twice, and those must not collide
+// with (and so drop) the target's stacks.
+BPF_TABLE("stacktrace", int, struct ustack_t, ustacks, STACK_STORAGE_SIZE);
+BPF_TABLE("stacktrace", int, struct ustack_t, wustacks, STACK_STORAGE_SIZE);
 BPF_TABLE("stacktrace", int, struct kstack_t, kstacks2, STACK_OVERFLOW_SIZE);
-BPF_STACK_TRACE(ustacks2, STACK_OVERFLOW_SIZE);
+BPF_TABLE("stacktrace", int, struct ustack_t, ustacks2, STACK_OVERFLOW_SIZE);
+BPF_TABLE("stacktrace", int, struct ustack_t, wustacks2, STACK_OVERFLOW_SIZE);
 
 static __always_inline void count(int slot)
 {
@@ -217,6 +234,22 @@ static __always_inline s32 walk_ustack(void *ctx)
             id |= OVERFLOW_BIT;
     }
     return note_stack(id);
+}
+
+static __always_inline s32 walk_waker_ustack(void *ctx)
+{
+    s32 id = wustacks.get_stackid(ctx, BPF_F_USER_STACK);
+    if (id == -17) {
+        count(C_STACK_OVERFLOW);
+        id = wustacks2.get_stackid(ctx, BPF_F_USER_STACK);
+        if (id >= 0)
+            id |= OVERFLOW_BIT;
+    }
+    if (id == -17)
+        count(C_WSTACK_EEXIST);
+    else if (id == -12)
+        count(C_WSTACK_ENOMEM);
+    return id;
 }
 
 static __always_inline s32 kstack_cached(void *ctx, u32 kind, u32 tgid, u32 tid, s32 ustack)
@@ -337,6 +370,8 @@ static __always_inline void switch_in(u64 now, u32 tid)
     struct start_t *s = start.lookup(&tid);
     if (!s)
         return;
+    if (!now)
+        now = bpf_ktime_get_ns();
     u32 zero = 0;
     struct running_t *run = running.lookup(&zero);
     if (run) {
@@ -405,14 +440,17 @@ static __always_inline void switch_in(u64 now, u32 tid)
 
 TRACEPOINT_PROBE(sched, sched_switch)
 {
-    u64 now = bpf_ktime_get_ns();
+    // Untraced switches cost two hash lookups and nothing else (no clock read, no stack).
+    u64 now = 0;
     u32 prev = args->prev_pid;
     if (prev != 0) {
         // The tracepoint runs in prev's context, so the current tgid is prev's.
         u32 tgid = bpf_get_current_pid_tgid() >> 32;
-        if (targets.lookup(&tgid))
+        if (targets.lookup(&tgid)) {
+            now = bpf_ktime_get_ns();
             switch_out(args, now, prev, tgid, args->prev_state, args->prev_comm,
                        args->next_pid, args->next_comm);
+        }
     }
     u32 next = args->next_pid;
     if (next != 0)
@@ -441,7 +479,7 @@ TRACEPOINT_PROBE(sched, sched_waking)
     s->waker_tid = (u32)pid_tgid;
     s->waker_tgid = pid_tgid >> 32;
     bpf_get_current_comm(&s->waker_comm, sizeof(s->waker_comm));
-    s32 ustack = walk_ustack(args);
+    s32 ustack = walk_waker_ustack(args);
     s->waker_ustack = ustack;
     s->waker_kstack = kstack_cached(args, 1, s->waker_tgid, tid, ustack);
     count(C_WAKEUP);

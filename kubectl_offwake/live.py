@@ -61,6 +61,10 @@ def loss_sentences(lost: Dict[str, int]) -> List[str]:
     return notes
 
 
+#: Statuses that records arriving late must not overwrite.
+_FINAL_STATUSES = ("stopping", "done", "failed")
+
+
 @dataclass
 class SourceState:
     """What one collector stream has said so far.
@@ -93,9 +97,10 @@ class SourceState:
             if duration:
                 self.duration_s = duration
             self.interval_s = _num(record.get("interval_s"))
-            self.status = "attaching"
+            if self.status not in _FINAL_STATUSES:
+                self.status = "attaching"
         elif rtype == "progress":
-            if self.status in ("starting", "attaching"):
+            if self.status not in _FINAL_STATUSES:
                 self.status = "tracing"
             self._set_elapsed(record)
             self.switches = _int(record.get("switches"), self.switches)
@@ -244,7 +249,7 @@ class LiveProgress:
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
         now = time.monotonic()
         notes: List[str] = []
-        for state in self.sources.values():
+        for state in list(self.sources.values()):  # feeders may run in other threads
             elapsed = state.shown_elapsed(now)
             remaining = (f"{max(0.0, state.duration_s - elapsed):.0f} s"
                          if state.duration_s and state.status == "tracing" else "")

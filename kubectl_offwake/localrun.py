@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Deque, Dict, List, Optional
 
 from .analysis.model import Recording
+from .demo.proctitle import die_with_parent
 from .errors import RunFailed
 from .importers.builder import RecordingBuilder
 from .live import LiveProgress
@@ -295,6 +296,7 @@ class CollectorRun:
                 self.command.argv, env=self.command.env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 start_new_session=True,  # the terminal's Ctrl-C reaches us; we stop it gracefully
+                preexec_fn=die_with_parent,  # if we are killed, it still flushes and detaches
             )
         except OSError as exc:
             raise RunFailed(

@@ -109,6 +109,7 @@ class Index:
     """Wakeups filed by target thread × category and by waker (one pass)."""
 
     cells: Dict[Tuple[Tuple[object, ...], str], List[Wakeup]] = field(default_factory=dict)
+    cell_sums: Dict[Tuple[Tuple[object, ...], str], Sums] = field(default_factory=dict)
     threads: Dict[Tuple[object, ...], Party] = field(default_factory=dict)
     wakers: Dict[str, List[Wakeup]] = field(default_factory=dict)
     waker_labels: Dict[str, str] = field(default_factory=dict)
@@ -139,6 +140,7 @@ def index(wakeups: Iterable[Wakeup]) -> Index:
         if group is None:
             group = wakers[wk] = []
         group.append(w)
+    idx.cell_sums = {key: sums(ws) for key, ws in cells.items()}
     return idx
 
 
@@ -155,7 +157,7 @@ def aggregate(recording: Recording, wakeups: Sequence[Wakeup],
               namer: Namer) -> Aggregates:
     """Every sum the report shows, from one pass over the wakeups."""
     idx = index(wakeups)
-    cell_sums = {key: sums(ws) for key, ws in idx.cells.items()}
+    cell_sums = idx.cell_sums
     per_category: Dict[str, List[Sums]] = {}
     per_thread: Dict[Tuple[object, ...], Dict[str, Sums]] = {}
     for (tk, cat), s in cell_sums.items():
@@ -233,17 +235,3 @@ def _threads(recording: Recording, idx: Index,
         ))
     result.sort(key=lambda t: (-t.total_us, t.target.comm, t.target.tid or 0))
     return result
-
-
-# -- single groupings, for callers that need only one ------------------------------------
-
-def by_category(wakeups: Sequence[Wakeup], grand_total: int) -> List[Group]:
-    lists: Dict[str, List[Wakeup]] = {}
-    for w in wakeups:
-        lists.setdefault(w.category, []).append(w)
-    return _category_groups({c: sums(ws) for c, ws in lists.items()}, grand_total)
-
-
-def by_waker(wakeups: Sequence[Wakeup], grand_total: int,
-             namer: Optional[Namer] = None) -> List[Group]:
-    return _waker_groups(index(wakeups), grand_total, namer)

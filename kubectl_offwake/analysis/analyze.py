@@ -6,7 +6,9 @@ order (wakeups by total off-CPU time, largest first; ties keep the recording's o
 
 from __future__ import annotations
 
-from typing import Dict, List
+import gc
+from contextlib import contextmanager
+from typing import Dict, Iterator, List
 
 from . import aggregate
 from .categories import CATEGORIES
@@ -20,6 +22,28 @@ from .roles import Roles
 
 def analyze(recording: Recording) -> Report:
     """The report of one recording (DESIGN.md §3.3)."""
+    with _gc_paused():
+        return _analyze(recording)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while the report is built.
+
+    The analysis allocates a few objects per edge (hundreds of thousands for a big
+    recording) and creates no reference cycles, so the collector's repeated scans of the
+    young generations are pure cost: about a fifth of the time with 100k edges.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _analyze(recording: Recording) -> Report:
     roles = Roles(recording)
     namer = Namer(recording, roles)
     classifier = Classifier()
@@ -36,11 +60,16 @@ def analyze(recording: Recording) -> Report:
 
     wakeups: List[Wakeup] = []
     append = wakeups.append
+    classify = classifier.classify
     for edge in recording.edges:
-        c = classifier.classify_edge(edge)
         w = edge.waker
+        if w is None:
+            c = classify(edge.waker_stack, edge.target_stack, edge.preempted, False)
+        else:
+            c = classify(edge.waker_stack, edge.target_stack, edge.preempted,
+                         bool(w.comm or w.pid or w.tid), w.comm)
         waker = None
-        if w is not None and c.category not in preemptions and (w.comm or w.pid):
+        if w is not None and c.category not in preemptions and (w.comm or w.pid or w.tid):
             waker = party(w)
         pb = edge.preempted_by
         append(Wakeup(edge, c.category, c.cause, c.rule, party(edge.target), waker,

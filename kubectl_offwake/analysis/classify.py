@@ -1,5 +1,15 @@
 """Applies the rule table of :mod:`.rules` to one edge: category, detail, cause, rule id.
 
+The cause (DESIGN.md §3.4) comes from the waker's kernel stack, read from the leaf: the
+first interrupt entry (``asm_sysvec_*``, ``common_interrupt``, ``irq_exit_rcu``,
+``hrtimer_interrupt``, ...) makes it ``interrupt``, the ksoftirqd loop (``run_ksoftirqd``)
+makes it ``ksoftirqd``. Without either, a waker named ``ksoftirqd/N`` is ``ksoftirqd`` and
+the idle task ``swapper/N`` is ``interrupt`` (it wakes nobody from code of its own);
+otherwise it is ``waker`` -- including softirq work a sender runs on its way out of a
+loopback or veth transmit (``__local_bh_enable_ip`` -> ``do_softirq``), which is the
+sender's own doing. Timer expiries are always ``interrupt`` (unless run by ksoftirqd):
+whoever ran the expired timer was a bystander. Preemptions have cause ``none``.
+
 A recording repeats the same few thousand stacks across many edges, so each distinct
 (waker stack, target stack, preempted, kind of waker) is classified once per
 :class:`Classifier`, and each distinct frame string is looked up in the table once per
@@ -10,8 +20,8 @@ long as the classifier lives (one :func:`~.analyze.analyze` call).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import replace
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .frames import normalize
 from .model import Edge, Stack
@@ -47,16 +57,19 @@ _SOFTIRQ = 2
 _KSOFTIRQD = 3
 
 
-@dataclass(frozen=True)
-class Classification:
+class Classification(NamedTuple):
+    """What one edge is: a category, who is responsible, the rule that decided, a detail.
+
+    (A NamedTuple: one is made per distinct waker stack, tens of thousands per report.)
+    """
+
     category: str
     cause: str
     rule: str
     detail: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class _FrameInfo:
+class _FrameInfo(NamedTuple):
     name: str
     waker: Optional[Rule]
     target: Optional[Rule]
@@ -82,6 +95,7 @@ class _Table:
     """The rule table indexed by stack kind, with a memo of frame lookups."""
 
     def __init__(self, rules: Sequence[Rule]) -> None:
+        rules = [replace(r, order=i) for i, r in enumerate(rules)]  # table order decides ties
         self.rules = tuple(rules)
         self.waker = [r for r in rules if r.stack == WAKER]
         self.target = [r for r in rules if r.stack == TARGET]
@@ -93,6 +107,7 @@ class _Table:
         self._frames: Dict[str, _FrameInfo] = {}
         self.known = self._frames  # read-only view for the hot loop
         self._user: Dict[str, Optional[int]] = {}
+        self.user_known = self._user  # read-only view for the hot loop
 
     def frame(self, raw: str) -> _FrameInfo:
         info = self._frames.get(raw)
@@ -190,6 +205,7 @@ class Classifier:
     def __init__(self, rules: Optional[Sequence[Rule]] = None) -> None:
         self._table = _DEFAULT_TABLE if rules is None else _Table(rules)
         self._waker: Dict[Tuple[int, str], _WakerPart] = {}
+        self._waker_plain: Dict[int, _WakerPart] = {}
         self._preempt: Dict[int, Optional[Classification]] = {}
         self._detail: Dict[Tuple[int, str], Optional[str]] = {}
         self._keep: List[object] = []  # holds stacks alive so their ids stay unique
@@ -222,11 +238,16 @@ class Classifier:
         kind = _COMM_KINDS.get(waker_comm) if waker_comm else ""
         if kind is None:
             kind = comm_kind(waker_comm)
-        key = (id(waker_stack), kind)
-        part = self._waker.get(key)
+        if kind:
+            part = self._waker.get((id(waker_stack), kind))
+        else:  # the common case, keyed by a plain int
+            part = self._waker_plain.get(id(waker_stack))
         if part is None:
             part = self._waker_part(waker_stack, kind)
-            self._waker[key] = part
+            if kind:
+                self._waker[(id(waker_stack), kind)] = part
+            else:
+                self._waker_plain[id(waker_stack)] = part
             self._keep.append(waker_stack)
         if part.fixed is not None:
             return part.fixed
@@ -241,10 +262,7 @@ class Classifier:
 
     def _waker_part(self, stack: Optional[Stack], kind: str) -> _WakerPart:
         frames = stack.kernel_frames if stack is not None else ()
-        known = self._table.known
-        infos = [known.get(f) or self._table.frame(f) for f in frames]
-        cause = _cause(infos, kind)
-        rule = _event_rule(infos)
+        cause, rule = self._scan(frames, kind)
         user_rule = None
         if cause == CAUSE_WAKER and stack is not None and (
                 rule is None or rule.category in self._needs_user):
@@ -253,6 +271,8 @@ class Classifier:
             if user_rule is not None:
                 return _WakerPart(Classification(user_rule.category, cause, user_rule.id,
                                                  user_rule.detail))
+            known = self._table.known
+            infos = [known.get(f) or self._table.frame(f) for f in frames]
             return _WakerPart(Classification(OTHER_FALLBACK.category, cause, OTHER_FALLBACK.id,
                                              _other_detail(infos, stack)))
         if rule.bystander and cause == CAUSE_WAKER:
@@ -265,6 +285,38 @@ class Classifier:
         if detail is not None or rule.category not in self._has_detail:
             return _WakerPart(Classification(rule.category, cause, rule_id, detail))
         return _WakerPart(None, rule.category, cause, rule_id)
+
+    def _scan(self, frames: Sequence[str], kind: str) -> Tuple[str, Optional[Rule]]:
+        """One pass leaf to root: the cause (first interrupt or ksoftirqd marker) and the
+        event rule (leaf-nearest specific rule before the first context boundary, else the
+        leaf-nearest generic one)."""
+        known = self._table.known
+        frame = self._table.frame
+        specific: Optional[Rule] = None
+        generic: Optional[Rule] = None
+        in_event = True
+        cause = ""
+        for raw in frames:
+            info = known.get(raw) or frame(raw)
+            marker = info.marker
+            if marker:
+                in_event = False
+                if marker == _IRQ:
+                    cause = CAUSE_INTERRUPT
+                    break
+                if marker == _KSOFTIRQD:
+                    cause = CAUSE_KSOFTIRQD
+                    break
+            elif in_event and specific is None:
+                rule = info.waker
+                if rule is not None:
+                    if not rule.generic:
+                        specific = rule
+                    elif generic is None:
+                        generic = rule
+        if not cause:
+            cause = _cause_of_kind(kind)
+        return cause, specific or generic
 
     def _target_detail(self, stack: Optional[Stack], category: str) -> Optional[str]:
         key = (id(stack), category)
@@ -309,8 +361,11 @@ class Classifier:
         """The first user rule in table order that matches any user frame."""
         frames = stack.user_frames if stack.kernel_depth is not None else stack.frames
         best: Optional[int] = None
+        known = self._table.user_known
         for frame in frames:
-            index = self._table.user_index(frame)
+            index = known.get(frame, -1)  # -1: not looked up yet
+            if index == -1:
+                index = self._table.user_index(frame)
             if index is not None and (best is None or index < best):
                 best = index
                 if best == 0:
@@ -323,35 +378,14 @@ _PREEMPTED_FALLBACK = Classification(PREEMPTED_FALLBACK.category, CAUSE_NONE,
 _NO_WAKER_FALLBACK = Classification(NO_WAKER_FALLBACK.category, CAUSE_NONE, NO_WAKER_FALLBACK.id)
 
 
-def _cause(infos: Sequence[_FrameInfo], kind: str) -> str:
-    """Who is responsible, from the first context marker between the wake and task code."""
-    for info in infos:
-        if info.marker == _IRQ:
-            return CAUSE_INTERRUPT
-        if info.marker == _KSOFTIRQD:
-            return CAUSE_KSOFTIRQD
+def _cause_of_kind(kind: str) -> str:
+    """The cause when the stack shows no interrupt or ksoftirqd frame."""
     if kind == "ksoftirqd":
         return CAUSE_KSOFTIRQD
     if kind == "idle":
         # The idle task runs no code of its own that wakes anyone: only interrupts do.
         return CAUSE_INTERRUPT
     return CAUSE_WAKER
-
-
-def _event_rule(infos: Sequence[_FrameInfo]) -> Optional[Rule]:
-    """Leaf-nearest specific rule of the event context, else its leaf-nearest generic one."""
-    generic: Optional[Rule] = None
-    for info in infos:
-        if info.marker:
-            break
-        rule = info.waker
-        if rule is None:
-            continue
-        if not rule.generic:
-            return rule
-        if generic is None:
-            generic = rule
-    return generic
 
 
 def _other_detail(infos: Sequence[_FrameInfo], stack: Optional[Stack]) -> str:

@@ -21,7 +21,7 @@ from .aggregate import Index, index
 from .categories import CATEGORIES, CATEGORY_BY_ID
 from .classify import CAUSE_WAKER
 from .frames import normalize
-from .model import Pending, Recording
+from .model import Pending, Recording, Throttling
 from .naming import Namer
 from .report import Finding, Party, Report, ThreadSummary, Wakeup
 from .roles import ACCESS_LOG_FLUSH, GRPC_TIMER, MAIN, WORKER
@@ -137,6 +137,7 @@ class _Process:
 
     key: str
     name: str
+    pid: Optional[int] = None
     wakeups: List[Wakeup] = field(default_factory=list)
     threads: List[ThreadSummary] = field(default_factory=list)
     by_category: Dict[str, List[Wakeup]] = field(default_factory=dict)
@@ -160,7 +161,7 @@ class _Context:
             key = _process_key(target)
             proc = procs.get(key)
             if proc is None:
-                proc = procs[key] = _Process(key, target.name)
+                proc = procs[key] = _Process(key, _process_name(target), target.pid)
             proc.wakeups.extend(ws)
             proc.by_category.setdefault(category, []).extend(ws)
             if target.role == WORKER:
@@ -169,7 +170,7 @@ class _Context:
             key = _process_key(t.target)
             proc = procs.get(key)
             if proc is None:
-                proc = procs[key] = _Process(key, t.target.name)
+                proc = procs[key] = _Process(key, _process_name(t.target), t.target.pid)
             proc.threads.append(t)
         self.processes = list(procs.values())
         self.several = len({p.name for p in self.processes}) > 1
@@ -200,7 +201,15 @@ def _waker_label(ctx: _Context, w: Wakeup) -> str:
 
 
 def _process_key(party: Party) -> str:
-    return f"{party.pid}:{party.name}" if party.pid is not None else f":{party.name}"
+    """The traced process a thread belongs to. Without tgids (BCC imports) every Envoy
+    thread (one with a role) is taken to belong to one Envoy."""
+    if party.pid is not None:
+        return f"{party.pid}:{party.name}"
+    return ":envoy" if party.role is not None else f":{party.name}"
+
+
+def _process_name(party: Party) -> str:
+    return "envoy" if party.pid is None and party.role is not None else party.name
 
 
 def fmt_us(us: float) -> str:
@@ -232,13 +241,37 @@ def _counts(wakeups: Iterable[Wakeup]) -> Optional[int]:
 _PREEMPTIONS = frozenset(c.id for c in CATEGORIES if c.preemption)
 
 
+def _runnable_wait(ctx: _Context, proc: _Process, workers_only: bool) -> Tuple[int, int]:
+    """Off-CPU time of the process's (worker) threads, and how much of it they spent
+    runnable, waiting for a CPU: all of a preemption, the run-queue part of a wake."""
+    off = runq = 0
+    for key, s in ctx.index.cell_sums.items():
+        target = ctx.index.threads[key[0]]
+        if _process_key(target) != proc.key or (workers_only and target.role != WORKER):
+            continue
+        off += s.total_us
+        if key[1] in _PREEMPTIONS:
+            runq += s.total_us
+        elif s.runq_us is not None:
+            runq += s.runq_us
+        else:  # an unknown split: count what is known edge by edge
+            runq += sum(w.edge.runq_us or 0 for w in ctx.index.cells[key])
+    return off, runq
+
+
 def _is_preemption(w: Wakeup) -> bool:
     return w.category in _PREEMPTIONS
 
 
+def _throttling_of(recording: Recording, pid: Optional[int]) -> List[Throttling]:
+    """The throttling counters of one traced process's cgroup (all, when none names it)."""
+    own = [t for t in recording.throttling if t.pid is not None and t.pid == pid]
+    return own or [t for t in recording.throttling if t.pid is None
+                   or len(recording.throttling) == 1]
 
-def _throttle_delta(recording: Recording, counter: str) -> Optional[int]:
-    values = [t.delta(counter) for t in recording.throttling]
+
+def _throttle_delta(counters: Sequence[Throttling], counter: str) -> Optional[int]:
+    values = [t.delta(counter) for t in counters]
     known = [v for v in values if v is not None]
     return sum(known) if known else None
 
@@ -248,17 +281,14 @@ def _throttle_delta(recording: Recording, counter: str) -> Optional[int]:
 def cpu_shortage(ctx: _Context) -> List[Finding]:
     """CFS throttling (counters rose) or a noisy neighbour (preempted by others, no throttling)."""
     out: List[Finding] = []
-    nr_throttled = _throttle_delta(ctx.recording, "nr_throttled")
-    throttled_us = _throttle_delta(ctx.recording, "throttled_usec")
-    nr_periods = _throttle_delta(ctx.recording, "nr_periods")
     for proc in ctx.processes:
-        workers = proc.workers
-        who = "worker threads"
-        if not workers:
-            workers, who = proc.wakeups, "traced threads"
-        off = sum([w.edge.total_us for w in workers])
-        runq = sum([w.edge.total_us if w.category in _PREEMPTIONS else (w.edge.runq_us or 0)
-                    for w in workers])
+        counters = _throttling_of(ctx.recording, proc.pid)
+        nr_throttled = _throttle_delta(counters, "nr_throttled")
+        throttled_us = _throttle_delta(counters, "throttled_usec")
+        nr_periods = _throttle_delta(counters, "nr_periods")
+        workers_only = bool(proc.workers)
+        who = "worker threads" if workers_only else "traced threads"
+        off, runq = _runnable_wait(ctx, proc, workers_only)
         if off <= 0 or runq < RUNQ_MIN_US or runq / off < RUNQ_SHARE_MIN:
             continue
         share = runq / off
@@ -281,23 +311,23 @@ def cpu_shortage(ctx: _Context) -> List[Finding]:
                 evidence=evidence))
             continue
         preemptors: Dict[str, int] = defaultdict(int)
-        own = {proc.name}
-        for w in workers:
-            if _is_preemption(w) and w.preempted_by is not None \
-                    and w.preempted_by.name not in own:
-                preemptors[w.preempted_by.name] += w.edge.total_us
+        for category in _PREEMPTIONS:
+            for w in proc.of(category):
+                if (w.target.role == WORKER or not workers_only) and w.preempted_by is not None \
+                        and w.preempted_by.name != proc.name:
+                    preemptors[w.preempted_by.name] += w.edge.total_us
         if not preemptors:
             continue
         top, top_us = max(preemptors.items(), key=lambda kv: (kv[1], kv[0]))
         evidence.update({"preemptor": top, "preemptor_us": top_us,
                          "preemptors": dict(sorted(preemptors.items(), key=lambda kv: -kv[1]))})
-        counters = ("no CFS throttling" if nr_throttled == 0
-                    else "no throttling counters were recorded")
+        no_throttling = ("no CFS throttling" if nr_throttled == 0
+                         else "no throttling counters were recorded")
         out.append(Finding(
             id="noisy-neighbour", severity=severity,
             title=f"Noisy neighbour: {top}",
             text=(f"The {who}{ctx.where(proc)} spent {pct(share)} of their off-CPU time "
-                  f"({fmt_us(runq)}) runnable but waiting for a CPU ({counters}); "
+                  f"({fmt_us(runq)}) runnable but waiting for a CPU ({no_throttling}); "
                   f"{top} took the CPU from them for {fmt_us(top_us)}. Give the pod a CPU "
                   "request that reflects its load, or move the neighbour."),
             evidence=evidence))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable, Optional, Set
+from typing import Dict, Iterable, Optional, Set
 
 from .categories import ROLES
 from .model import Recording, Task
@@ -61,8 +61,7 @@ class Roles:
             if (info.comm == "envoy" or exe.startswith("envoy")
                     or any(_WORKER.match(c) for c in info.threads.values())):
                 self.envoy_pids.add(info.pid)
-        unique = {id(t): t for t in _tasks(recording)}  # importers intern tasks
-        for task in unique.values():
+        for task in _distinct_tasks(recording):
             if is_envoy_signature(task.comm):
                 if task.pid is None:
                     self.pidless_envoy = True
@@ -83,14 +82,17 @@ class Roles:
         return None
 
 
-def _tasks(recording: Recording) -> Iterable[Task]:
+def _distinct_tasks(recording: Recording) -> Iterable[Task]:
+    """Every task the recording names, once per object (importers intern tasks)."""
+    seen: Dict[int, Task] = {}
     for edge in recording.edges:
-        yield edge.target
+        seen[id(edge.target)] = edge.target
         if edge.waker is not None:
-            yield edge.waker
+            seen[id(edge.waker)] = edge.waker
         if edge.preempted_by is not None:
-            yield edge.preempted_by
+            seen[id(edge.preempted_by)] = edge.preempted_by
     for run in recording.oncpu:
-        yield run.task
+        seen[id(run.task)] = run.task
     for pending in recording.pending:
-        yield pending.task
+        seen[id(pending.task)] = pending.task
+    return list(seen.values())

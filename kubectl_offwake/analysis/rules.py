@@ -18,7 +18,8 @@ How the table is applied (see :mod:`.classify`):
   Ties on one frame go to the rule listed first.
 * ``stack="user"`` rules refine with symbolized user frames of the waker (substring match,
   demangled or mangled C++); the first rule in table order that matches anywhere sets the
-  detail, and decides the category when the kernel frames said nothing.
+  detail, and decides the category when the kernel frames said nothing. They are read only
+  when the cause is ``waker``: an interrupted bystander's user frames say nothing.
 * ``stack="target-detail"`` rules add a detail from the target stack (what the target was
   waiting in) to the categories they list, when the waker rule left the detail empty.
 """
@@ -26,7 +27,7 @@ How the table is applied (see :mod:`.classify`):
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from .categories import CATEGORY_BY_ID
 
@@ -310,13 +311,12 @@ NO_WAKER_FALLBACK = Fallback("no-waker", "other", "the source recorded no waker"
 OTHER_DETAIL_FRAMES = 3
 
 
-def rules_for(stack: str) -> List[Rule]:
-    """The rules of one stack kind, in table order."""
-    return [r for r in RULES if r.stack == stack]
-
-
-def rule_by_id() -> Dict[str, Rule]:
-    return {r.id: r for r in RULES}
+def explain(rule_id: str) -> str:
+    """The reason behind a ``Wakeup.rule`` (``a+b`` when a user rule refined rule ``a``)."""
+    reasons = {r.id: r.reason for r in RULES}
+    for fallback in (PREEMPTED_FALLBACK, OTHER_FALLBACK, NO_WAKER_FALLBACK):
+        reasons[fallback.id] = fallback.reason
+    return "; ".join(reasons[part] for part in rule_id.split("+") if part in reasons)
 
 
 def _number(rules: Tuple[Rule, ...]) -> Tuple[Rule, ...]:

@@ -18,7 +18,7 @@ app = typer.Typer(
     name="kubectl-offwake",
     help=(
         "Why were Envoy's threads off the CPU, and who woke them?\n\n"
-        "  kubectl offwake istio-proxy -n app        every pod in `app` with an istio-proxy container\n"
+        "  kubectl offwake istio-proxy -n app   (pods in `app` with an istio-proxy container)\n"
         "  kubectl offwake deploy/productpage -n app --duration 30s -o html --out incident.html\n"
         "  kubectl offwake report recording.jsonl.gz\n"
         "  kubectl offwake local --comm envoy\n"
@@ -31,6 +31,14 @@ app = typer.Typer(
 )
 
 app.command("report")(report_cmd.report)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the plugin's version."""
+    from .. import __version__
+
+    typer.echo(f"kubectl-offwake {__version__}")
 
 _COMMANDS = {"report", "local", "cleanup", "setup", "demo", "trace", "version"}
 

@@ -10,10 +10,10 @@ from typing import Optional
 
 import typer
 
+# constants only: these modules do not import the kubernetes client (kept lazy for speed)
+from ..k8s.podspec import DEFAULT_COLLECTOR_NAMESPACE
+from ..k8s.targets import DEFAULT_MAX_PODS
 from .options import Format, parse_duration
-
-DEFAULT_MAX_PODS = 20
-DEFAULT_COLLECTOR_NAMESPACE = "offwake-system"
 
 
 def trace(

@@ -20,7 +20,7 @@ SOURCE_NAME = "offwake.bpf.c"
 COUNTERS = (
     "switch_out", "wakeup", "noop_wake", "short", "stack_eexist", "stack_enomem",
     "agg_full", "start_full", "oncpu_full", "switch_in", "kcache_hit", "kcache_mismatch",
-    "kstack_walks", "stack_overflow",
+    "kstack_walks", "stack_overflow", "wstack_eexist", "wstack_enomem",
 )
 #: Marks a stack id that lives in the overflow stack map (see the C source).
 OVERFLOW_BIT = 0x40000000
@@ -170,6 +170,8 @@ class Program:
         self._ustacks = self.bpf["ustacks"]
         self._kstacks2 = self.bpf["kstacks2"]
         self._ustacks2 = self.bpf["ustacks2"]
+        self._wustacks = self.bpf["wustacks"]
+        self._wustacks2 = self.bpf["wustacks2"]
         self._batch_ok = True
 
     def set_targets(self, tgids: Sequence[int]) -> None:
@@ -247,10 +249,12 @@ class Program:
             return self._ips(self._kstacks2, stack_id & ~OVERFLOW_BIT)
         return self._ips(self._kstacks, stack_id)
 
-    def user_ips(self, stack_id: int) -> Optional[List[int]]:
+    def user_ips(self, stack_id: int, waker: bool = False) -> Optional[List[int]]:
+        main, overflow = ((self._wustacks, self._wustacks2) if waker
+                          else (self._ustacks, self._ustacks2))
         if stack_id >= 0 and stack_id & OVERFLOW_BIT:
-            return self._ips(self._ustacks2, stack_id & ~OVERFLOW_BIT)
-        return self._ips(self._ustacks, stack_id)
+            return self._ips(overflow, stack_id & ~OVERFLOW_BIT)
+        return self._ips(main, stack_id)
 
     @staticmethod
     def _ips(table: Any, stack_id: int) -> Optional[List[int]]:

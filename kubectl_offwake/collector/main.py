@@ -210,6 +210,8 @@ class Collector:
                 "kstack_cache_hits": counters.get("kcache_hit", 0),
                 "kstack_cache_mismatches": counters.get("kcache_mismatch", 0),
                 "stack_overflow": counters.get("stack_overflow", 0),
+                "waker_ustack_lost": counters.get("wstack_eexist", 0)
+                + counters.get("wstack_enomem", 0),
                 "edges": snap.edges_sent, "stacks": snap.stacks_sent,
                 "snapshots": snap.snap, "pending": n_pending,
                 "load_ms": int(program.load_s * 1000),

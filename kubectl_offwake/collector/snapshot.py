@@ -37,11 +37,11 @@ class Snapshotter:
         self.ids = Identities()
         self.snap = 0
         self.edges_sent = 0
-        self._stacks: Dict[Tuple[int, int, int], int] = {}
+        self._stacks: Dict[Tuple[int, int, int, bool], int] = {}
         self._by_content: Dict[Tuple[Tuple[str, ...], int, Optional[str]], int] = {}
         self._kframes: Dict[int, List[str]] = {}
         self._kernel_ids: set = set()
-        self._user_ids: set = set()
+        self._user_ids: set = set()  # (waker map?, id)
         self.symbolize_s = 0.0
         self.active_tids: set = set()
 
@@ -52,9 +52,14 @@ class Snapshotter:
         if rec is not None:
             self.writer.emit("process", **rec)
 
-    def stack_id(self, kid: int, uid: int, pid: int) -> int:
+    def stack_id(self, kid: int, uid: int, pid: int, waker: bool = False) -> int:
+        """The wire id of (kernel stack, user stack of ``pid``), sending it the first time.
+
+        A waker's user stack is dropped when its kernel stack shows the wake ran in an
+        interrupt: that user stack belongs to whatever task the interrupt happened to hit.
+        """
         upid = pid if uid >= 0 else 0
-        key = (kid, uid, upid)
+        key = (kid, uid, upid, waker)
         sid = self._stacks.get(key)
         if sid is not None:
             return sid
@@ -62,9 +67,11 @@ class Snapshotter:
         frames: List[str] = []
         kernel = self._kernel_frames(kid)
         frames.extend(kernel)
+        if waker and uid >= 0 and in_interrupt(kernel):
+            uid = -14  # as if there were no user stack
         if uid >= 0:
-            self._user_ids.add(uid)
-            ips = self.program.user_ips(uid)
+            self._user_ids.add((waker, uid))
+            ips = self.program.user_ips(uid, waker=waker)
             if ips:
                 frames.extend(self.sym.user(pid, ips))
         seen = self.ids.seen(pid)
@@ -117,7 +124,8 @@ class Snapshotter:
             rec["waker_tid"] = e.waker_tid
             rec["waker_pid"] = e.waker_tgid
             rec["waker_comm"] = e.waker_comm
-            rec["waker_stack"] = self.stack_id(e.waker_kstack, e.waker_ustack, e.waker_tgid)
+            rec["waker_stack"] = self.stack_id(e.waker_kstack, e.waker_ustack, e.waker_tgid,
+                                               waker=True)
         else:
             ppid = self.ids.tgid(e.preempt_pid) if e.preempt_pid else 0
             self.process(ppid, e.preempt_comm)
@@ -129,11 +137,12 @@ class Snapshotter:
     def take(self, counters: Dict[str, int]) -> None:
         """Read and clear the maps and write one committed snapshot."""
         self.snap += 1
+        self.sym.new_snapshot()
         edges = self.program.drain_edges()
         oncpu = self.program.drain_oncpu()
         self.active_tids.update(e.tid for e in edges)
         self.active_tids.update(r.tid for r in oncpu)
-        wakeups = [self._wakeup(e) for e in edges]
+        wakeups = merge_wakeups([self._wakeup(e) for e in edges])
         for rec in wakeups:
             self.writer.emit("wakeup", **rec)
         self.edges_sent += len(wakeups)
@@ -208,6 +217,35 @@ class Snapshotter:
     @property
     def stacks_sent(self) -> int:
         return len(self._by_content)
+
+
+#: Frames that show a kernel stack ran in (or on the way out of) a hardware interrupt.
+_IRQ_FRAMES = ("asm_sysvec_", "sysvec_", "__sysvec_", "asm_common_interrupt",
+               "common_interrupt", "irq_exit", "__irq_exit_rcu", "do_IRQ",
+               "apic_timer_interrupt", "ret_from_intr", "handle_irq_event")
+
+
+def in_interrupt(kernel_frames: List[str]) -> bool:
+    return any(f.startswith(_IRQ_FRAMES) for f in kernel_frames)
+
+
+_SUM = ("count", "total_us", "blocked_us", "runq_us")
+
+
+def merge_wakeups(records: List[dict]) -> List[dict]:
+    """One record per distinct edge as the client will see it (BPF keys on stack ids, and
+    stacks that differ only in offsets, or in a dropped bystander user stack, read the same)."""
+    out: Dict[tuple, dict] = {}
+    for rec in records:
+        key = tuple((k, v) for k, v in rec.items() if k not in _SUM and k != "max_us")
+        have = out.get(key)
+        if have is None:
+            out[key] = rec
+            continue
+        for k in _SUM:
+            have[k] = have.get(k, 0) + rec.get(k, 0)
+        have["max_us"] = max(have.get("max_us", 0), rec.get("max_us", 0))
+    return list(out.values())
 
 
 def _thread_state(pid: int, tid: int) -> Optional[str]:

@@ -1,20 +1,29 @@
 """Turns stack addresses into frame names, on the node where the binaries are.
 
-Kernel addresses resolve through BCC's kallsyms cache; user addresses through BCC's
-per-process symbol cache (``/proc/PID/maps`` + ELF symtab/dynsym, reached via
-``/proc/PID/root``, demangled). Every resolved address is cached per process, so a snapshot
-with thousands of new stacks costs one lookup per distinct address.
+Kernel addresses resolve through BCC's kallsyms cache. User addresses resolve through our
+own tables: each process's executable mappings (``/proc/PID/maps``) and each module's
+function symbols (``elf.py``), the file opened through ``/proc/PID/map_files`` (works for
+deleted files and other mount namespaces) or ``/proc/PID/root``. Tables are read once per
+process and module and kept, so a process that exits before the next snapshot still
+resolves; every resolved address is cached per process.
 
 An address no symbol covers is written ``module+0xOFFSET`` (the ELF virtual address inside
-the module), never ``[unknown]``: stripped Envoy builds can be symbolized offline from that.
-Demangled C++ names lose their parameter lists: they are long, and add nothing a reader of
-an off-CPU report needs.
+the module, what ``addr2line -e module`` takes), never ``[unknown]``: stripped Envoy builds
+can be symbolized offline from that. C++ names are demangled (libstdc++'s
+``__cxa_demangle``) and lose their parameter lists: they are long, and add nothing a reader
+of an off-CPU report needs.
 """
 
 from __future__ import annotations
 
+import bisect
+import ctypes
+import ctypes.util
 import os
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .elf import ElfSymbols, read_symbols
 
 MAX_NAME = 200
 
@@ -42,14 +51,90 @@ def short_name(name: str) -> str:
     return text
 
 
+class Demangler:
+    """C++ demangling through libstdc++ (present wherever BCC is); names pass through if not."""
+
+    def __init__(self) -> None:
+        self._fn: Any = None
+        self._free: Any = None
+        try:
+            lib = ctypes.CDLL(ctypes.util.find_library("stdc++") or "libstdc++.so.6")
+            fn = getattr(lib, "__cxa_demangle")  # (a literal would be name-mangled)
+            fn.restype = ctypes.c_void_p
+            fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p,
+                           ctypes.POINTER(ctypes.c_int)]
+            libc = ctypes.CDLL(None)
+            libc.free.argtypes = [ctypes.c_void_p]
+            self._fn, self._free = fn, libc.free
+        except (OSError, AttributeError):
+            pass
+
+    def __call__(self, name: bytes) -> str:
+        if self._fn is not None and name.startswith(b"_Z"):
+            status = ctypes.c_int(0)
+            ptr = self._fn(name, None, None, ctypes.byref(status))
+            if ptr:
+                try:
+                    raw = ctypes.string_at(ptr)
+                finally:
+                    self._free(ptr)
+                if status.value == 0:
+                    return raw.decode("utf-8", "replace")
+        return name.decode("utf-8", "replace")
+
+
+@dataclass
+class Mapping:
+    start: int
+    end: int
+    pgoff: int
+    path: str
+
+
+class ProcessMaps:
+    """The executable mappings of one process, sorted for bisect."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.maps: List[Mapping] = []
+        self.starts: List[int] = []
+        self.load()
+
+    def load(self) -> None:
+        maps = []
+        try:
+            with open(f"/proc/{self.pid}/maps") as f:
+                for line in f:
+                    parts = line.split(None, 5)
+                    if len(parts) < 6 or "x" not in parts[1]:
+                        continue
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    maps.append(Mapping(lo, hi, int(parts[2], 16), parts[5].strip()))
+        except OSError:
+            return  # gone: keep what we had
+        maps.sort(key=lambda m: m.start)
+        self.maps = maps
+        self.starts = [m.start for m in maps]
+
+    def find(self, addr: int) -> Optional[Mapping]:
+        i = bisect.bisect_right(self.starts, addr) - 1
+        if i >= 0 and addr < self.maps[i].end:
+            return self.maps[i]
+        return None
+
+
 class Symbolizer:
-    """Kernel and user symbolization with caches; ``bpf_cls`` is ``bcc.BPF``."""
+    """Kernel and user symbolization with caches; ``bpf_cls`` is ``bcc.BPF`` (for ksym)."""
 
     def __init__(self, bpf_cls: Any) -> None:
         self._bpf = bpf_cls
         self._kernel: Dict[int, str] = {}
         self._user: Dict[int, Dict[int, str]] = {}
-        self._warm: set = set()
+        self._procs: Dict[int, ProcessMaps] = {}
+        self._modules: Dict[Tuple[int, int], ElfSymbols] = {}
+        self._module_of: Dict[Tuple[int, str], ElfSymbols] = {}
+        self._reloaded: set = set()
+        self.demangle = Demangler()
 
     def kernel(self, addrs: Sequence[int]) -> List[str]:
         out = []
@@ -64,13 +149,15 @@ class Symbolizer:
         return out
 
     def warm(self, pid: int) -> None:
-        """Load a process's symbol tables now, while it is alive, so frames of a process that
-        exits before the next snapshot still resolve."""
-        if pid in self._warm:
-            return
-        self._warm.add(pid)
-        for start in _exec_map_starts(pid):
-            self._resolve(pid, start)
+        """Read a process's mappings and its modules' symbols now, while it is alive, so
+        frames of a process that exits before the next snapshot still resolve."""
+        maps = self._maps(pid)
+        for m in maps.maps:
+            self._symbols(pid, m)
+
+    def new_snapshot(self) -> None:
+        """Allow one re-read of each process's mappings (libraries loaded since)."""
+        self._reloaded.clear()
 
     def user(self, pid: int, addrs: Sequence[int]) -> List[str]:
         cache = self._user.setdefault(pid, {})
@@ -83,40 +170,56 @@ class Symbolizer:
             out.append(name)
         return out
 
-    def _resolve(self, pid: int, addr: int) -> str:
-        try:
-            name, offset, module = self._bpf._sym_cache(pid).resolve(addr, True)
-        except Exception:  # noqa: BLE001 - bcc raises plain errors for gone processes
-            name, offset, module = None, addr, None
-        if name:
-            text = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
-            return short_name(text)
-        if module:
-            mod = module.decode("utf-8", "replace") if isinstance(module, bytes) else module
-            return f"{os.path.basename(mod)}+0x{offset:x}"
-        return f"0x{addr:x}"
-
     def forget(self, pid: int) -> None:
         self._user.pop(pid, None)
 
+    def _maps(self, pid: int) -> ProcessMaps:
+        maps = self._procs.get(pid)
+        if maps is None:
+            maps = self._procs[pid] = ProcessMaps(pid)
+        return maps
 
-def _exec_map_starts(pid: int) -> List[int]:
-    starts: List[int] = []
-    seen_paths: set = set()
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 6 or "x" not in parts[1]:
-                    continue
-                path = parts[5]
-                if path in seen_paths or path.startswith("["):
-                    continue
-                seen_paths.add(path)
-                starts.append(int(parts[0].split("-")[0], 16))
-    except OSError:
-        pass
-    return starts
+    def _symbols(self, pid: int, m: Mapping) -> Optional[ElfSymbols]:
+        key = (pid, m.path)
+        found = self._module_of.get(key)
+        if found is not None or m.path.startswith("[") or not m.path:
+            return found
+        path = f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}"
+        try:
+            st = os.stat(path)
+        except OSError:
+            path = f"/proc/{pid}/root{m.path}"
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+        ident = (st.st_dev, st.st_ino)
+        found = self._modules.get(ident)
+        if found is None:
+            found = self._modules[ident] = read_symbols(path)
+        self._module_of[key] = found
+        return found
+
+    def _resolve(self, pid: int, addr: int) -> str:
+        maps = self._maps(pid)
+        m = maps.find(addr)
+        if m is None and pid not in self._reloaded:
+            self._reloaded.add(pid)
+            maps.load()
+            m = maps.find(addr)
+        if m is None:
+            return f"0x{addr:x}"
+        base = os.path.basename(m.path) if m.path else "anon"
+        if base.endswith(" (deleted)"):
+            base = base[: -len(" (deleted)")]
+        syms = self._symbols(pid, m)
+        if syms is None:
+            return f"{base}+0x{addr - m.start + m.pgoff:x}"
+        vaddr = syms.vaddr(addr - m.start + m.pgoff)
+        name = syms.lookup(vaddr)
+        if name:
+            return short_name(self.demangle(name))
+        return f"{base}+0x{vaddr:x}"
 
 
 def split_stack(ips: Sequence[int]) -> List[int]:

@@ -128,6 +128,7 @@ class DemoMesh:
         self.network: Optional[NodeNetwork] = None
         self.supervisor: Optional[Supervisor] = None
         self._old_sigterm: object = None
+        self._others: Optional[Set[int]] = None
         self.cleanup_problems: List[str] = []
 
     # -- lifecycle -------------------------------------------------------------------
@@ -149,58 +150,75 @@ class DemoMesh:
             self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
 
     def start(self) -> MeshInfo:
+        """Set the node up step by step, reporting each finished step to ``on_step``."""
         require_root()
-        step = self.on_step
         binaries = self._binaries or DemoBinaries.find()
         for pid in remove_stale(os.getpid()):
-            step(f"removed what a killed demo (pid {pid}) had left behind")
+            self.on_step(f"removed what a killed demo (pid {pid}) had left behind")
+        info = self._make_node()
+        self._start_dns(info, binaries)
+        self._start_upstream(info)
+        self._start_envoy(info, binaries)
+        self._start_neighbours(info, binaries)
+        info.envoy_threads = _thread_names(info.envoy_pid)
+        return info
+
+    def _make_node(self) -> MeshInfo:
+        """Temporary directory, cgroup, namespace and veth pair."""
         self.workdir = tempfile.mkdtemp(prefix=f"{self.prefix}-")
         self.cgroup = DemoCgroup(self.prefix)
         self.cgroup.create()
         self.supervisor = Supervisor(self.workdir, self.cgroup)
-        sup = self.supervisor
-
-        short = f"owd{os.getpid() % 10**8}"
-        self.network = NodeNetwork.plan(self.prefix, os.getpid(), short)
+        self.network = NodeNetwork.plan(self.prefix, os.getpid(), f"owd{os.getpid() % 10**8}")
         net = self.network
         net.create()
-        step(f"network namespace {net.netns}: veth {net.host_if} {net.host_ip} "
-             f"<-> {net.node_ip}")
-
+        self.on_step(f"network namespace {net.netns}: veth {net.host_if} {net.host_ip} "
+                     f"<-> {net.node_ip}")
         cpu, others = _choose_cpus()
-        info = MeshInfo(
+        self._others = others
+        self.info = MeshInfo(
             prefix=self.prefix, netns=net.netns, host_ip=net.host_ip, node_ip=net.node_ip,
             cpu=cpu, workdir=self.workdir,
             admin_socket=os.path.join(self.workdir, "admin.sock"),
             access_log=os.path.join(self.workdir, "access.log"),
             other_cpus=sorted(others or ()),
         )
-        self.info = info
-        inside = net.exec_prefix()
+        return self.info
 
-        dns = sup.start("dnsmasq", [
+    def _start_dns(self, info: MeshInfo, binaries: DemoBinaries) -> None:
+        assert self.supervisor is not None and self.network is not None
+        dns = self.supervisor.start("dnsmasq", [
             binaries.dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
             "--no-hosts", "--bind-interfaces", f"--listen-address={DNS_IP}", "--port=53",
             f"--host-record={envoy_config.UPSTREAM_HOST},127.0.0.1", "--local-ttl=1",
             "--pid-file=", "--cache-size=0",
             # Dropping to nobody/dip would clear its parent-death signal.
             "--user=root", "--group=root",
-        ], netns_prefix=inside, cpus=others)
+        ], netns_prefix=self.network.exec_prefix(), cpus=self._others)
         info.pids["dnsmasq"] = dns.pid
         self._expect_alive("dnsmasq", 0.3)
-        step(f"dnsmasq answering {envoy_config.UPSTREAM_HOST} on {DNS_IP}:53 (pid {dns.pid})")
+        self.on_step(f"dnsmasq answering {envoy_config.UPSTREAM_HOST} on {DNS_IP}:53 "
+                     f"(pid {dns.pid})")
 
+    def _start_upstream(self, info: MeshInfo) -> None:
+        assert self.supervisor is not None and self.network is not None
+        sup = self.supervisor
         upstream = sup.start("upstream", sup.python_module(
-            "upstream", "--port", str(envoy_config.UPSTREAM_PORT)), netns_prefix=inside,
-            cpus=others)
+            "upstream", "--port", str(envoy_config.UPSTREAM_PORT)),
+            netns_prefix=self.network.exec_prefix(), cpus=self._others)
         info.pids["upstream"] = upstream.pid
-        step(f"upstream app on 127.0.0.1:{envoy_config.UPSTREAM_PORT} (pid {upstream.pid})")
+        self.on_step(f"upstream app on 127.0.0.1:{envoy_config.UPSTREAM_PORT} "
+                     f"(pid {upstream.pid})")
 
+    def _start_envoy(self, info: MeshInfo, binaries: DemoBinaries) -> None:
+        """Envoy, as the child of the pilot-agent stand-in, pinned to the demo's CPU."""
+        assert self.supervisor is not None and self.network is not None
+        sup = self.supervisor
         config = envoy_config.EnvoyConfig(
             admin_socket=info.admin_socket, access_log=info.access_log, dns_ip=DNS_IP,
             dns_refresh_ms=self.dns_refresh_ms,
         )
-        config_path = os.path.join(self.workdir, "envoy.yaml")
+        config_path = os.path.join(info.workdir, "envoy.yaml")
         with open(config_path, "w") as handle:
             handle.write(config.to_yaml())
         envoy_argv = [
@@ -210,42 +228,46 @@ class DemoMesh:
         ]
         agent = sup.start("pilot-agent", sup.python_module(
             "agent", "--admin-socket", info.admin_socket, "--interval", str(self.agent_interval),
-            "--push-every", "5",
-            "--cpu", str(cpu), "--envoy-log", os.path.join(self.workdir, "envoy.log"),
-            "--", *envoy_argv,
-        ), netns_prefix=inside, cpus=others)
+            "--push-every", "5", "--cpu", str(info.cpu),
+            "--envoy-log", os.path.join(info.workdir, "envoy.log"), "--", *envoy_argv,
+        ), netns_prefix=self.network.exec_prefix(), cpus=self._others)
         info.pids["pilot-agent"] = agent.pid
         self._wait_envoy_ready(info)
         info.envoy_threads = _thread_names(info.envoy_pid)
-        step(f"envoy (pid {info.envoy_pid}, {len(info.envoy_threads)} threads, pinned to CPU "
-             f"{cpu}) started by the pilot-agent stand-in (pid {agent.pid}), admin on a unix "
-             "socket")
+        self.on_step(
+            f"envoy (pid {info.envoy_pid}, {len(info.envoy_threads)} threads, pinned to CPU "
+            f"{info.cpu}) started by the pilot-agent stand-in (pid {agent.pid}), admin on a "
+            "unix socket")
         self._wait_upstream_resolved(info)
-        step(f"envoy resolved {envoy_config.UPSTREAM_HOST} through dnsmasq "
-             f"(re-resolving every {self.dns_refresh_ms} ms)")
+        self.on_step(f"envoy resolved {envoy_config.UPSTREAM_HOST} through dnsmasq "
+                     f"(re-resolving every {self.dns_refresh_ms} ms)")
 
+    def _start_neighbours(self, info: MeshInfo, binaries: DemoBinaries) -> None:
+        """The hog on Envoy's CPU, the kubelet stand-in on the host, and the load."""
+        assert self.supervisor is not None and self.network is not None
+        sup = self.supervisor
         hog = sup.start("cpu-hog", sup.python_module(
-            "hog", "--cpu", str(cpu), "--nice", str(self.hog_nice)))
+            "hog", "--cpu", str(info.cpu), "--nice", str(self.hog_nice)))
         info.pids["cpu-hog"] = hog.pid
-        step(f"cpu-hog busy on CPU {cpu} next to envoy, nice {self.hog_nice} (pid {hog.pid})")
+        self.on_step(f"cpu-hog busy on CPU {info.cpu} next to envoy, nice {self.hog_nice} "
+                     f"(pid {hog.pid})")
 
         prober = sup.start("kubelet", sup.python_module(
-            "prober", "--host", net.node_ip, "--port", str(envoy_config.HEALTH_PORT),
-            "--interval", str(self.probe_interval)), cpus=others)
+            "prober", "--host", info.node_ip, "--port", str(envoy_config.HEALTH_PORT),
+            "--interval", str(self.probe_interval)), cpus=self._others)
         info.pids["kubelet"] = prober.pid
-        step(f"kubelet stand-in probing http://{net.node_ip}:{envoy_config.HEALTH_PORT}"
-             f"/healthz/ready from the host (pid {prober.pid})")
+        self.on_step(f"kubelet stand-in probing http://{info.node_ip}:"
+                     f"{envoy_config.HEALTH_PORT}/healthz/ready from the host "
+                     f"(pid {prober.pid})")
 
-        script = loadgen.write_script(self.workdir, self.rate_per_connection_ms)
+        script = loadgen.write_script(info.workdir, self.rate_per_connection_ms)
         wrk = sup.start("wrk", loadgen.command(
             binaries.wrk, f"http://127.0.0.1:{envoy_config.INBOUND_PORT}/", script,
-            self.load_seconds), netns_prefix=inside, cpus=others)
+            self.load_seconds), netns_prefix=self.network.exec_prefix(), cpus=self._others)
         info.pids["wrk"] = wrk.pid
         self._wait_traffic(info)
-        step(f"wrk sending load through envoy (pid {wrk.pid}, ~"
-             f"{loadgen.approx_rate(self.rate_per_connection_ms)} requests/s)")
-        info.envoy_threads = _thread_names(info.envoy_pid)
-        return info
+        self.on_step(f"wrk sending load through envoy (pid {wrk.pid}, paced to at most "
+                     f"{loadgen.approx_rate(self.rate_per_connection_ms)} requests/s)")
 
     def stop(self) -> None:
         """Remove everything this mesh created; safe to call more than once."""

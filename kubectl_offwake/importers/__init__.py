@@ -9,6 +9,7 @@ kept, with a warning in ``Recording.warnings`` saying what was dropped.
 
 from __future__ import annotations
 
+import re
 from typing import Iterator, Optional
 
 from ..analysis.model import Recording
@@ -32,6 +33,12 @@ __all__ = [
 
 #: How many meaningful lines the sniffer reads before it gives up.
 _SNIFF_LINES = 2000
+
+#: offcputime's per-stack footer, ``    -                envoy (4182)``: a common mix-up.
+_OFFCPUTIME_TEXT = re.compile(r"^\s+-\s{8,}\S.* \(\d+\)\s*$", re.MULTILINE)
+_SNIFF_CHARS = 1 << 20
+
+_HELLO = re.compile(r'\{\s*"type"\s*:\s*"hello"')
 
 FORMAT_WIRE = "wire"
 FORMAT_TEXT = "offwaketime-text"
@@ -62,8 +69,8 @@ def detect_format(text: str) -> Optional[str]:
         stripped = line.strip()
         if not stripped or stripped == "^C":
             continue
-        if seen == 0 and stripped.startswith("{"):
-            return FORMAT_WIRE
+        if stripped.startswith("{") and (seen == 0 or _HELLO.match(stripped)):
+            return FORMAT_WIRE  # a hello after a few lines: `kubectl logs ... 2>&1` chatter
         if looks_like_text(line):
             return FORMAT_TEXT
         if looks_like_folded(line):
@@ -93,6 +100,11 @@ def _load(data: InputText) -> Recording:
         recording = parse_text(data.text, data.name)
     elif fmt == FORMAT_FOLDED:
         recording = parse_folded(data.text, data.name)
+    elif _OFFCPUTIME_TEXT.search(data.text[:_SNIFF_CHARS]):
+        raise BadInput(
+            f"{data.name} is BCC offcputime output, which has no waker stacks; "
+            "capture offwaketime's output instead"
+        )
     else:
         raise BadInput(
             f"{data.name} is neither a kubectl-offwake recording nor BCC offwaketime output; "

@@ -23,9 +23,9 @@ swapped (waker: target's tid and vice versa); the file does not say which BCC wr
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from ..analysis.model import Edge, Recording
+from ..analysis.model import Edge, Recording, Stack
 from ..errors import BadInput
 from .bcc_common import (
     DELIMITER,
@@ -94,8 +94,9 @@ def parse_text(text: str, name: str = "input") -> Recording:
     source["delimited"] = mode == MODE_DELIMITED
     recording.source.update(source)
     edges = EdgeTable(recording)
+    stacks = _Stacks(recording, mode)
     for block in blocks:
-        edges.add(_edge(block, recording, edges, mode))
+        edges.add(_edge(block, stacks, edges))
     if corrupt:
         notes.insert(0, corrupt_note(corrupt))
     if not recording.edges:
@@ -181,8 +182,9 @@ def _split_blocks(text: str) -> Tuple[List[_Block], int, List[str], Optional[re.
             block = _Block(stripped[len("waker:"):])
             state = "waker"
             continue
+        # Only a line starting with "-" can be a separator: split() nothing else.
+        parts = stripped.split() if stripped[0] == "-" else None
         if state == "waker":
-            parts = stripped.split()
             if parts == ["--", "--"]:
                 block.separator = "new"
                 state = "target"
@@ -201,7 +203,6 @@ def _split_blocks(text: str) -> Tuple[List[_Block], int, List[str], Optional[re.
             block.target = stripped[len("target:"):]
             state = "value"
             continue
-        parts = stripped.split()
         if parts in (["--", "--"], ["-", "-"]):
             fail()
             continue
@@ -237,17 +238,33 @@ def _frames(lines: List[str], strip_address: bool) -> List[str]:
     return out
 
 
-def _edge(block: _Block, recording: Recording, edges: EdgeTable, mode: str) -> Edge:
+class _Stacks:
+    """Captures print the same stacks in many blocks: clean and split each form once."""
+
+    def __init__(self, recording: Recording, mode: str) -> None:
+        self.recording = recording
+        self.mode = mode
+        self._cache: Dict[Tuple[Tuple[str, ...], bool, bool], Stack] = {}
+
+    def get(self, lines: List[str], kernel_first: bool, old: bool) -> Stack:
+        key = (tuple(lines), kernel_first, old)
+        stack = self._cache.get(key)
+        if stack is None:
+            frames = _frames(lines, strip_address=old)
+            stack = build_stack(self.recording.stacks, frames, self.mode, kernel_first)
+            self._cache[key] = stack
+        return stack
+
+
+def _edge(block: _Block, stacks: _Stacks, edges: EdgeTable) -> Edge:
     new = block.separator == "new"
     waker_comm, waker_tid = _who(block.waker, new)
     target_comm, target_tid = _who(block.target or "", new)
-    waker_frames = _frames(block.waker_frames, not new)
-    target_frames = _frames(block.target_frames, not new)
     target = edges.task(target_comm, target_tid)
-    target_stack = build_stack(recording.stacks, target_frames, mode, kernel_first=True)
+    target_stack = stacks.get(block.target_frames, kernel_first=True, old=not new)
     assert block.value is not None
-    if not waker_comm and not waker_frames:
+    if not waker_comm and not block.waker_frames:
         return Edge(target, target_stack, None, None, block.value, preempted=True)
     waker = edges.task(waker_comm, waker_tid)
-    waker_stack = build_stack(recording.stacks, waker_frames, mode, kernel_first=False)
+    waker_stack = stacks.get(block.waker_frames, kernel_first=False, old=not new)
     return Edge(target, target_stack, waker, waker_stack, block.value)

@@ -14,8 +14,13 @@ def parse_wire(text: str, name: str = "input") -> Recording:
     """Every committed record of the stream; what a cut or a bad line lost becomes a warning."""
     builder = RecordingBuilder()
     result = ReadResult()
+    lines = _lines(text)
+    skipped = _leading_chatter(lines)
+    if skipped:
+        result.warnings.append(f"ignored {skipped} line(s) of other output before the recording")
+        lines = lines[skipped:]
     try:
-        for record in iter_records(_lines(text), result):
+        for record in iter_records(lines, result):
             builder.add(record)
     except WireError as exc:
         raise BadInput(f"{name}: {exc}") from None
@@ -23,6 +28,18 @@ def parse_wire(text: str, name: str = "input") -> Recording:
     recording.source["input"] = name
     recording.warnings.extend(result.warnings)
     return recording
+
+
+def _leading_chatter(lines: List[str]) -> int:
+    """How many non-JSON lines (kubectl's "Defaulted container ..." and such) precede the
+    first JSON line; 0 when the stream starts with JSON."""
+    for index, line in enumerate(lines[:_MAX_CHATTER]):
+        if line.lstrip().startswith("{"):
+            return index if any(s.strip() for s in lines[:index]) else 0
+    return 0
+
+
+_MAX_CHATTER = 2000
 
 
 def _lines(text: str) -> List[str]:

@@ -55,6 +55,11 @@ def pod_state(pod: Optional[dict]) -> PodState:
             return PodState("exited", f"the collector on node {node} ran out of memory "
                             "(OOMKilled); trace fewer pods per run or raise the limit",
                             code, reason)
+        if status.get("reason") == "DeadlineExceeded":
+            return PodState("exited", f"the collector on node {node} was stopped at the pod's "
+                            f"deadline (activeDeadlineSeconds "
+                            f"{spec.get('activeDeadlineSeconds')}) before it finished",
+                            code if isinstance(code, int) else None, "DeadlineExceeded")
         return PodState("exited", "", code if isinstance(code, int) else None, reason)
     phase = status.get("phase") or "Pending"
     if phase in ("Failed", "Succeeded"):

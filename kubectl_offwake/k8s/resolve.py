@@ -8,6 +8,7 @@ from typing import List, Optional
 from ..errors import BadInput, RunFailed
 from .api import Cluster, get_json, maybe_json
 from .targets import (
+    DEFAULT_MAX_PODS,
     ResolvedTarget,
     TargetSpec,
     has_container,
@@ -18,8 +19,6 @@ from .targets import (
     resolve_pod,
     selector_string,
 )
-
-DEFAULT_MAX_PODS = 20
 
 
 @dataclass

@@ -292,8 +292,12 @@ def _write_reports(req: TraceRequest, recordings: List[Any], nodes: List[str],
             path = report_path(base, pod)
             write_report(analyze(recording), fmt, path, RenderOptions(title=f"{pod}"))
             _say(f"report for {pod}: {path}")
-    title = "kubectl offwake: " + (next(iter(per_pod)) if len(per_pod) == 1 else
-                                   f"{len(per_pod)} pods on {len(nodes)} node(s)")
+    if len(per_pod) == 1:
+        title = f"kubectl offwake: {next(iter(per_pod))}"
+    elif per_pod:
+        title = f"kubectl offwake: {len(per_pod)} pods on {len(nodes)} node(s)"
+    else:
+        title = "kubectl offwake"
     write_report(analyze(merged), fmt, req.out, RenderOptions(title=title))
     if req.out and req.out != "-":
         _say(f"report written: {req.out}")

@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Tuple
 from ..errors import BadInput, RunFailed
 
 DEFAULT_CONTAINER = "istio-proxy"
+#: ``--max-pods``: a TARGET matching more running pods than this is refused.
+DEFAULT_MAX_PODS = 20
 ENVOY = "envoy"
 
 #: TARGET prefixes (as kubectl spells them) → canonical kind.

@@ -5,12 +5,13 @@ to a text stream and reads nothing else.
 from __future__ import annotations
 
 import importlib
-import io
 import os
+import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional, TextIO
+from typing import Iterator, Optional, TextIO
 
 from ..analysis.report import Report
 from ..errors import RunFailed
@@ -54,19 +55,18 @@ def guess_format(out_path: Optional[str], default: str = "table") -> str:
 
 def write_report(report: Report, fmt: str, out_path: Optional[str],
                  options: Optional[RenderOptions] = None) -> None:
-    """Render fully in memory, then write: an error never leaves half a file behind."""
+    """Render to stdout, or to a temporary file renamed into place when complete: an error
+    never leaves half a report behind, and a large report is never held twice in memory."""
     options = options or RenderOptions()
     if out_path is None or out_path == "-":
         if fmt == "table" and sys.stdout.isatty():
             options.color = True
-        buffer = io.StringIO()
-        render(report, fmt, buffer, options)
-        sys.stdout.write(buffer.getvalue())
+            options.width = max(80, min(160, shutil.get_terminal_size((120, 40)).columns))
+        render(report, fmt, sys.stdout, options)
         sys.stdout.flush()
         return
-    buffer = io.StringIO()
-    render(report, fmt, buffer, options)
-    atomic_write_text(out_path, buffer.getvalue())
+    with atomic_output(out_path) as handle:
+        render(report, fmt, handle, options)
 
 
 def _umask() -> int:
@@ -75,7 +75,9 @@ def _umask() -> int:
     return current
 
 
-def atomic_write_text(path: str, text: str) -> None:
+@contextmanager
+def atomic_output(path: str) -> Iterator[TextIO]:
+    """A text stream whose content appears at ``path`` only if the block succeeds."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".offwake-", dir=directory)
@@ -83,10 +85,16 @@ def atomic_write_text(path: str, text: str) -> None:
         raise RunFailed(f"cannot write {path}: {exc.strerror}; choose another --out") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            yield handle
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is for sharing
         os.replace(tmp, path)
     except OSError as exc:
+        raise RunFailed(f"cannot write {path}: {exc.strerror}; choose another --out") from None
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise RunFailed(f"cannot write {path}: {exc.strerror}; choose another --out") from None
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    with atomic_output(path) as handle:
+        handle.write(text)

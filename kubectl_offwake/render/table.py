@@ -107,7 +107,7 @@ def _categories(report: Report, console: Console, options: RenderOptions) -> Non
         category = CATEGORY_BY_ID.get(group.key)
         row = [
             category.id if category else group.key,
-            (", ".join if width else _first_of)(causes.get(group.key, ())),
+            (", ".join if options.width >= 110 else _first_of)(causes.get(group.key, ())),
             fmt_count(group.count), fmt_us(group.total_us), fmt_us(group.runq_us),
         ]
         if width:

@@ -55,19 +55,31 @@ def plugin_command() -> List[str]:
     return [found] if found else [sys.executable, "-m", "kubectl_offwake"]
 
 
-from lab.fixtures import lab_cluster  # noqa: E402,F401  (session: a running lab)
-
-
 @pytest.fixture(scope="session")
-def cluster(lab_cluster):  # noqa: F811
-    """The lab with `kubectl offwake setup` applied once (through the real kubectl)."""
+def cluster():
+    """A running lab with `kubectl offwake setup` applied (through the real kubectl).
+
+    Attaches to $OFFWAKE_LAB_STATE (a lab from tests/lab/up) when set; otherwise starts a
+    private lab whose prefix differs from the one tests/lab's own fixture picks, so both
+    suites can run in one pytest session.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (network namespaces, cgroups)")
     why = _need_root_and_bcc()
     if why:
         pytest.skip(why)
-    done = subprocess.run(["kubectl", "offwake", "setup"], env=lab_cluster.env(),
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return lab_cluster
+    from lab.cluster import Lab
+
+    state = os.environ.get("OFFWAKE_LAB_STATE")
+    handle = Lab.attach(state) if state else Lab(prefix=f"offwake-e2e-{os.getpid()}").start()
+    try:
+        done = subprocess.run(["kubectl", "offwake", "setup"], env=handle.env(),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        yield handle
+    finally:
+        if not state:
+            handle.stop()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import subprocess
 import sys
 
@@ -28,21 +29,33 @@ from .conftest import (
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.slow]
 
-DNS_PORT = 25353
-HEALTH_PORT = 25021
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free on the host's loopback now (host-network pods of parallel labs differ)."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+DNS_PORT = _free_port(socket.SOCK_DGRAM)
+HEALTH_PORT = _free_port()
+INBOUND_PORT = _free_port()
 
 
 @pytest.fixture(scope="module")
 def mesh(cluster):
     """web-1 (host network) resolving through a coredns stand-in, probed from the host."""
     lab = cluster
-    # a lab reused from an earlier run (OFFWAKE_LAB_STATE) may still have the fleet's pods
-    lab.kubectl("delete", "pod", "-n", "app", "web-2", "web-3", "--ignore-not-found",
+    # a lab reused from an earlier run (OFFWAKE_LAB_STATE) may still have these pods
+    lab.kubectl("delete", "pod", "-n", "app", "web-1", "web-2", "web-3", "--ignore-not-found",
                 "--wait=true", check=False, timeout=120)
+    lab.kubectl("delete", "pod", "-n", "kube-system", "coredns-5d78c-h7x2q",
+                "--ignore-not-found", "--wait=true", check=False, timeout=120)
     apply(lab, [coredns_pod("coredns-5d78c-h7x2q", DNS_PORT, "lab-node-1")])
     wait_running(lab, "kube-system", "coredns-5d78c-h7x2q")
     apply(lab, envoy_pod("web-1", node="lab-node-1", host_network=True, dns_port=DNS_PORT,
-                         health_port=HEALTH_PORT, inbound_port=25006,
+                         health_port=HEALTH_PORT, inbound_port=INBOUND_PORT,
                          labels={"app": "web"}))
     wait_envoy_ready(lab, "app", "web-1")
     prober = subprocess.Popen(

@@ -210,13 +210,15 @@ def test_preemption_by_hog(session):
     assert main.cause == "none" and main.waker is None
     assert main.preempted_by.comm == "hog" and main.preempted_by.pid == prog.pid
     user = harness.user_frames_of(main.edge.target_stack)
-    assert "burn" in user or "target_loop" in user, user
+    assert "burn" in user or "target_loop" in user, main.edge.target_stack
     # The target lost its CPU for a good part of the run, in many slices (on a shared test
     # machine other tasks take their turns on that CPU too, so the hog's share varies).
     wall_us = HOG_MS * 1000
+    assert prog.started is not None and prog.done_at is not None
+    ran_us = (prog.done_at - prog.started) * 1e6  # >= HOG_MS; more when the machine is busy
     runq = sum(w.edge.runq_us or 0 for w in edges)
     assert sum(w.edge.count or 0 for w in edges) >= 5
-    assert 0.15 * wall_us <= runq <= 1.0 * wall_us, (runq, wall_us)
+    assert 0.15 * wall_us <= runq <= ran_us, (runq, wall_us, ran_us)
     assert all(w.edge.runq_us == w.edge.total_us and not w.edge.blocked_us for w in edges)
     # and its own run lengths were recorded
     oncpu = [o for o in session.recording.oncpu if o.task.tid == prog.target_tid]

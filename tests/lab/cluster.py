@@ -48,6 +48,7 @@ class Lab:
     ) -> None:
         self.prefix = prefix
         self.state_dir = Path(state_dir or f"/tmp/{prefix}")
+        # "name" or "name:runtime" (runtime: containerd, crio, docker)
         self.nodes = nodes or ["lab-node-1", "lab-node-2"]
         self.namespaces = namespaces or ["default", "kube-system", "app"]
         self.python = python

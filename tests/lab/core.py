@@ -20,13 +20,13 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from . import podsecurity
 from .kubelet import Kubelet, PodWorker, qos_class
 from .rbac import Attributes, Authorizer, User
 from .resources import RESOURCES, Resource, lookup
-from .runtime import Ledger
+from .runtime import Ledger, remove_mountpoint
 from .store import (
     ApiError,
     Event,
@@ -100,9 +100,12 @@ class LabCore:
         self.cut_lock = threading.Condition()
         self.cut_targets: List[tuple] = []
         self.log_lock = threading.Lock()
-        self.kubelets: Dict[str, Kubelet] = {
-            n: Kubelet(self, n, i + 1) for i, n in enumerate(config.nodes)
-        }
+        self.mount_lock = threading.Lock()
+        self.pending_mountpoints: Set[Path] = set()
+        self.kubelets: Dict[str, Kubelet] = {}
+        for i, spec in enumerate(config.nodes):
+            name, _, runtime = spec.partition(":")
+            self.kubelets[name] = Kubelet(self, name, i + 1, runtime or "containerd")
         self.events: queue.Queue[Optional[Event]] = queue.Queue()
         self.store.hooks.append(self.events.put)
         self.controller = threading.Thread(target=self._control_loop, name="controllers",
@@ -137,6 +140,17 @@ class LabCore:
         for t in threads:
             t.join(timeout=60)
         self.events.put(None)
+
+    def release_mountpoints(self, paths: List[Path]) -> None:
+        """Remove mountpoints the lab created once no pod mounts anything there any more.
+
+        Ones still in use (another pod of any lab mounts there) wait for a later call.
+        """
+        with self.mount_lock:
+            self.pending_mountpoints.update(paths)
+            for p in sorted(self.pending_mountpoints, key=lambda x: -len(x.parts)):
+                if not p.exists() or remove_mountpoint(p):
+                    self.pending_mountpoints.discard(p)
 
     def image_unpullable(self, image: str) -> bool:
         return any(re.search(p, image) for p in list(self.unpullable))

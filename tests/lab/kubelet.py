@@ -1,12 +1,12 @@
 """A kubelet per emulated node: runs the containers of pods bound to it as real processes.
 
-Each pod gets a network namespace (loopback + a dummy eth0 with the pod IP), a pod cgroup
-slice named as the systemd cgroup driver names it, and each container a
-`cri-containerd-<64 hex>.scope` under it, its own PID, mount and UTS namespaces (unless the
-pod asks for the host's), volumes bind-mounted at their mountPath. Status is written back
-the way a real kubelet writes it (phase, conditions, container statuses, restarts, exit codes).
+Each pod gets a network namespace (loopback + an eth0 with the pod IP), a pod cgroup slice
+named as the systemd cgroup driver names it, and each container a
+`cri-containerd-<64 hex>.scope` under it (`crio-`/`docker-` on nodes emulating those), its
+own PID, mount and UTS namespaces (unless the pod asks for the host's), volumes
+bind-mounted at their mountPath. Status is written back the way a real kubelet writes it
+(phase, conditions, container statuses, restarts, exit codes).
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
@@ -84,6 +85,28 @@ def _expand(text: str, env: Dict[str, str]) -> str:
         name = m.group(1)
         return env.get(name, m.group(0))
     return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", sub, text)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a container runtime names containers (systemd cgroup driver) and reports them."""
+
+    scope_prefix: str
+    id_scheme: str
+    version: str
+
+    def scope(self, cid: str) -> str:
+        return f"{self.scope_prefix}-{cid}.scope"
+
+    def container_id(self, cid: str) -> str:
+        return f"{self.id_scheme}://{cid}"
+
+
+RUNTIMES = {
+    "containerd": Runtime("cri-containerd", "containerd", "containerd://1.7.24"),
+    "crio": Runtime("crio", "cri-o", "cri-o://1.30.4"),
+    "docker": Runtime("docker", "docker", "docker://26.1.4"),
+}
 
 
 class Container:
@@ -257,7 +280,7 @@ class PodWorker:
     def _start_pause(self) -> None:
         """shareProcessNamespace: a pause process (the sandbox container) owns the pod pidns."""
         sid = secrets.token_hex(32)
-        self.pause_cgroup = f"{self.slice}/cri-containerd-{sid}.scope"
+        self.pause_cgroup = f"{self.slice}/{self.kubelet.runtime.scope(sid)}"
         procs = []
         for root in cgroup_roots(self.lab.systemd_cgroup):
             self.lab.ledger.add("cgroup", path=self.pause_cgroup)
@@ -301,12 +324,7 @@ class PodWorker:
                 cgroup_remove(root, self.slice)
             if self.netns:
                 netns_delete(self.netns)
-        for mp in reversed(self.mountpoints):
-            with contextlib.suppress(OSError):
-                if mp.is_dir():
-                    mp.rmdir()
-                elif mp.is_file() and mp.stat().st_size == 0:
-                    mp.unlink()
+        self.lab.release_mountpoints(self.mountpoints)
         self.mountpoints.clear()
         self.sandbox_ready = False
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -481,7 +499,7 @@ class PodWorker:
             self._event("FailedMount", why, "Warning")
             return
         c.id = secrets.token_hex(32)
-        c.cgroup = f"{self.slice}/cri-containerd-{c.id}.scope"
+        c.cgroup = f"{self.slice}/{self.kubelet.runtime.scope(c.id)}"
         procs_files = []
         for root in cgroup_roots(self.lab.systemd_cgroup):
             self.lab.ledger.add("cgroup", path=c.cgroup)
@@ -578,7 +596,7 @@ class PodWorker:
             "reason": reason,
             "startedAt": c.started_at if not err else "1970-01-01T00:00:00Z",
             "finishedAt": now_iso(),
-            "containerID": f"containerd://{c.id}",
+            "containerID": self.kubelet.runtime.container_id(c.id),
         }
         if err:
             term["message"] = err
@@ -748,7 +766,7 @@ class PodWorker:
             "lastState": c.last_state,
         }
         if c.id:
-            st["containerID"] = f"containerd://{c.id}"
+            st["containerID"] = self.kubelet.runtime.container_id(c.id)
         return st
 
     def runtime_info(self) -> Obj:
@@ -835,9 +853,10 @@ class PodWorker:
 class Kubelet:
     """One emulated node: registers its Node object and runs the pods bound to it."""
 
-    def __init__(self, lab: LabCore, name: str, index: int) -> None:
+    def __init__(self, lab: LabCore, name: str, index: int, runtime: str = "containerd") -> None:
         self.lab = lab
         self.name = name
+        self.runtime = RUNTIMES[runtime]
         self.index = index
         self.host_ip = f"127.0.1.{index}"
         self.workers: Dict[str, PodWorker] = {}
@@ -896,7 +915,7 @@ class Kubelet:
                     "bootID": hashlib.md5(b"boot" + self.name.encode()).hexdigest(),
                     "kernelVersion": uname.release,
                     "osImage": "Debian GNU/Linux 12 (bookworm)",
-                    "containerRuntimeVersion": "containerd://1.7.24",
+                    "containerRuntimeVersion": self.runtime.version,
                     "kubeletVersion": "v1.32.0",
                     "kubeProxyVersion": "v1.32.0",
                     "operatingSystem": "linux",

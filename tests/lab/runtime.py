@@ -184,6 +184,50 @@ def children(pid: int) -> List[int]:
     return out
 
 
+def mounted_elsewhere(path: Path) -> bool:
+    """True if path (or something under it) is a mountpoint in some mount namespace.
+
+    A lab creates missing mountpoints on the shared filesystem; removing one while another
+    pod (of this or another lab) still has a bind mount there would silently detach it.
+    """
+    target = str(path)
+    seen = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ino = os.stat(proc / "ns" / "mnt").st_ino
+            if ino in seen:
+                continue
+            seen.add(ino)
+            lines = (proc / "mountinfo").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 4:
+                mp = fields[4].replace("\\040", " ")
+                if mp == target or mp.startswith(target + "/"):
+                    return True
+    return False
+
+
+def remove_mountpoint(path: Path) -> bool:
+    """rmdir/unlink a mountpoint the lab created, unless it is empty-not or still in use."""
+    if not path.exists() or mounted_elsewhere(path):
+        return False
+    try:
+        if path.is_dir():
+            path.rmdir()
+        elif path.is_file() and path.stat().st_size == 0:
+            path.unlink()
+        else:
+            return False
+    except OSError:
+        return False
+    return True
+
+
 def _opt_str(v: object) -> Optional[str]:
     return None if v is None else str(v)
 
@@ -212,13 +256,6 @@ def sweep(ledger: Ledger, prefix: str, with_systemd: bool = True) -> List[str]:
     dirs = sorted({str(e["path"]) for e in entries if e["kind"] == "mountpoint"},
                   key=lambda p: -p.count("/"))
     for d in dirs:
-        p = Path(d)
-        with contextlib.suppress(OSError):
-            if p.is_dir():
-                p.rmdir()
-            elif p.is_file() and p.stat().st_size == 0:
-                p.unlink()
-            else:
-                continue
+        if remove_mountpoint(Path(d)):
             removed.append(f"mountpoint {d}")
     return removed

@@ -223,7 +223,8 @@ def test_watch_too_old_resource_version_is_gone(lab: Lab) -> None:
 def test_up_and_down_scripts_leave_nothing_behind() -> None:
     prefix = "h6updown"
     env_python = sys.executable
-    up = subprocess.run([env_python, str(LAB_DIR / "up"), "--prefix", prefix],
+    up = subprocess.run([env_python, str(LAB_DIR / "up"), "--prefix", prefix,
+                         "--nodes", "lab-node-1,lab-node-2:crio"],
                         capture_output=True, text=True, timeout=60)
     assert up.returncode == 0, up.stderr
     kubeconfig = up.stdout.strip()
@@ -235,6 +236,15 @@ def test_up_and_down_scripts_leave_nothing_behind() -> None:
         wait_phase(lab, "app", "p1", ["Running"])
         wait_phase(lab, "app", "p2", ["Running"])
         pids = [lab.pod_runtime("app", p)["containers"]["c"]["pid"] for p in ("p1", "p2")]
+        # lab-node-2 runs CRI-O: its naming differs from containerd's
+        p2 = json.loads(lab.kubectl("get", "pod", "-n", "app", "p2", "-o", "json").stdout)
+        cid = p2["status"]["containerStatuses"][0]["containerID"]
+        assert cid.startswith("cri-o://")
+        cg = Path(f"/proc/{pids[1]}/cgroup").read_text()
+        assert f"/crio-{cid.split('//')[1]}.scope" in cg
+        assert "cri-containerd-" in Path(f"/proc/{pids[0]}/cgroup").read_text()
+        nodes = lab.kubectl("get", "nodes", "-o", "wide").stdout
+        assert "cri-o://" in nodes and "containerd://" in nodes
         netns = [lab.pod_runtime("app", p)["netns"] for p in ("p1", "p2")]
         assert all(Path(f"/proc/{pid}").exists() for pid in pids)
         assert lab.leftovers()

@@ -442,3 +442,45 @@ spec:
         assert cgroup_v2_path(info["sandboxPid"]) != cgroup_v2_path(a)
     finally:
         _delete(lab, "app", "shared")
+
+
+def test_shared_new_mountpoint_survives_the_first_pod(lab: Lab) -> None:
+    """Two pods mount a ConfigMap at a path missing on the host: the lab creates it, and
+    must not remove it (detaching the other pod's mount) while the other pod runs."""
+    mount = "/opt/offwake-lab-test-mp"
+    assert not Path(mount).exists()
+    docs = ["""
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: mpdata, namespace: app}
+data: {k: still-here}
+"""]
+    for name, node in (("mp-a", "lab-node-1"), ("mp-b", "lab-node-2")):
+        docs.append(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: app}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: x
+    command: ["sh", "-c", "while true; do cat {mount}/k; echo; sleep 0.2; done"]
+    volumeMounts: [{{name: d, mountPath: {mount}}}]
+  volumes: [{{name: d, configMap: {{name: mpdata}}}}]
+""")
+    text = "---".join(docs)
+    lab.kubectl("create", "-f", "-", input=text)
+    try:
+        wait_phase(lab, "app", "mp-a", ["Running"])
+        wait_phase(lab, "app", "mp-b", ["Running"])
+        assert Path(mount).is_dir()
+        _delete(lab, "app", "mp-a")
+        time.sleep(0.6)
+        tail = lab.kubectl("logs", "-n", "app", "mp-b", "--tail=2").stdout.split()
+        assert tail == ["still-here", "still-here"]
+        _delete(lab, "app", "mp-b")
+        assert not Path(mount).exists()
+    finally:
+        lab.kubectl("delete", "-f", "-", "--ignore-not-found", input=text, check=False)

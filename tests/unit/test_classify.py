@@ -705,3 +705,14 @@ def test_real_618_recording() -> None:
             assert w.cause == "interrupt" and w.detail in ("sleep", "poll-timeout")
         assert w.category != "other", (pair, w.detail)
     assert all(n >= 50 for n in seen.values()), seen
+
+
+def test_explain_every_rule_a_case_produces() -> None:
+    from kubectl_offwake.analysis.rules import explain
+
+    for case in CASES:
+        rule = _classify(case).rule
+        text = explain(rule)
+        assert text and all(part for part in text.split("; ")), rule
+    assert explain("eventfd+envoy-post").count("; ") == 1
+    assert explain("no-such-rule") == ""

@@ -383,3 +383,51 @@ def test_findings_sorted_by_severity_and_serialisable() -> None:
 def test_thresholds_are_named_constants() -> None:
     assert 0 < F.RUNQ_SHARE_MIN < F.RUNQ_SHARE_CRITICAL < 1
     assert F.STALL_US < F.STALL_CRITICAL_US
+
+
+def test_findings_name_the_pod_when_several_are_traced() -> None:
+    from kubectl_offwake.analysis.model import ProcessInfo, Task
+
+    m = Mesh(duration_s=30)
+    m.rec.processes[500] = ProcessInfo(500, "envoy", pod="app/reviews-v2", container="istio-proxy")
+    m.wake("wrk:worker_0", waker(APP), W_TCP, 100, 1_000_000)
+    other_main = Task("envoy", 500, 500)
+    m.rec.edges.append(m.rec.edges[0].__class__(
+        target=other_main, target_stack=m.stack(T_EPOLL_IDLE), waker=waker(COREDNS),
+        waker_stack=m.stack(W_UDP), total_us=5_000_000, count=900, max_us=1, blocked_us=1,
+        runq_us=0))
+    f = one(m.report(), "dns-storm")
+    assert " in app/reviews-v2/istio-proxy " in f.text
+
+
+def test_throttling_counters_belong_to_their_pod() -> None:
+    from kubectl_offwake.analysis.model import Throttling
+
+    m = Mesh()
+    workers_busy(m, 0.25, by=waker(CRUNCHER))
+    m.rec.throttling.append(Throttling(500, "/other", {"nr_throttled": 0}, {"nr_throttled": 99}))
+    m.throttled(nr_throttled=0)
+    r = m.report()
+    assert "cpu-throttling" not in ids(r)
+    assert one(r, "noisy-neighbour").evidence["nr_throttled"] == 0
+
+
+def test_imports_without_pids_or_counts_still_get_time_based_findings() -> None:
+    """BCC folded output: comms only, no counts. Envoy's threads count as one process."""
+    from kubectl_offwake.analysis.model import Edge, Recording, Task
+
+    rec = Recording(source={"duration_s": 10})
+    ts = rec.stacks.intern(T_EPOLL_IDLE, len(T_EPOLL_IDLE))
+    worker, main, app = Task("wrk:worker_0", None, 11), Task("envoy", None, 10), \
+        Task("gunicorn", None, 20)
+    rec.edges.append(Edge(worker, ts, main, rec.stacks.intern(W_EVENTFD + U_POST,
+                                                              len(W_EVENTFD)), 800_000))
+    rec.edges.append(Edge(worker, ts, app, rec.stacks.intern(W_TCP, len(W_TCP)), 200_000))
+    rec.edges.append(Edge(main, ts, app, rec.stacks.intern(W_UNIX, len(W_UNIX)), 200_000))
+    from kubectl_offwake.analysis import analyze
+
+    r = analyze(rec)
+    f = one(r, "cross-thread-posts")
+    assert f.evidence["basis"] == "off-CPU time" and " in " not in f.text.split("(")[0]
+    assert "800.0 ms of 1.0 s off-CPU" in f.text
+    assert not {"dns-storm", "xds-churn", "dominant-waker"} & set(ids(r))

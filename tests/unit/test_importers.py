@@ -265,6 +265,13 @@ def test_garbage_line_in_a_recording_loses_nothing_else(tmp_path):
     assert "skipped 1 malformed record(s)" in rec.warnings
 
 
+def test_chatter_before_the_hello_is_skipped_with_a_warning():
+    text = "Defaulted container \"collector\" out of: collector\n" + recording_text()
+    rec = load_text(text, "h1-kubectl-logs")
+    assert len(rec.edges) == len(EDGES)
+    assert "ignored 1 line(s) of other output before the recording" in rec.warnings
+
+
 def test_newer_schema_is_bad_input(tmp_path):
     path = tmp_path / "h1-future.jsonl"
     path.write_text(json.dumps({"type": "hello", "seq": 1, "schema": 99}) + "\n")
@@ -289,9 +296,13 @@ def test_newer_schema_is_bad_input(tmp_path):
         (b"wrk:worker_0;schedule;--;x;waker 12O\nfoo;bar;--;baz;w -1\n", "neither"),
         (b"envoy;epoll_wait;schedule 120\nenvoy;futex_wait;schedule 80\n",
          "none of the 2 line"),
+        (b"Tracing off-CPU time (us) of all threads by user + kernel stack... Hit Ctrl-C "
+         b"to end.\n\n    finish_task_switch\n    schedule\n    epoll_wait\n"
+         b"    -                envoy (4182)\n        5012\n\n", "offcputime output"),
     ],
     ids=["empty", "blank", "empty-gzip", "gzip-cut-in-header", "random-bytes", "prose",
-         "report-json", "no-hello", "banner-only", "bad-values", "offcputime-folded"],
+         "report-json", "no-hello", "banner-only", "bad-values", "offcputime-folded",
+         "offcputime-text"],
 )
 def test_bad_inputs_raise_one_sentence(tmp_path, content, message):
     path = tmp_path / "h1-bad.input"

@@ -61,3 +61,9 @@ def test_oom_and_exit_codes():
     assert "compiling" not in text  # errors first when there are any
     text = exit_message("n1", state, [], ["Traceback (most recent call last):", "KeyError"])
     assert "KeyError" in text
+
+
+def test_deadline_while_running():
+    state = pod_state(pod("Failed", {"terminated": {"exitCode": 143, "reason": "Error"}},
+                          reason="DeadlineExceeded"))
+    assert state.kind == "exited" and "deadline (activeDeadlineSeconds 120)" in state.message

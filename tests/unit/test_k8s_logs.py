@@ -46,7 +46,7 @@ def test_drops_mid_line_resume_from_the_start_without_duplicates():
         n = len(opened) - 1
         return iter(_chunks(data[: cuts[n]] if n < len(cuts) else data))
 
-    seen = []
+    seen: list = []
     follower = LogFollower(on_record=seen.append)
     reason = follower.follow(open_stream, lambda: False, sleep=lambda s: None)
     assert reason == "end"

@@ -11,7 +11,8 @@ OLD_CID = "0" * 64
 
 def _pods():
     return [
-        {"metadata": {"namespace": "app", "name": "web-1", "uid": "11111111-2222-3333-4444-555555555555"},
+        {"metadata": {"namespace": "app", "name": "web-1",
+                      "uid": "11111111-2222-3333-4444-555555555555"},
          "status": {"containerStatuses": [
              {"name": "istio-proxy", "containerID": f"containerd://{ENVOY_CID}"}]}},
         {"metadata": {"namespace": "kube-system", "name": "coredns-5d78c", "uid": "aaaa-bbbb"},
@@ -43,5 +44,5 @@ def test_every_kind_of_process_gets_its_name():
 
 
 def test_one_identity_per_pid():
-    processes = [{"pid": 1, "comm": "a"}, {"pid": 1, "comm": "a"}, {"comm": "no pid"}]
+    processes: list = [{"pid": 1, "comm": "a"}, {"pid": 1, "comm": "a"}, {"comm": "no pid"}]
     assert len(identities(processes, [], None)) == 1

@@ -108,3 +108,13 @@ def test_step_printer_lines() -> None:
     with steps.working("setting up"):
         steps.done("network namespace ready")
     assert out.getvalue() == "✓ network namespace ready\n"
+
+
+def test_late_records_do_not_undo_stopping() -> None:
+    state = SourceState("node-a")
+    state.status = "stopping"
+    state.feed(hello())
+    state.feed({"type": "progress", "elapsed_s": 2.0})
+    assert state.status == "stopping"
+    state.feed({"type": "end", "reason": "signal", "elapsed_s": 3.0})
+    assert state.status == "done"

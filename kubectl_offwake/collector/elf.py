@@ -1,0 +1,105 @@
+"""A small ELF reader: function symbols and load segments, all the symbolizer needs.
+
+Why our own: a stripped Envoy has almost no symbols, so nearly every lookup misses, and a
+miss through BCC's symbolizer costs ~10 µs; a bisect over arrays read once per module costs
+about one. Only 64-bit little-endian ELF (x86-64, arm64) is read; anything else yields a
+module without symbols, whose frames are then written ``module+0xOFFSET``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import mmap
+import struct
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+SHT_SYMTAB = 2
+SHT_DYNSYM = 11
+PT_LOAD = 1
+STT_FUNC = 2
+STT_GNU_IFUNC = 10
+
+
+@dataclass
+class ElfSymbols:
+    """Sorted function symbols of one file, and its PT_LOAD (offset, vaddr, filesz) list."""
+
+    starts: List[int] = field(default_factory=list)
+    ends: List[int] = field(default_factory=list)
+    names: List[bytes] = field(default_factory=list)
+    loads: List[Tuple[int, int, int]] = field(default_factory=list)
+
+    def vaddr(self, file_offset: int) -> int:
+        """The ELF virtual address of a file offset (what addr2line and symbol tables use)."""
+        for off, vaddr, size in self.loads:
+            if off <= file_offset < off + max(size, 1):
+                return file_offset - off + vaddr
+        return file_offset
+
+    def lookup(self, vaddr: int) -> Optional[bytes]:
+        i = bisect.bisect_right(self.starts, vaddr) - 1
+        # symbols may nest or overlap; look back a little for one that covers the address
+        for j in range(i, max(i - 4, -1), -1):
+            if self.starts[j] <= vaddr < self.ends[j]:
+                return self.names[j]
+        return None
+
+
+def read_symbols(path: str) -> ElfSymbols:
+    """Function symbols (.symtab, else .dynsym) and load segments of an ELF file."""
+    out = ElfSymbols()
+    try:
+        with open(path, "rb") as f:
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return out
+    try:
+        _parse(data, out)
+    except (struct.error, ValueError, IndexError):
+        return ElfSymbols(loads=out.loads)
+    finally:
+        data.close()
+    return out
+
+
+def _parse(data: mmap.mmap, out: ElfSymbols) -> None:
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return
+    (e_phoff, e_shoff) = struct.unpack_from("<QQ", data, 0x20)
+    (e_phentsize, e_phnum, e_shentsize, e_shnum) = struct.unpack_from("<HHHH", data, 0x36)
+    for i in range(e_phnum):
+        p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
+            "<IIQQQQ", data, e_phoff + i * e_phentsize)
+        if p_type == PT_LOAD:
+            out.loads.append((p_offset, p_vaddr, p_filesz))
+    sections = []
+    for i in range(e_shnum):
+        (_name, sh_type, _flags, _addr, sh_offset, sh_size, sh_link, _info, _align,
+         sh_entsize) = struct.unpack_from("<IIQQQQIIQQ", data, e_shoff + i * e_shentsize)
+        sections.append((sh_type, sh_offset, sh_size, sh_link, sh_entsize))
+    table = None
+    for want in (SHT_SYMTAB, SHT_DYNSYM):
+        for sec in sections:
+            if sec[0] == want and sec[2]:
+                table = sec
+                break
+        if table:
+            break
+    if table is None:
+        return
+    _type, off, size, link, entsize = table
+    str_off = sections[link][1]
+    entsize = entsize or 24
+    rows = []
+    for st_name, st_info, _other, st_shndx, st_value, st_size in struct.iter_unpack(
+            "<IBBHQQ", data[off:off + size - size % entsize]):
+        kind = st_info & 0xF
+        if kind in (STT_FUNC, STT_GNU_IFUNC) and st_value and st_shndx:
+            rows.append((st_value, st_value + max(st_size, 1), st_name))
+    rows.sort()
+    for start, end, name_off in rows:
+        stop = data.find(b"\0", str_off + name_off)
+        out.starts.append(start)
+        out.ends.append(end)
+        out.names.append(bytes(data[str_off + name_off:stop]))

@@ -1,0 +1,92 @@
+"""The importers at benchmark size: 100k folded lines and 100k wire wakeup records.
+
+Both must import in well under 2 s, so merging and interning must stay O(1) per line or
+record. Measured as this process's CPU time, which a busy shared machine disturbs far less
+than wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+
+from kubectl_offwake.importers import load_bytes
+
+pytestmark = pytest.mark.slow
+
+LIMIT_S = 2.0
+RNG = random.Random(11)
+KERNEL = [f"h1_kernel_function_{i}" for i in range(400)]
+USER = [f"Envoy::Http::Filter{i}::decodeData(Buffer::Instance&, bool)" for i in range(400)]
+TARGETS = ["envoy", "wrk:worker_0", "wrk:worker_1", "wrk:worker_2", "wrk:worker_3"]
+WAKERS = ["kubelet", "swapper/0", "pilot-agent", "envoy", "coredns", "ksoftirqd/1"]
+
+
+def _halves(n: int):
+    out = []
+    for _ in range(n):
+        size = RNG.randint(8, 24)  # Envoy's stacks: ~8-24 kernel frames, half as many user
+        kernel = [RNG.choice(KERNEL) for _ in range(size)]
+        user = [RNG.choice(USER) for _ in range(size // 2)]
+        out.append((kernel, user))
+    return out
+
+
+def _cpu(fn):
+    start = time.process_time()
+    result = fn()
+    return time.process_time() - start, result
+
+
+def test_100k_folded_lines():
+    stacks = _halves(3000)
+    # Precompute each stack's two printed forms; lines are then cheap to assemble.
+    target_forms = [";".join(u[::-1] + ["-"] + k[::-1]) for k, u in stacks]
+    waker_forms = [";".join(k + ["-"] + u) for k, u in stacks]
+    lines = [
+        f"{RNG.choice(TARGETS)};{RNG.choice(target_forms)};--;{RNG.choice(waker_forms)};"
+        f"{RNG.choice(WAKERS)} {RNG.randint(1, 10**6)}"
+        for _ in range(100_000)
+    ]
+    data = ("\n".join(lines) + "\n").encode()
+    seconds, recording = _cpu(lambda: load_bytes(data, "h1-bench.folded"))
+    assert recording.warnings == []
+    assert len(recording.edges) > 95_000
+    print(f"100k folded lines ({len(data) / 1e6:.0f} MB): {seconds:.2f} s CPU")
+    assert seconds < LIMIT_S
+
+
+def test_100k_wire_wakeup_records():
+    stacks = _halves(3000)
+    lines = [json.dumps({"type": "hello", "seq": 1, "schema": 1})]
+    seq = 1
+    for sid, (kernel, user) in enumerate(stacks):
+        seq += 1
+        lines.append(json.dumps({"type": "stack", "seq": seq, "id": sid,
+                                 "frames": kernel + user, "kernel_depth": len(kernel)}))
+    edges = [(RNG.randint(100, 140), RNG.choice(TARGETS), RNG.randrange(3000),
+              RNG.randint(1, 3000), RNG.choice(WAKERS), RNG.randrange(3000))
+             for _ in range(10_000)]
+    for snap in range(1, 11):
+        for tid, comm, ts, wtid, wcomm, ws in edges:
+            seq += 1
+            lines.append(
+                f'{{"type":"wakeup","seq":{seq},"snap":{snap},"tid":{tid},"pid":100,'
+                f'"comm":"{comm}","state":"blocked","target_stack":{ts},"waker_tid":{wtid},'
+                f'"waker_pid":{wtid},"waker_comm":"{wcomm}","waker_stack":{ws},"count":3,'
+                f'"total_us":{RNG.randint(1, 10**5)},"max_us":100,"blocked_us":50,'
+                f'"runq_us":50}}'
+            )
+        seq += 1
+        lines.append(json.dumps({"type": "snapshot", "seq": seq, "snap": snap}))
+    lines.append(json.dumps({"type": "end", "seq": seq + 1, "reason": "duration"}))
+    data = ("\n".join(lines) + "\n").encode()
+    seconds, recording = _cpu(lambda: load_bytes(data, "h1-bench.jsonl"))
+    assert recording.warnings == []
+    assert len(recording.edges) == len(set(edges))
+    assert sum(e.count or 0 for e in recording.edges) == 3 * 100_000
+    print(f"100k wire wakeups ({len(data) / 1e6:.0f} MB): {seconds:.2f} s CPU")
+    assert seconds < LIMIT_S

@@ -50,6 +50,12 @@
 #define KSTACK_DEPTH 127
 #endif
 
+#ifdef FAST_STACK_CMP
+#define STACK_FLAGS BPF_F_FAST_STACK_CMP
+#else
+#define STACK_FLAGS 0
+#endif
+
 #define COMM_LEN 16
 #define HIST_SLOTS 32
 
@@ -214,10 +220,10 @@ static __always_inline s32 note_stack(s32 id)
 static __always_inline s32 walk_kstack(void *ctx)
 {
     count(C_KWALK);
-    s32 id = kstacks.get_stackid(ctx, 0);
+    s32 id = kstacks.get_stackid(ctx, STACK_FLAGS);
     if (id == -17) {
         count(C_STACK_OVERFLOW);
-        id = kstacks2.get_stackid(ctx, 0);
+        id = kstacks2.get_stackid(ctx, STACK_FLAGS);
         if (id >= 0)
             id |= OVERFLOW_BIT;
     }
@@ -226,10 +232,10 @@ static __always_inline s32 walk_kstack(void *ctx)
 
 static __always_inline s32 walk_ustack(void *ctx)
 {
-    s32 id = ustacks.get_stackid(ctx, BPF_F_USER_STACK);
+    s32 id = ustacks.get_stackid(ctx, BPF_F_USER_STACK | STACK_FLAGS);
     if (id == -17) {
         count(C_STACK_OVERFLOW);
-        id = ustacks2.get_stackid(ctx, BPF_F_USER_STACK);
+        id = ustacks2.get_stackid(ctx, BPF_F_USER_STACK | STACK_FLAGS);
         if (id >= 0)
             id |= OVERFLOW_BIT;
     }
@@ -238,10 +244,10 @@ static __always_inline s32 walk_ustack(void *ctx)
 
 static __always_inline s32 walk_waker_ustack(void *ctx)
 {
-    s32 id = wustacks.get_stackid(ctx, BPF_F_USER_STACK);
+    s32 id = wustacks.get_stackid(ctx, BPF_F_USER_STACK | STACK_FLAGS);
     if (id == -17) {
         count(C_STACK_OVERFLOW);
-        id = wustacks2.get_stackid(ctx, BPF_F_USER_STACK);
+        id = wustacks2.get_stackid(ctx, BPF_F_USER_STACK | STACK_FLAGS);
         if (id >= 0)
             id |= OVERFLOW_BIT;
     }

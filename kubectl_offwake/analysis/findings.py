@@ -24,7 +24,7 @@ from .frames import normalize
 from .model import Pending, Recording, Throttling
 from .naming import Namer
 from .report import Finding, Party, Report, ThreadSummary, Wakeup
-from .roles import ACCESS_LOG_FLUSH, GRPC_TIMER, MAIN, WORKER
+from .roles import ACCESS_LOG_FLUSH, MAIN, WORKER
 
 
 def _cat(category_id: str) -> str:
@@ -47,6 +47,9 @@ INFO, WARNING, CRITICAL = "info", "warning", "critical"
 RUNQ_SHARE_MIN = 0.05
 #: ... and at least this much time in absolute terms, so an idle trace says nothing.
 RUNQ_MIN_US = 10_000
+#: Preemption by other processes must explain at least this share of the runnable wait
+#: before it is called a noisy neighbour.
+NEIGHBOUR_MIN_SHARE = 0.05
 #: Above this share the CPU shortage is critical.
 RUNQ_SHARE_CRITICAL = 0.20
 #: DNS answers waking the main thread this often per second is a refresh storm.
@@ -110,8 +113,6 @@ IDLE_WAIT_FRAMES = frozenset((
     "do_poll", "do_nanosleep", "hrtimer_nanosleep", "common_nsleep", "common_nsleep_timens",
     "poll_schedule_timeout", "do_pselect",
 ))
-#: Roles that idle on a condition variable (a futex) by design.
-FUTEX_IDLE_ROLES = frozenset((ACCESS_LOG_FLUSH, GRPC_TIMER))
 
 #: Wake details that mean another Envoy thread posted work.
 POST_DETAILS = frozenset(("cross-thread-post", "thread-local-update", "stats-flush"))
@@ -311,25 +312,34 @@ def cpu_shortage(ctx: _Context) -> List[Finding]:
                 evidence=evidence))
             continue
         preemptors: Dict[str, int] = defaultdict(int)
+        own_us = 0
         for category in _PREEMPTIONS:
             for w in proc.of(category):
-                if (w.target.role == WORKER or not workers_only) and w.preempted_by is not None \
-                        and w.preempted_by.name != proc.name:
+                if (workers_only and w.target.role != WORKER) or w.preempted_by is None:
+                    continue
+                if w.preempted_by.name == proc.name:
+                    own_us += w.edge.total_us
+                else:
                     preemptors[w.preempted_by.name] += w.edge.total_us
-        if not preemptors:
+        others_us = sum(preemptors.values())
+        if not preemptors or others_us < max(RUNQ_MIN_US, NEIGHBOUR_MIN_SHARE * runq):
             continue
         top, top_us = max(preemptors.items(), key=lambda kv: (kv[1], kv[0]))
         evidence.update({"preemptor": top, "preemptor_us": top_us,
+                         "preempted_by_others_us": others_us, "preempted_by_own_us": own_us,
                          "preemptors": dict(sorted(preemptors.items(), key=lambda kv: -kv[1]))})
         no_throttling = ("no CFS throttling" if nr_throttled == 0
                          else "no throttling counters were recorded")
+        of_all = (f" of the {fmt_us(others_us)} other processes took"
+                  if len(preemptors) > 1 else "")
         out.append(Finding(
             id="noisy-neighbour", severity=severity,
             title=f"Noisy neighbour: {top}",
             text=(f"The {who}{ctx.where(proc)} spent {pct(share)} of their off-CPU time "
-                  f"({fmt_us(runq)}) runnable but waiting for a CPU ({no_throttling}); "
-                  f"{top} took the CPU from them for {fmt_us(top_us)}. Give the pod a CPU "
-                  "request that reflects its load, or move the neighbour."),
+                  f"({fmt_us(runq)}) runnable but waiting for a CPU ({no_throttling}). "
+                  f"Other processes preempted them: {top} took the CPU from them for "
+                  f"{fmt_us(top_us)}{of_all}. Give the pod a CPU request that reflects its "
+                  "load, or move the neighbour."),
             evidence=evidence))
     return out
 
@@ -606,9 +616,10 @@ def still_off_cpu(ctx: _Context) -> List[Finding]:
             continue
         if p.waiting_us < PENDING_MIN_US or IDLE_WAIT_FRAMES.intersection(frames):
             continue
-        futex = any(f.startswith(("futex_wait", "__futex_wait")) for f in frames)
-        if futex and party.role in FUTEX_IDLE_ROLES:
-            continue
+        futex = any(f.startswith(("futex_wait", "__futex_wait", "futex_do_wait"))
+                    for f in frames)
+        if party.role is not None and party.role not in (MAIN, WORKER):
+            continue  # Envoy's helper threads idle on condition variables by design
         where = _blocked_in(frames)
         how = (f"blocked on a futex (a lock or condition variable, in {where})" if futex
                else f"blocked in {where}")

@@ -49,7 +49,7 @@ class StackTable:
         self._stacks: Dict[Stack, Stack] = {}
 
     def intern(
-        self, frames: "tuple[str, ...] | list[str]", kernel_depth: Optional[int] = None,
+        self, frames: tuple[str, ...] | list[str], kernel_depth: Optional[int] = None,
         missing: Optional[str] = None,
     ) -> Stack:
         key = Stack(tuple(sys.intern(f) for f in frames), kernel_depth, missing)
@@ -119,7 +119,7 @@ class Edge:
             self.preempted, self.preempted_by,
         )
 
-    def merge(self, other: "Edge") -> None:
+    def merge(self, other: Edge) -> None:
         self.total_us += other.total_us
         self.count = _add(self.count, other.count)
         self.blocked_us = _add(self.blocked_us, other.blocked_us)

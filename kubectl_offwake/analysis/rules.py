@@ -90,11 +90,12 @@ RULES: Tuple[Rule, ...] = (
     _r("preempt-return-to-user", "preempted-involuntary", TARGET,
        ("exit_to_user_mode_loop", "exit_to_usermode_loop", "exit_to_user_mode_prepare",
         "prepare_exit_to_usermode", "irqentry_exit_to_user_mode", "syscall_exit_to_user_mode",
-        "retint_user"),
+        "retint_user", "do_notify_resume"),
        "need_resched was set while it ran; it was switched out on its way back to user space"),
     _r("preempt-irq", "preempted-involuntary", TARGET,
        ("preempt_schedule_irq", "irqentry_exit", "raw_irqentry_exit_cond_resched",
-        "irqentry_exit_cond_resched", "dynamic_irqentry_exit_cond_resched", "retint_kernel"),
+        "irqentry_exit_cond_resched", "dynamic_irqentry_exit_cond_resched", "retint_kernel",
+        "arm64_preempt_schedule_irq"),
        "kernel preemption on return from an interrupt"),
     _r("preempt-enable", "preempted-involuntary", TARGET,
        ("preempt_schedule", "preempt_schedule_notrace", "preempt_schedule_thunk",
@@ -261,6 +262,9 @@ IRQ_FRAMES: Tuple[str, ...] = (
     "irq_enter_rcu", "irq_enter", "generic_smp_call_function_single_interrupt",
     "smp_call_function_single_interrupt", "smp_reschedule_interrupt", "reschedule_interrupt",
     "call_function_single_interrupt", "el1_interrupt", "el0_interrupt", "gic_handle_irq",
+    "el0t_64_irq_handler", "el1h_64_irq_handler", "el0t_64_irq", "el1h_64_irq",
+    "call_on_irq_stack", "do_interrupt_handler", "handle_domain_irq", "arch_timer_handler_phys",
+    "arch_timer_handler_virt",
 )
 IRQ_PREFIXES: Tuple[str, ...] = ("asm_sysvec_", "sysvec_", "__sysvec_")
 

@@ -1,1 +1,19 @@
-"""The only code that imports the kubernetes client."""
+"""The only code that imports the kubernetes client.
+
+One job per module (pure ones marked *, unit-tested on literal data):
+
+- ``config``     kubeconfig / KUBECONFIG list / context / namespace / in-cluster, like kubectl
+- ``api``        typed clients and the one translation of API errors into user sentences
+- ``targets``*   what a TARGET means: forms, default container, native sidecars, refusals
+- ``resolve``    TARGET → running containers, asking the API (pods, workloads, selectors)
+- ``preflight``  SelfSubjectAccessReview per verb and resource, before anything is created
+- ``podspec``*   THE node pod and its ConfigMap (every security decision lives here)
+- ``diagnose``*  a collector pod's status → one sentence per way it fails
+- ``logs``       following the collector's log, decoding the wire stream, resuming on drops
+- ``noderun``    one node's collector pod: create, watch, follow, stop, delete
+- ``fleet``      all nodes at once, one thread each; stop and close from the caller's thread
+- ``naming``*    host processes → ``ns/pod/container``, ``host: COMM``, ``kernel: COMM``
+- ``recordings``* per-node recordings → one per pod and one merged; saving them
+- ``session``    ``kubectl offwake TARGET`` start to finish (signals, progress, reports)
+- ``setup_objects``* / ``admin``  ``kubectl offwake setup`` and ``cleanup``
+"""

@@ -23,7 +23,7 @@ counts what it cut so the renderers can say so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..analysis.report import Party, Report, Wakeup
@@ -48,27 +48,8 @@ SEPARATOR_NAME = "--"
 ROOT_NAME = "all"
 NO_STACK = "[no stack]"
 
-
-@dataclass
-class Node:
-    """One frame of the merged tree; ``value`` is the off-CPU µs of every path through it."""
-
-    name: str
-    kind: str
-    value: int = 0
-    category: Optional[str] = None
-    children: Dict[Tuple[str, str], Node] = field(default_factory=dict)
-
-    def child(self, name: str, kind: str, category: Optional[str]) -> Node:
-        key = (name, kind)
-        found = self.children.get(key)
-        if found is None:
-            found = Node(name, kind, category=category)
-            self.children[key] = found
-        return found
-
-    def sorted_children(self) -> List[Node]:
-        return [self.children[k] for k in sorted(self.children)]
+#: A frame of a chain: (name, kind).
+Frame = Tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -109,27 +90,40 @@ def waker_label(party: Party) -> str:
     return name
 
 
-def chain(wakeup: Wakeup, several_pods: bool) -> List[Tuple[str, str]]:
+def chain(wakeup: Wakeup, several_pods: bool) -> List[Frame]:
     """The (name, kind) frames of one wakeup's path above the root."""
-    frames: List[Tuple[str, str]] = [(wakeup.category, CATEGORY),
-                                      (thread_label(wakeup.target, several_pods), THREAD)]
-    target_stack = wakeup.edge.target_stack
-    frames.extend(_stack_frames(target_stack.frames, target_stack.kernel_depth,
-                                target_stack.missing, target=True))
-    frames.append((SEPARATOR_NAME, SEPARATOR))
+    return _head(wakeup, several_pods) + _tail(wakeup)
+
+
+def _head(wakeup: Wakeup, several_pods: bool) -> List[Frame]:
+    """Category, target thread, target stack root→leaf and the ``--`` separator."""
+    stack = wakeup.edge.target_stack
+    return [(wakeup.category, CATEGORY), (thread_label(wakeup.target, several_pods), THREAD),
+            *_stack_frames(stack.frames, stack.kernel_depth, stack.missing, target=True),
+            (SEPARATOR_NAME, SEPARATOR)]
+
+
+def _tail(wakeup: Wakeup) -> List[Frame]:
+    """Above the separator: the waker stack leaf→root and the waker's (or preemptor's) name."""
+    stack_id, name = _tail_key(wakeup)
+    if stack_id < 0:
+        return [(name, WAKER)]
+    stack = wakeup.edge.waker_stack
+    if stack is None:
+        return [(NO_STACK, WAKER_FRAME), (name, WAKER)]
+    return [*_stack_frames(stack.frames, stack.kernel_depth, stack.missing, target=False),
+            (name, WAKER)]
+
+
+def _tail_key(wakeup: Wakeup) -> Tuple[int, str]:
+    """What decides a chain's tail: (id of the waker stack, 0 without one, -1 without a
+    waker; the top frame's name). Cheap, so equal tails are built once per report."""
     if wakeup.waker is not None:
         stack = wakeup.edge.waker_stack
-        if stack is not None:
-            frames.extend(_stack_frames(stack.frames, stack.kernel_depth, stack.missing,
-                                        target=False))
-        else:
-            frames.append((NO_STACK, WAKER_FRAME))
-        frames.append((waker_label(wakeup.waker), WAKER))
-    elif wakeup.preempted_by is not None:
-        frames.append((f"preempted by: {waker_label(wakeup.preempted_by)}", WAKER))
-    else:
-        frames.append(("preempted" if wakeup.edge.preempted else "[no waker]", WAKER))
-    return frames
+        return (id(stack) if stack is not None else 0, waker_label(wakeup.waker))
+    if wakeup.preempted_by is not None:
+        return (-1, f"preempted by: {waker_label(wakeup.preempted_by)}")
+    return (-1, "preempted" if wakeup.edge.preempted else "[no waker]")
 
 
 def _stack_frames(frames: Sequence[str], kernel_depth: Optional[int], missing: Optional[str],
@@ -158,25 +152,178 @@ def _stack_frames(frames: Sequence[str], kernel_depth: Optional[int], missing: O
     return tagged
 
 
-def build_tree(report: Report) -> Node:
-    """Merge every wakeup's chain into one tree weighted by off-CPU µs."""
+# ------------------------------------------------------------------------------ layout
+#
+# A busy trace has ~100k chains of ~60 frames each, and after the cut-off only a few
+# thousand frames are drawn. Merging every chain frame by frame into a tree of objects
+# (millions of them) is what made big reports slow and memory-hungry, so the layout works
+# on the chains as sorted keys instead, the way flamegraph.pl and inferno merge sorted
+# folded lines:
+#
+# - Every distinct (name, kind) frame gets a rank in sibling order, and a chain becomes one
+#   integer: its ranks as fixed-width digits, left-aligned. Integer order is then the
+#   depth-first, alphabetical order of the flame graph, and equal chains merge exactly.
+# - Two neighbours in that order share as many frames as their keys share leading digits
+#   (one XOR and ``bit_length``), and the frames a chain shares with no neighbour are its
+#   own. The merged tree is then the chains' LCP-interval tree: one segment per run of frames
+#   with the same set of chains below, so every frame of a segment has the same width and
+#   the tree has fewer than two segments per chain, however deep the stacks.
+# - A frame's x is the summed width of every chain sorted before it, its width the summed
+#   width of the chains below it: prefix sums. Only the frames that survive the cut-off are
+#   materialised as rectangles.
+
+
+class _Segment:
+    """Frames ``bottom..top`` (depths; ``bottom`` is the parent's ``top`` + 1) shared by the
+    sorted chains ``lo..hi-1`` and no others. A leaf (``children is None``) is one chain's
+    own frames."""
+
+    __slots__ = ("top", "lo", "hi", "children")
+
+    def __init__(self, top: int, lo: int, hi: int,
+                 children: Optional[List[_Segment]]) -> None:
+        self.top = top
+        self.lo = lo
+        self.hi = hi
+        self.children = children
+
+
+@dataclass
+class _Chains:
+    """The report's distinct chains in flame-graph order, with what the layout needs."""
+
+    heads: List[List[Frame]]  # distinct chain heads (category .. ``--``)
+    tails: List[List[Frame]]  # distinct chain tails (waker stack .. waker name)
+    head: List[int]  # per sorted chain: index into heads
+    tail: List[int]  # per sorted chain: index into tails
+    length: List[int]  # per sorted chain: frames above the root
+    shared: List[int]  # per sorted chain: frames shared with the previous one (0 for the first)
+    offset: List[int]  # prefix sums of the weights: chain k spans [offset[k], offset[k + 1])
+
+    def frame(self, k: int, depth: int) -> Frame:
+        """Frame ``depth`` (1 = the category) of sorted chain ``k``."""
+        head = self.heads[self.head[k]]
+        if depth <= len(head):
+            return head[depth - 1]
+        return self.tails[self.tail[k]][depth - 1 - len(head)]
+
+
+def _chains(report: Report) -> _Chains:
+    """Split every chain into a head and a tail (each built once), encode, merge, sort."""
     pods = {w.target.pod for w in report.wakeups if w.target.pod}
     several_pods = len(pods) > 1
-    root = Node(ROOT_NAME, ROOT)
+    heads: List[List[Frame]] = []
+    tails: List[List[Frame]] = []
+    head_ids: Dict[Tuple[str, str, int], int] = {}
+    tail_ids: Dict[Tuple[int, str], int] = {}
+    pairs: Dict[Tuple[int, int], int] = {}
     for wakeup in report.wakeups:
         value = wakeup.edge.total_us
         if value <= 0:
             continue
-        root.value += value
-        node = root
-        for name, kind in chain(wakeup, several_pods):
-            node = node.child(name, kind, wakeup.category)
-            node.value += value
+        head_key = (wakeup.category, thread_label(wakeup.target, several_pods),
+                    id(wakeup.edge.target_stack))
+        h = head_ids.get(head_key)
+        if h is None:
+            h = head_ids[head_key] = len(heads)
+            heads.append(_head(wakeup, several_pods))
+        tail_key = _tail_key(wakeup)
+        t = tail_ids.get(tail_key)
+        if t is None:
+            t = tail_ids[tail_key] = len(tails)
+            tails.append(_tail(wakeup))
+        pair = (h, t)
+        pairs[pair] = pairs.get(pair, 0) + value
+
+    distinct = set()
+    for part in heads:
+        distinct.update(part)
+    for part in tails:
+        distinct.update(part)
+    rank = {frame: i for i, frame in enumerate(sorted(distinct), start=1)}  # 0 pads
+    width = max(1, (len(rank).bit_length() + 7) // 8)
+    bits = 8 * width
+    digits = [i.to_bytes(width, "big") for i in range(len(rank) + 1)]
+
+    def encode(part: List[Frame]) -> int:
+        return int.from_bytes(b"".join([digits[rank[f]] for f in part]), "big")
+
+    head_codes = [encode(part) for part in heads]
+    tail_codes = [encode(part) for part in tails]
+    head_lens = [len(part) for part in heads]
+    tail_lens = [len(part) for part in tails]
+    longest = max((head_lens[h] + tail_lens[t] for h, t in pairs), default=0)
+    merged: Dict[int, List[int]] = {}  # equal chains (e.g. two threads of one comm) add up
+    for (h, t), value in pairs.items():
+        length = head_lens[h] + tail_lens[t]
+        key = ((head_codes[h] << (bits * tail_lens[t])) | tail_codes[t]) << (
+            bits * (longest - length))
+        entry = merged.get(key)
+        if entry is None:
+            merged[key] = [value, h, t, length]
+        else:
+            entry[0] += value
+    keys = sorted(merged)
+    entries = [merged[key] for key in keys]
+    total_bits = bits * longest
+    shared = [0] + [(total_bits - (a ^ b).bit_length()) // bits
+                    for a, b in zip(keys, keys[1:])]
+    offset = [0]
+    running = 0
+    for entry in entries:
+        running += entry[0]
+        offset.append(running)
+    return _Chains(heads, tails, [e[1] for e in entries], [e[2] for e in entries],
+                   [e[3] for e in entries], shared, offset)
+
+
+def _segments(chains: _Chains) -> _Segment:
+    """The LCP-interval tree of the sorted chains (one pass, a stack of open segments)."""
+    n = len(chains.length)
+    root = _Segment(0, 0, n, [])
+    open_: List[_Segment] = [root]
+    for k in range(1, n + 1):
+        shared = chains.shared[k] if k < n else 0  # frames chain k-1 shares with chain k
+        top = open_[-1]
+        length = chains.length[k - 1]
+        leaf = _Segment(length, k - 1, k, None)
+        if shared > top.top:  # chain k-1 and k share more than k-1 shares with k-2
+            open_.append(_Segment(shared, k - 1, n, [leaf] if length > shared else []))
+            continue
+        if length > top.top:  # (a chain that is a prefix of another has no frames of its own)
+            assert top.children is not None
+            top.children.append(leaf)
+        last: Optional[_Segment] = None
+        while shared < open_[-1].top:
+            last = open_.pop()
+            last.hi = k
+            parent = open_[-1]
+            if shared <= parent.top:
+                assert parent.children is not None
+                parent.children.append(last)
+                last = None
+        if shared > open_[-1].top:
+            assert last is not None
+            open_.append(_Segment(shared, last.lo, n, [last]))
     return root
 
 
-def layout(root: Node, min_fraction: float = 0.0, max_frames: Optional[int] = None) -> Layout:
-    """Place every frame; drop frames narrower than ``min_fraction`` of the root.
+def _walk(root: _Segment) -> List[Tuple[_Segment, int]]:
+    """Every segment below the root with its parent's top depth, depth-first."""
+    found: List[Tuple[_Segment, int]] = []
+    todo = [(child, 0) for child in reversed(root.children or [])]
+    while todo:
+        segment, base = todo.pop()
+        found.append((segment, base))
+        if segment.children:
+            todo.extend((child, segment.top) for child in reversed(segment.children))
+    return found
+
+
+def flame_layout(report: Report, min_fraction: float = 0.0,
+                 max_frames: Optional[int] = None) -> Layout:
+    """The report's chain flame graph, laid out; frames narrower than ``min_fraction`` of
+    the root are dropped with everything above them.
 
     ``max_frames`` raises the cut-off until at most that many frames remain (a busy trace
     can have hundreds of thousands, and the file must stay small enough to attach and
@@ -184,57 +331,37 @@ def layout(root: Node, min_fraction: float = 0.0, max_frames: Optional[int] = No
     wide" keeps whole subtrees intact and the cut is exact.
     Iterative so a deep chain (two 127-frame stacks) never meets the recursion limit.
     """
-    total = root.value
-    min_us = total * min_fraction
-    if max_frames is not None:
-        values = sorted(_values(root), reverse=True)
-        if len(values) > max_frames:
-            min_us = max(min_us, values[max_frames] + 1)
-    rects: List[Rect] = []
-    elided_frames = 0
+    chains = _chains(report)
+    offset = chains.offset
+    total = offset[-1]
+    min_us: float = total * min_fraction
+    frames = sum(chains.length) - sum(chains.shared)  # distinct frames below the root
+    root = _segments(chains)
+    if max_frames is not None and frames > max_frames:
+        sizes = sorted(((offset[s.hi] - offset[s.lo], s.top - base)
+                        for s, base in _walk(root)), reverse=True)
+        seen = 0
+        for value, count in sizes:  # the (max_frames + 1)-th widest frame
+            seen += count
+            if seen > max_frames:
+                min_us = max(min_us, value + 1)
+                break
+    rects = [Rect(ROOT_NAME, ROOT, 0, 0, total, None)]
     elided_us = 0
     max_depth = 0
-    # (node, depth, x); pushed in reverse so pops come out in alphabetical order
-    todo: List[Tuple[Node, int, int]] = [(root, 0, 0)]
+    todo = [(child, 0) for child in reversed(root.children or [])]
     while todo:
-        node, depth, x = todo.pop()
-        if depth > 0 and (node.value <= 0 or node.value < min_us):
-            elided_frames += _count(node)
-            elided_us += node.value
+        segment, base = todo.pop()
+        lo = segment.lo
+        value = offset[segment.hi] - offset[lo]
+        if value <= 0 or value < min_us:
+            elided_us += value
             continue
-        rects.append(Rect(node.name, node.kind, depth, x, node.value, node.category))
-        max_depth = max(max_depth, depth)
-        placed: List[Tuple[Node, int, int]] = []
-        offset = x
-        for child in node.sorted_children():
-            placed.append((child, depth + 1, offset))
-            offset += child.value
-        todo.extend(reversed(placed))
-    return Layout(rects, total, max_depth, elided_frames, elided_us, min_us)
-
-
-def _values(root: Node) -> List[int]:
-    """Every frame's value below the root."""
-    found: List[int] = []
-    todo = list(root.children.values())
-    while todo:
-        node = todo.pop()
-        found.append(node.value)
-        todo.extend(node.children.values())
-    return found
-
-
-def _count(node: Node) -> int:
-    count = 0
-    todo = [node]
-    while todo:
-        current = todo.pop()
-        count += 1
-        todo.extend(current.children.values())
-    return count
-
-
-def flame_layout(report: Report, min_fraction: float = 0.0,
-                 max_frames: Optional[int] = None) -> Layout:
-    """The report's chain flame graph, laid out."""
-    return layout(build_tree(report), min_fraction, max_frames)
+        category = chains.frame(lo, 1)[0]
+        for depth in range(base + 1, segment.top + 1):
+            name, kind = chains.frame(lo, depth)
+            rects.append(Rect(name, kind, depth, offset[lo], value, category))
+        max_depth = max(max_depth, segment.top)
+        if segment.children:
+            todo.extend((child, segment.top) for child in reversed(segment.children))
+    return Layout(rects, total, max_depth, frames - (len(rects) - 1), elided_us, min_us)

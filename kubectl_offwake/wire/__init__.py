@@ -3,8 +3,8 @@
 Standard library only: the collector imports this under the node's system Python.
 """
 
+from .reader import ReadResult, StreamDecoder, iter_records, read_records
 from .schema import RECORD_TYPES, SCHEMA_VERSION, WireError
-from .reader import ReadResult, StreamDecoder, iter_lines, iter_records, open_input, read_records
 from .writer import WireWriter
 
 __all__ = [
@@ -14,8 +14,6 @@ __all__ = [
     "WireError",
     "StreamDecoder",
     "WireWriter",
-    "iter_lines",
     "iter_records",
-    "open_input",
     "read_records",
 ]

@@ -1,4 +1,5 @@
-"""Reads wire records from a file, stdin or a log stream.
+"""Decodes wire records from lines of a file or a log stream (files are opened, and
+un-gzipped, by ``kubectl_offwake.importers.source``).
 
 The decoder is incremental so the Kubernetes log follower and the file reader share it:
 records are released only when a ``snapshot`` or ``end`` commits them, records with a
@@ -8,17 +9,11 @@ are skipped, and a schema this reader does not know is refused.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
-import sys
-import zlib
 from dataclasses import dataclass, field
-from typing import IO, Iterable, Iterator, List, Optional
+from typing import Iterable, Iterator, List, Optional
 
 from .schema import COMMIT_TYPES, DELTA_TYPES, RECORD_TYPES, SCHEMA_VERSION, WireError
-
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass
@@ -118,50 +113,12 @@ class StreamDecoder:
         return notes
 
 
-def open_input(path: str) -> IO[bytes]:
-    """Open a path (or ``-`` for stdin) as bytes, transparently un-gzipping."""
-    if path == "-":
-        raw: IO[bytes] = sys.stdin.buffer
-        data = raw.read()
-        stream: IO[bytes] = io.BytesIO(data)
-    else:
-        try:
-            stream = open(path, "rb")  # noqa: SIM115 - handed to the caller
-        except FileNotFoundError:
-            raise WireError(f"{path}: no such file; check the path") from None
-        except IsADirectoryError:
-            raise WireError(f"{path} is a directory; pass a recording file") from None
-        except PermissionError:
-            raise WireError(f"{path}: permission denied; check the file's permissions") from None
-    head = stream.peek(2)[:2] if hasattr(stream, "peek") else b""
-    if head == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=stream)  # type: ignore[return-value]
-    return stream
-
-
-def iter_lines(stream: IO[bytes]) -> Iterator[str]:
-    """Decoded lines; a cut-off gzip member ends the iteration with ``TruncatedInput``."""
-    try:
-        for raw in stream:
-            yield raw.decode("utf-8", "replace")
-    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
-        raise TruncatedInput(str(exc)) from None
-
-
-class TruncatedInput(Exception):
-    """The compressed input ended before its end marker."""
-
-
 def iter_records(lines: Iterable[str], result: Optional[ReadResult] = None) -> Iterator[dict]:
     """Committed records from lines of a wire stream."""
     decoder = StreamDecoder()
     result = result if result is not None else ReadResult()
-    try:
-        for line in lines:
-            yield from decoder.feed(line)
-    except TruncatedInput:
-        result.truncated = True
-        result.warnings.append("the compressed recording is truncated")
+    for line in lines:
+        yield from decoder.feed(line)
     if not decoder.saw_hello:
         raise WireError("the input is empty; pass a recording or BCC offwaketime output")
     result.ended = decoder.ended

@@ -142,6 +142,17 @@ CASES: Tuple[Case, ...] = (
           "exit_to_user_mode_prepare", "syscall_exit_to_user_mode", "do_syscall_64",
           "entry_SYSCALL_64_after_hwframe"), ("__write",),
          "preempted-involuntary", "none", preempted=True),
+    Case("preempt-arm64-return-to-user", 1010, None, (), (), "wrk:worker_1",
+         ("__schedule", "schedule", "do_notify_resume", "el0_interrupt",
+          "__el0_irq_handler_common", "el0t_64_irq_handler", "el0t_64_irq"), U_BUSY,
+         "preempted-involuntary", "none", preempted=True),
+    Case("preempt-arm64-in-kernel", 1011, None, (), (), "wrk:worker_0",
+         ("__schedule", "preempt_schedule_irq", "arm64_preempt_schedule_irq", "el1_interrupt",
+          "el1h_64_irq_handler", "el1h_64_irq", "__arch_copy_to_user", "_copy_to_iter",
+          "tcp_recvmsg_locked", "tcp_recvmsg", "inet_recvmsg", "sock_read_iter", "vfs_read",
+          "ksys_read", "__arm64_sys_read", "invoke_syscall", "el0_svc_common", "do_el0_svc",
+          "el0_svc", "el0t_64_sync_handler", "el0t_64_sync"), U_BUSY,
+         "preempted-involuntary", "none", preempted=True),
     Case("preempt-unrecognised-frames", 1005, None, (), (), "wrk:worker_1",
          ("some_unknown_function", "another_one"), (),
          "preempted-involuntary", "none", preempted=True),
@@ -428,6 +439,18 @@ CASES: Tuple[Case, ...] = (
          ("__schedule", "schedule", "futex_do_wait", "do_futex", "__x64_sys_futex",
           "do_syscall_64", "entry_SYSCALL_64_after_hwframe"), ("syscall",),
          "timer", "interrupt", "futex-timeout"),
+
+    Case("timer-arm64-idle", 8011, "swapper/3",
+         ("try_to_wake_up", "hrtimer_wakeup", "__hrtimer_run_queues", "hrtimer_interrupt",
+          "arch_timer_handler_virt", "handle_percpu_devid_irq", "generic_handle_domain_irq",
+          "gic_handle_irq", "call_on_irq_stack", "do_interrupt_handler", "el1_interrupt",
+          "el1h_64_irq_handler", "el1h_64_irq", "default_idle_call", "do_idle",
+          "cpu_startup_entry", "secondary_start_kernel"), (),
+         "envoy",
+         ("__schedule", "schedule", "schedule_hrtimeout_range_clock", "do_epoll_wait",
+          "__arm64_sys_epoll_pwait", "invoke_syscall", "el0_svc_common", "do_el0_svc",
+          "el0_svc", "el0t_64_sync_handler", "el0t_64_sync"), ("epoll_pwait",),
+         "timer", "interrupt", "epoll-timeout"),
 
     # --- signals, children ------------------------------------------------------------------
     Case("signal-kill", 9001, "pilot-agent",
@@ -716,3 +739,36 @@ def test_explain_every_rule_a_case_produces() -> None:
         assert text and all(part for part in text.split("; ")), rule
     assert explain("eventfd+envoy-post").count("; ") == 1
     assert explain("no-such-rule") == ""
+
+
+REAL_ENVOY = (Path(__file__).resolve().parent.parent / "data" / "classify"
+              / "real-6.18-envoy-1.40.jsonl.gz")
+
+
+def test_real_envoy_recording() -> None:
+    """Envoy 1.40 (stripped: user frames are envoy+0xOFF) serving wrk over loopback, two
+    workers, access log on; traced by our collector on Linux 6.18."""
+    from kubectl_offwake.analysis import analyze
+    from kubectl_offwake.importers import load_input
+
+    report = analyze(load_input(str(REAL_ENVOY)))
+    roles = {t.target.comm: t.target.role for t in report.by_thread}
+    assert roles["envoy"] == "main" and roles["wrk:worker_0"] == "worker"
+    assert roles["wrk:worker_1"] == "worker" and roles["AccessLogFlush"] == "access-log-flush"
+    assert roles["grpc_global_tim"] == "grpc-timer" and roles["dog:main_thread"] == "watchdog"
+    by: dict = {}
+    for w in report.wakeups:
+        key = (w.target.role, w.waker.comm if w.waker else None, w.category, w.cause)
+        by[key] = by.get(key, 0) + (w.edge.count or 0)
+        assert w.category != "other", w.edge.waker_stack
+        if w.category == "timer":
+            assert w.cause == "interrupt"
+            assert w.detail == ("futex-timeout" if w.target.role == "grpc-timer"
+                                else "epoll-timeout")
+    assert by[("worker", "wrk", "tcp-receive", "waker")] > 10_000
+    assert by[("worker", None, "preempted-involuntary", "none")] > 1_000
+    flush = sum(n for (role, waker, cat, _), n in by.items()
+                if role == "access-log-flush" and cat == "futex-wake"
+                and waker and waker.startswith("wrk:worker_"))
+    assert flush > 100
+    assert "access-log-flush" in {f.id for f in report.findings}

@@ -8,6 +8,7 @@ from typing import List
 import pytest
 
 from kubectl_offwake.analysis import findings as F
+from kubectl_offwake.analysis.model import Pending, Task
 from kubectl_offwake.analysis.report import Finding, Report
 from tests.unit.test_aggregate import (
     APP,
@@ -94,6 +95,24 @@ def test_noisy_neighbour_near_miss_preempted_by_itself() -> None:
     workers_busy(m, 0.10, by=Mesh.task("wrk:worker_2"))
     m.throttled(nr_throttled=0)
     assert "noisy-neighbour" not in ids(m.report())
+
+
+def test_noisy_neighbour_near_miss_mostly_own_threads() -> None:
+    """Workers preempting each other (and run-queue waits after wakes) are no neighbour."""
+    m = Mesh()
+    workers_busy(m, 0.20, by=Mesh.task("wrk:worker_1"))
+    m.preempt("wrk:worker_0", 5, 40_000, by=waker(CRUNCHER))  # 2% of the wait
+    m.throttled(nr_throttled=0)
+    assert "noisy-neighbour" not in ids(m.report())
+
+
+def test_noisy_neighbour_text_puts_the_top_preemptor_in_proportion() -> None:
+    m = Mesh()
+    workers_busy(m, 0.10, by=waker(CRUNCHER))
+    m.preempt("wrk:worker_0", 5, 100_000, by=waker(KUBELET))
+    f = one(m.report(), "noisy-neighbour")
+    assert "took the CPU from them for 1.0 s of the 1.1 s other processes took" in f.text
+    assert f.evidence["preempted_by_others_us"] == 1_100_000
 
 
 def test_noisy_neighbour_without_counters_says_so() -> None:
@@ -286,6 +305,9 @@ def test_still_off_cpu_near_misses() -> None:
     m = Mesh()
     m.pending("wrk:worker_0", 20_000_000, T_EPOLL_IDLE)  # idle in its event loop
     m.pending("AccessLogFlush", 5_000_000, T_FUTEX)  # idles on a condition variable
+    m.rec.processes[100].threads[107] = "GrpcGoogClient"
+    m.rec.pending.append(Pending(Task("GrpcGoogClient", 100, 107), 5_000_000,
+                                 m.stack(T_FUTEX)))  # an Envoy helper thread, idle
     m.pending("wrk:worker_1", 300_000, T_FUTEX)  # not long
     m.pending("wrk:worker_2", 50_000, T_PREEMPT, preempted=True)
     assert "still-off-cpu" not in ids(m.report())

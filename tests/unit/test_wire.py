@@ -3,19 +3,17 @@ damaged, repeated or foreign input (DESIGN.md §3.2)."""
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 
 import pytest
 
+from kubectl_offwake.importers.source import read_input
 from kubectl_offwake.wire import (
     SCHEMA_VERSION,
     StreamDecoder,
     WireError,
     WireWriter,
-    iter_lines,
-    open_input,
     read_records,
 )
 from tests.unit.test_import_samples import gzipped, recording_records, recording_text
@@ -59,8 +57,7 @@ def test_round_trip_keeps_every_committed_record_in_order():
 def test_gzip_recording_reads_like_plain(tmp_path):
     path = tmp_path / "h1-rec.jsonl.gz"
     path.write_bytes(gzipped(recording_text()))
-    with open_input(str(path)) as stream:
-        result = read_records(iter_lines(stream))
+    result = read_records(read_input(str(path)).text.splitlines())
     plain = read_records(recording_text().splitlines())
     assert result.records == plain.records
     assert result.warnings == []
@@ -139,8 +136,7 @@ def test_truncated_gzip_keeps_what_was_decompressed(tmp_path):
     data = gzipped(recording_text(snapshots=8))
     path = tmp_path / "h1-cut.jsonl.gz"
     path.write_bytes(data[: len(data) * 9 // 10])
-    with open_input(str(path)) as stream:
-        result = read_records(iter_lines(stream))
+    result = read_records(read_input(str(path)).text.splitlines())
     assert result.truncated and not result.ended
     assert any("compressed recording is truncated" in w for w in result.warnings)
     assert _types(result.records)[0] == "hello"
@@ -148,15 +144,3 @@ def test_truncated_gzip_keeps_what_was_decompressed(tmp_path):
     snaps = [r["snap"] for r in result.records if r["type"] == "snapshot"]
     assert snaps and snaps == list(range(1, len(snaps) + 1)) and len(snaps) < 8
     assert {r["snap"] for r in result.records if r["type"] == "wakeup"} == set(snaps)
-
-
-def test_open_input_reports_missing_file(tmp_path):
-    with pytest.raises(WireError, match="no such file"):
-        open_input(str(tmp_path / "h1-missing.jsonl"))
-
-
-def test_gzip_magic_is_sniffed_not_the_suffix(tmp_path):
-    path = tmp_path / "h1-recording.bin"
-    path.write_bytes(gzip.compress(recording_text().encode()))
-    with open_input(str(path)) as stream:
-        assert read_records(iter_lines(stream)).ended

@@ -136,9 +136,10 @@ def test_truncated_gzip_keeps_what_was_decompressed(tmp_path):
     data = gzipped(recording_text(snapshots=8))
     path = tmp_path / "h1-cut.jsonl.gz"
     path.write_bytes(data[: len(data) * 9 // 10])
-    result = read_records(read_input(str(path)).text.splitlines())
+    text = read_input(str(path))
+    assert any("truncated" in w or "damaged" in w for w in text.warnings)
+    result = read_records(text.text.splitlines())
     assert result.truncated and not result.ended
-    assert any("compressed recording is truncated" in w for w in result.warnings)
     assert _types(result.records)[0] == "hello"
     # Whole snapshots before the cut survive; the one the cut went through does not.
     snaps = [r["snap"] for r in result.records if r["type"] == "snapshot"]

@@ -25,28 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-#: Loss counter (wire ``lost``) -> (what it means, the collector option that makes room).
-#: ``map_full`` is the collector's sum of the three ``*_full`` counters; it is only shown
-#: when the separate counters are absent.
-LOSS_ADVICE: Dict[str, Tuple[str, str]] = {
-    "stack_eexist": ("stacks lost to hash collisions in the stack map", "--stack-storage-size"),
-    "stack_enomem": ("stacks lost because the stack map was full", "--stack-storage-size"),
-    "agg_full": ("wakeups lost because the aggregation map was full",
-                 "--agg-size (or lower --interval)"),
-    "start_full": ("switch-outs not recorded because the start map was full", "--start-size"),
-    "oncpu_full": ("on-CPU runs lost because the on-CPU map was full", "--oncpu-size"),
-    "map_full": ("records lost because a map was full", "--agg-size"),
-}
-_SUMS = {"map_full": ("agg_full", "start_full", "oncpu_full")}
-
-
-def distinct_losses(lost: Dict[str, int]) -> Dict[str, int]:
-    """The loss counters without sums that repeat other counters."""
-    out = dict(lost)
-    for total, parts in _SUMS.items():
-        if total in out and any(p in out for p in parts):
-            del out[total]
-    return out
+from .wire.schema import LOSS_COUNTERS, distinct_losses
 
 
 def loss_sentences(lost: Dict[str, int]) -> List[str]:
@@ -55,7 +34,7 @@ def loss_sentences(lost: Dict[str, int]) -> List[str]:
     for key, value in sorted(distinct_losses(lost).items()):
         if not value:
             continue
-        meaning, flag = LOSS_ADVICE.get(key, (f"{key.replace('_', ' ')}", ""))
+        meaning, flag = LOSS_COUNTERS.get(key, (f"{key.replace('_', ' ')}", ""))
         advice = f"; raise {flag}" if flag else ""
         notes.append(f"{value:,} {meaning}{advice}")
     return notes

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 from .categories import CATEGORIES, CATEGORY_BY_ID
+from .classify import CAUSE_INTERRUPT
 from .model import OnCpu, Recording, Task
 from .naming import Namer
 from .report import Group, Party, ThreadSummary, Totals, Wakeup
 
 PREEMPTED_KEY_PREFIX = "preempted:"
+INTERRUPT_KEY_PREFIX = "interrupt:"
 _CATEGORY_ORDER = {c.id: i for i, c in enumerate(CATEGORIES)}
 
 
@@ -85,7 +87,14 @@ def share(part: int, whole: int) -> float:
 
 
 def waker_key(w: Wakeup) -> Tuple[str, str]:
-    """The identity a wakeup is grouped under: the waker's process, or who preempted."""
+    """The identity a wakeup is grouped under: the waker's process, or who preempted.
+
+    A wake that ran in an interrupt is not the interrupted task's doing (often the idle
+    ``swapper/N``, or a busy neighbour that happened to be on that CPU), so those are
+    grouped by what the interrupt did instead of crediting the bystander.
+    """
+    if w.cause == CAUSE_INTERRUPT:
+        return f"{INTERRUPT_KEY_PREFIX}{w.category}", f"interrupt ({w.category})"
     if w.waker is not None:
         pid = "" if w.waker.pid is None else str(w.waker.pid)
         return f"{pid}:{w.waker.name}", w.waker.name
@@ -118,28 +127,36 @@ class Index:
 def index(wakeups: Iterable[Wakeup]) -> Index:
     idx = Index()
     cells, threads, wakers, labels = idx.cells, idx.threads, idx.wakers, idx.waker_labels
-    tkeys: Dict[int, Tuple[object, ...]] = {}  # id(target party) -> thread key
-    wkeys: Dict[Tuple[int, int, bool], str] = {}  # party identities -> waker key
+    # First by object identity (cheap to hash: parties are memoised per task), then the
+    # few distinct identities are mapped to their thread and waker keys.
+    by_target: Dict[Tuple[int, str], List[Wakeup]] = {}
+    by_waker: Dict[object, List[Wakeup]] = {}
     for w in wakeups:
-        target = w.target
-        tk = tkeys.get(id(target))
-        if tk is None:
-            tk = tkeys[id(target)] = thread_key(w.edge.target)
-            threads.setdefault(tk, target)
-        cell = cells.get((tk, w.category))
+        ck = (id(w.target), w.category)
+        cell = by_target.get(ck)
         if cell is None:
-            cell = cells[(tk, w.category)] = []
+            cell = by_target[ck] = []
         cell.append(w)
-        ident = (id(w.waker), id(w.preempted_by), w.edge.preempted)
-        wk = wkeys.get(ident)
-        if wk is None:
-            wk, label = waker_key(w)
-            wkeys[ident] = wk
-            labels.setdefault(wk, label)
-        group = wakers.get(wk)
+        waker = w.waker
+        wk: object
+        if w.cause == CAUSE_INTERRUPT:
+            wk = (CAUSE_INTERRUPT, w.category)
+        elif waker is not None:
+            wk = id(waker)
+        else:
+            wk = (id(w.preempted_by), w.edge.preempted)
+        group = by_waker.get(wk)
         if group is None:
-            group = wakers[wk] = []
+            group = by_waker[wk] = []
         group.append(w)
+    for (_, category), ws in by_target.items():
+        tk = thread_key(ws[0].edge.target)
+        threads.setdefault(tk, ws[0].target)
+        cells.setdefault((tk, category), []).extend(ws)
+    for ws in by_waker.values():
+        key, label = waker_key(ws[0])
+        labels.setdefault(key, label)
+        wakers.setdefault(key, []).extend(ws)
     idx.cell_sums = {key: sums(ws) for key, ws in cells.items()}
     return idx
 

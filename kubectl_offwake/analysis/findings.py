@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
+from ..wire.schema import LOSS_COUNTERS, distinct_losses
 from .aggregate import Index, index
 from .categories import CATEGORIES, CATEGORY_BY_ID
 from .classify import CAUSE_WAKER
@@ -92,18 +93,6 @@ ACCESS_LOG_WORKER_WAIT_US = 10_000
 #: Workers blocked this long on a futex the main thread released (stats merge, TLS update).
 MAIN_LOCK_WAIT_US = 10_000
 
-#: The collector's loss counters (wire ``lost``): what each means and the collector option
-#: that makes room (the collector's --help and kubectl_offwake/live.py say the same).
-LOSS_FLAGS: Dict[str, Tuple[str, str]] = {
-    "stack_eexist": ("--stack-storage-size", "stacks lost to hash collisions in the stack map"),
-    "stack_enomem": ("--stack-storage-size", "stacks lost because the stack map was full"),
-    "agg_full": ("--agg-size", "wakeups not counted because the aggregation map was full"),
-    "start_full": ("--start-size", "switch-outs not recorded because the start map was full"),
-    "oncpu_full": ("--oncpu-size", "on-CPU runs lost because the on-CPU map was full"),
-    "map_full": ("--agg-size", "records lost because a map was full"),
-}
-#: ``map_full`` is the collector's sum of these; shown only when they are absent.
-LOSS_SUM_PARTS = ("agg_full", "start_full", "oncpu_full")
 #: Lost records, as a share of wakeups, above which losses are a warning.
 LOSS_WARN_SHARE = 0.01
 
@@ -652,15 +641,13 @@ def _blocked_in(frames: Sequence[str]) -> str:
 
 def losses(ctx: _Context) -> List[Finding]:
     """Lost stacks or map updates, and the collector flag that makes room."""
-    lost = {k: v for k, v in ctx.recording.lost.items() if isinstance(v, int) and v > 0}
-    if "map_full" in lost and any(p in ctx.recording.lost for p in LOSS_SUM_PARTS):
-        del lost["map_full"]
+    lost = distinct_losses(ctx.recording.lost)
     if not lost:
         return []
     parts = []
     flags: List[str] = []
     for key, n in sorted(lost.items()):
-        flag, what = LOSS_FLAGS.get(key, ("", key.replace("_", " ")))
+        what, flag = LOSS_COUNTERS.get(key, (key.replace("_", " "), ""))
         parts.append(f"{n} {what}")
         if flag and flag not in flags:
             flags.append(flag)

@@ -189,7 +189,12 @@ class Collector:
             self.log("info", f"BPF compiled and attached in {program.load_s * 1000:.0f} ms")
             self._cgroup_stats("start")
             self.writer.flush()
-            reason = self._loop(program, snap)
+            try:
+                reason = self._loop(program, snap)
+            except Exception as exc:  # noqa: BLE001 - keep what we have, say what broke
+                self.log("error", f"the collector failed mid-trace: {exc!r}")
+                self.warnings.append(f"the trace stopped early: {exc!r}")
+                reason = "error"
             counters = program.counters()
             snap.take(counters)
             n_pending = snap.pending([t.pid for t in self.targets if t.alive()],
@@ -218,7 +223,7 @@ class Collector:
                 "symbolize_ms": int(snap.symbolize_s * 1000),
             }
             self._end(reason, totals, lost_summary(counters))
-            return 0
+            return 1 if reason == "error" else 0
         finally:
             program.close()
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from .cgroups import matches_container, read_cgroup
-from .identity import comm_of, exe_of, start_time
+from .identity import comm_of, exe_of, start_time, stat_fields
 
 ENVOY_NAMES = ("envoy",)
 
@@ -38,7 +38,11 @@ class Target:
         return out
 
     def alive(self, proc: str = "/proc") -> bool:
-        """Still the same process (a recycled pid has another start time)."""
+        """Still the same, living process (a recycled pid has another start time; a zombie
+        whose parent has not reaped it yet has exited all the same)."""
+        fields = stat_fields(self.pid, proc)
+        if not fields or fields[0] in ("Z", "X"):
+            return False
         now = start_time(self.pid, proc)
         return now is not None and (self.start_time is None or now == self.start_time)
 

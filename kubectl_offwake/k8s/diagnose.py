@@ -6,6 +6,7 @@ watch event and stops waiting as soon as the answer is not "pending".
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -116,6 +117,11 @@ def exit_message(node: str, state: PodState, records: List[dict], text_lines: Li
     code = state.exit_code
     reason = f" ({state.reason})" if state.reason and state.reason not in ("Error",) else ""
     text = f"the collector on node {node} exited with code {code}{reason}"
+    if isinstance(code, int) and 128 < code < 128 + 65:
+        try:
+            text += f" (killed by {signal.Signals(code - 128).name})"
+        except ValueError:
+            pass
     if tail:
         text += f"; its last words: {tail}"
     return text

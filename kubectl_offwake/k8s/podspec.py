@@ -138,7 +138,7 @@ def node_pod(opts: NodePodOptions) -> dict:
     name = object_name(opts.run_id, opts.node)
     volumes: List[dict] = [
         {"name": "collector", "configMap": {"name": name, "defaultMode": 0o444}},
-        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},  # kheaders unpack here
     ]
     mounts: List[dict] = [
         {"name": "collector", "mountPath": COLLECTOR_DIR, "readOnly": True},

@@ -104,7 +104,7 @@ def require(cluster: Cluster, permissions: List[Permission]) -> List[str]:
     missing = check(cluster, permissions)
     required = [p for p in missing if not p.optional]
     if required:
-        listed = "; ".join(p.describe() for p in required)
+        listed = ", ".join(p.describe() for p in required)
         raise RunFailed(
             f"you are not allowed to {listed}; ask a cluster admin to grant the RBAC in "
             "manifests/ (kubectl offwake setup --dry-run prints it)"

@@ -200,9 +200,10 @@ def _run_fleet(cluster: Cluster, targets: List[Any], options: FleetOptions, zipa
                  f"({run.namespace}/{run.name})")
         if live is not None:
             status = _STATUS_WORDS.get(run.status.phase, run.status.phase)
-            message = run.status.detail if run.status.phase in ("failed", "pending") else None
+            # a pending pod's reason (ContainerCreating...) or a failure; "" clears it
+            message = run.status.detail if run.status.phase in ("failed", "pending") else ""
             with lock:
-                live.set_status(run.opts.node, status, message or None)
+                live.set_status(run.opts.node, status, message)
 
     fleet = Fleet(cluster, targets, options, zipapp, on_update=on_update, on_record=on_record,
                   name_all_namespaces=name_all)
@@ -267,7 +268,7 @@ def _finish(req: TraceRequest, fleet: Fleet, run_id: str, interrupted: bool) -> 
         prefix = f"node {node}: " if len(fleet.runs) > 1 else ""
         _say(f"error: {prefix}{text}")
     if errors:
-        _say("the report above shows what was collected before that")
+        _say("the report shows what was collected before that")
         return EXIT_FAILED
     return EXIT_OK
 

@@ -4,6 +4,8 @@ to a text stream and reads nothing else.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib
 import os
 import shutil
@@ -40,7 +42,26 @@ class RenderOptions:
 
 def render(report: Report, fmt: str, out: TextIO, options: Optional[RenderOptions] = None) -> None:
     module = importlib.import_module(f"{__name__}.{FORMATS[fmt]}")
-    module.render(report, out, options or RenderOptions())
+    with gc_paused():
+        module.render(report, out, options or RenderOptions())
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while rendering.
+
+    Renderers allocate millions of small, acyclic objects (strings, tuples, lists) next to
+    a report that holds millions more; every full collection walks all of them, and on a
+    100k-edge report that was seconds of every format's time. Reference counting frees
+    everything a renderer drops; collection resumes afterwards (if it was on before).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def guess_format(out_path: Optional[str], default: str = "table") -> str:

@@ -23,9 +23,12 @@ counts what it cut so the renderers can say so.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from itertools import repeat
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+from ..analysis.model import Stack
 from ..analysis.report import Party, Report, Wakeup
 
 # Frame kinds: the renderers colour by kind.
@@ -50,6 +53,8 @@ NO_STACK = "[no stack]"
 
 #: A frame of a chain: (name, kind).
 Frame = Tuple[str, str]
+SEPARATOR_FRAME: Frame = (SEPARATOR_NAME, SEPARATOR)
+NO_STACK_FRAME: Frame = (NO_STACK, WAKER_FRAME)
 
 
 @dataclass(frozen=True)
@@ -92,38 +97,30 @@ def waker_label(party: Party) -> str:
 
 def chain(wakeup: Wakeup, several_pods: bool) -> List[Frame]:
     """The (name, kind) frames of one wakeup's path above the root."""
-    return _head(wakeup, several_pods) + _tail(wakeup)
+    frames = [(wakeup.category, CATEGORY), (thread_label(wakeup.target, several_pods), THREAD)]
+    frames += _stack_part(wakeup.edge.target_stack, True)
+    frames.append(SEPARATOR_FRAME)
+    stack, has_waker, top = _tail_source(wakeup)
+    if stack is not None:
+        frames += _stack_part(stack, False)
+    elif has_waker:
+        frames.append(NO_STACK_FRAME)
+    frames.append((top, WAKER))
+    return frames
 
 
-def _head(wakeup: Wakeup, several_pods: bool) -> List[Frame]:
-    """Category, target thread, target stack root→leaf and the ``--`` separator."""
-    stack = wakeup.edge.target_stack
-    return [(wakeup.category, CATEGORY), (thread_label(wakeup.target, several_pods), THREAD),
-            *_stack_frames(stack.frames, stack.kernel_depth, stack.missing, target=True),
-            (SEPARATOR_NAME, SEPARATOR)]
-
-
-def _tail(wakeup: Wakeup) -> List[Frame]:
-    """Above the separator: the waker stack leaf→root and the waker's (or preemptor's) name."""
-    stack_id, name = _tail_key(wakeup)
-    if stack_id < 0:
-        return [(name, WAKER)]
-    stack = wakeup.edge.waker_stack
-    if stack is None:
-        return [(NO_STACK, WAKER_FRAME), (name, WAKER)]
-    return [*_stack_frames(stack.frames, stack.kernel_depth, stack.missing, target=False),
-            (name, WAKER)]
-
-
-def _tail_key(wakeup: Wakeup) -> Tuple[int, str]:
-    """What decides a chain's tail: (id of the waker stack, 0 without one, -1 without a
-    waker; the top frame's name). Cheap, so equal tails are built once per report."""
+def _tail_source(wakeup: Wakeup) -> Tuple[Optional[Stack], bool, str]:
+    """What the chain above ``--`` is made of: the waker stack (``None`` when there is
+    none), whether there is a waker at all, and the top frame's name."""
     if wakeup.waker is not None:
-        stack = wakeup.edge.waker_stack
-        return (id(stack) if stack is not None else 0, waker_label(wakeup.waker))
+        return wakeup.edge.waker_stack, True, waker_label(wakeup.waker)
     if wakeup.preempted_by is not None:
-        return (-1, f"preempted by: {waker_label(wakeup.preempted_by)}")
-    return (-1, "preempted" if wakeup.edge.preempted else "[no waker]")
+        return None, False, f"preempted by: {waker_label(wakeup.preempted_by)}"
+    return None, False, "preempted" if wakeup.edge.preempted else "[no waker]"
+
+
+def _stack_part(stack: Stack, target: bool) -> List[Frame]:
+    return _stack_frames(stack.frames, stack.kernel_depth, stack.missing, target)
 
 
 def _stack_frames(frames: Sequence[str], kernel_depth: Optional[int], missing: Optional[str],
@@ -139,17 +136,21 @@ def _stack_frames(frames: Sequence[str], kernel_depth: Optional[int], missing: O
     if not frames:
         return [(NO_STACK if not missing else f"[{missing} stack missing]", plain)]
     if kernel_depth is None:
-        tagged = [(f, plain) for f in frames]
+        tagged = list(zip(frames, repeat(plain)))
     else:
         kernel_kind, user_kind = ((TARGET_KERNEL, TARGET_USER) if target
                                   else (WAKER_KERNEL, WAKER_USER))
-        tagged = [(f, kernel_kind if i < kernel_depth else user_kind)
-                  for i, f in enumerate(frames)]
+        tagged = list(zip(frames, chain_kinds(kernel_kind, kernel_depth, user_kind)))
     if missing:
         tagged.append((f"[{missing} stack missing]", plain))
     if target:
         tagged.reverse()
     return tagged
+
+
+def chain_kinds(first: str, count: int, rest: str) -> Iterator[str]:
+    """``count`` times ``first``, then ``rest`` for ever (zip stops it)."""
+    return itertools.chain(repeat(first, count), repeat(rest))
 
 
 # ------------------------------------------------------------------------------ layout
@@ -190,10 +191,16 @@ class _Segment:
 
 @dataclass
 class _Chains:
-    """The report's distinct chains in flame-graph order, with what the layout needs."""
+    """The report's distinct chains in flame-graph order, with what the layout needs.
 
-    heads: List[List[Frame]]  # distinct chain heads (category .. ``--``)
-    tails: List[List[Frame]]  # distinct chain tails (waker stack .. waker name)
+    A chain is a head (category, thread, target stack part, ``--``) and a tail (waker
+    stack part, waker name); stack parts are built once per stack, however many chains
+    share them.
+    """
+
+    parts: List[List[Frame]]  # distinct stack parts (a stack as target or as waker)
+    heads: List[Tuple[Frame, Frame, int]]  # (category, thread, target part)
+    tails: List[Tuple[int, Frame]]  # (waker part or -1, top frame)
     head: List[int]  # per sorted chain: index into heads
     tail: List[int]  # per sorted chain: index into tails
     length: List[int]  # per sorted chain: frames above the root
@@ -202,61 +209,90 @@ class _Chains:
 
     def frame(self, k: int, depth: int) -> Frame:
         """Frame ``depth`` (1 = the category) of sorted chain ``k``."""
-        head = self.heads[self.head[k]]
-        if depth <= len(head):
-            return head[depth - 1]
-        return self.tails[self.tail[k]][depth - 1 - len(head)]
+        category, thread, part = self.heads[self.head[k]]
+        if depth <= 2:
+            return category if depth == 1 else thread
+        i = depth - 3
+        frames = self.parts[part]
+        if i < len(frames):
+            return frames[i]
+        if i == len(frames):
+            return SEPARATOR_FRAME
+        i -= len(frames) + 1
+        part, top = self.tails[self.tail[k]]
+        if part >= 0 and i < len(self.parts[part]):
+            return self.parts[part][i]
+        return top
 
 
 def _chains(report: Report) -> _Chains:
-    """Split every chain into a head and a tail (each built once), encode, merge, sort."""
-    pods = {w.target.pod for w in report.wakeups if w.target.pod}
-    several_pods = len(pods) > 1
-    heads: List[List[Frame]] = []
-    tails: List[List[Frame]] = []
-    head_ids: Dict[Tuple[str, str, int], int] = {}
-    tail_ids: Dict[Tuple[int, str], int] = {}
+    """Every wakeup's chain from shared parts, encoded as a key, merged and sorted."""
+    several_pods = len({w.target.pod for w in report.wakeups if w.target.pod}) > 1
+    parts: List[List[Frame]] = [[NO_STACK_FRAME]]
+    part_ids: Dict[Tuple[int, bool], int] = {}
+    heads: List[Tuple[Frame, Frame, int]] = []
+    tails: List[Tuple[int, Frame]] = []
     pairs: Dict[Tuple[int, int], int] = {}
+
+    def part_of(stack: Stack, target: bool) -> int:
+        key = (id(stack), target)  # stacks are interned; equal copies only cost a part
+        found = part_ids.get(key)
+        if found is None:
+            found = part_ids[key] = len(parts)
+            parts.append(_stack_part(stack, target))
+        return found
+
+    # Heads and tails are looked up by the identity of what makes them (parties and stacks
+    # are shared objects), so the labels are built once per distinct head or tail; equal
+    # chains reached through different objects still merge below, by their keys.
+    head_ids: Dict[Tuple[str, int, int], int] = {}
+    tail_ids: Dict[Tuple[int, int, bool], int] = {}
     for wakeup in report.wakeups:
-        value = wakeup.edge.total_us
+        edge = wakeup.edge
+        value = edge.total_us
         if value <= 0:
             continue
-        head_key = (wakeup.category, thread_label(wakeup.target, several_pods),
-                    id(wakeup.edge.target_stack))
+        head_key = (wakeup.category, id(wakeup.target), id(edge.target_stack))
         h = head_ids.get(head_key)
         if h is None:
             h = head_ids[head_key] = len(heads)
-            heads.append(_head(wakeup, several_pods))
-        tail_key = _tail_key(wakeup)
+            heads.append(((wakeup.category, CATEGORY),
+                          (thread_label(wakeup.target, several_pods), THREAD),
+                          part_of(edge.target_stack, True)))
+        waker = wakeup.waker
+        tail_key = ((id(edge.waker_stack), id(waker), True) if waker is not None
+                    else (id(wakeup.preempted_by), 0, edge.preempted))
         t = tail_ids.get(tail_key)
         if t is None:
             t = tail_ids[tail_key] = len(tails)
-            tails.append(_tail(wakeup))
+            stack, has_waker, top = _tail_source(wakeup)
+            tails.append((part_of(stack, False) if stack is not None
+                          else (0 if has_waker else -1), (top, WAKER)))
         pair = (h, t)
         pairs[pair] = pairs.get(pair, 0) + value
 
-    distinct = set()
-    for part in heads:
-        distinct.update(part)
-    for part in tails:
-        distinct.update(part)
-    rank = {frame: i for i, frame in enumerate(sorted(distinct), start=1)}  # 0 pads
-    width = max(1, (len(rank).bit_length() + 7) // 8)
+    distinct = {SEPARATOR_FRAME}
+    for frames in parts:
+        distinct.update(frames)
+    for category, thread, _part in heads:
+        distinct.add(category)
+        distinct.add(thread)
+    distinct.update(top for _part, top in tails)
+    width = max(1, (len(distinct).bit_length() + 7) // 8)  # rank 0 pads short chains
+    digit = {frame: i.to_bytes(width, "big")
+             for i, frame in enumerate(sorted(distinct), start=1)}
     bits = 8 * width
-    digits = [i.to_bytes(width, "big") for i in range(len(rank) + 1)]
-
-    def encode(part: List[Frame]) -> int:
-        return int.from_bytes(b"".join([digits[rank[f]] for f in part]), "big")
-
-    head_codes = [encode(part) for part in heads]
-    tail_codes = [encode(part) for part in tails]
-    head_lens = [len(part) for part in heads]
-    tail_lens = [len(part) for part in tails]
+    part_bytes = [b"".join(map(digit.__getitem__, frames)) for frames in parts]
+    separator = digit[SEPARATOR_FRAME]
+    head_bytes = [digit[c] + digit[t] + part_bytes[p] + separator for c, t, p in heads]
+    head_lens = [len(parts[p]) + 3 for _c, _t, p in heads]
+    tail_bytes = [(part_bytes[p] if p >= 0 else b"") + digit[top] for p, top in tails]
+    tail_lens = [(len(parts[p]) if p >= 0 else 0) + 1 for p, _top in tails]
     longest = max((head_lens[h] + tail_lens[t] for h, t in pairs), default=0)
-    merged: Dict[int, List[int]] = {}  # equal chains (e.g. two threads of one comm) add up
+    merged: Dict[int, List[int]] = {}  # equal chains (two threads of one comm) add up
     for (h, t), value in pairs.items():
         length = head_lens[h] + tail_lens[t]
-        key = ((head_codes[h] << (bits * tail_lens[t])) | tail_codes[t]) << (
+        key = int.from_bytes(head_bytes[h] + tail_bytes[t], "big") << (
             bits * (longest - length))
         entry = merged.get(key)
         if entry is None:
@@ -268,12 +304,8 @@ def _chains(report: Report) -> _Chains:
     total_bits = bits * longest
     shared = [0] + [(total_bits - (a ^ b).bit_length()) // bits
                     for a, b in zip(keys, keys[1:])]
-    offset = [0]
-    running = 0
-    for entry in entries:
-        running += entry[0]
-        offset.append(running)
-    return _Chains(heads, tails, [e[1] for e in entries], [e[2] for e in entries],
+    offset = [0, *itertools.accumulate(entry[0] for entry in entries)]
+    return _Chains(parts, heads, tails, [e[1] for e in entries], [e[2] for e in entries],
                    [e[3] for e in entries], shared, offset)
 
 

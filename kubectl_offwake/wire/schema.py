@@ -34,7 +34,7 @@ log        level ("debug" | "info" | "warning" | "error"), message
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet
+from typing import Dict, FrozenSet, Tuple
 
 SCHEMA_VERSION = 1
 
@@ -63,3 +63,25 @@ DELTA_TYPES = frozenset({"wakeup", "oncpu", "pending"})
 
 class WireError(Exception):
     """Input that cannot be read as a recording; the message is one sentence for a user."""
+
+
+#: The collector's loss counters (``progress.lost`` / ``end.lost``): what each means and the
+#: collector option that makes room. The live display and the findings both read this.
+LOSS_COUNTERS: Dict[str, Tuple[str, str]] = {
+    "stack_eexist": ("stacks lost to hash collisions in the stack map", "--stack-storage-size"),
+    "stack_enomem": ("stacks lost because the stack map was full", "--stack-storage-size"),
+    "agg_full": ("wakeups not counted because the aggregation map was full", "--agg-size"),
+    "start_full": ("switch-outs not recorded because the start map was full", "--start-size"),
+    "oncpu_full": ("on-CPU runs lost because the on-CPU map was full", "--oncpu-size"),
+    "map_full": ("records lost because a map was full", "--agg-size"),
+}
+#: ``map_full`` is the collector's sum of these counters; it is shown only when they are absent.
+LOSS_SUM_PARTS = ("agg_full", "start_full", "oncpu_full")
+
+
+def distinct_losses(lost: Dict[str, int]) -> Dict[str, int]:
+    """Non-zero loss counters, without the ``map_full`` sum when its parts are present."""
+    out = {k: v for k, v in lost.items() if isinstance(v, int) and v > 0}
+    if "map_full" in out and any(p in lost for p in LOSS_SUM_PARTS):
+        del out["map_full"]
+    return out

@@ -172,7 +172,7 @@ def envoy_pids(container_id: str) -> List[int]:
     return found
 
 
-def wait_envoy_ready(lab, namespace: str, name: str, timeout: float = 30) -> List[int]:
+def wait_envoy_ready(lab, namespace: str, name: str, timeout: float = 60) -> List[int]:
     """The pod's Envoy runs (started by the pilot-agent stand-in) and has its workers."""
     pod = wait_running(lab, namespace, name)
     status = pod["status"]

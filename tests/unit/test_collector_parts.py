@@ -188,3 +188,43 @@ def test_zipapp_is_small_complete_and_runs(tmp_path):
     res = subprocess.run([sys.executable, "-c", code, str(pyz)], capture_output=True, text=True,
                          env=env, cwd=str(tmp_path), timeout=60)
     assert res.returncode == 0 and int(res.stdout) > 1000, res.stderr
+
+
+def test_elf_reader_finds_functions(tmp_path):
+    import shutil as _shutil
+
+    if not (_shutil.which("gcc") and _shutil.which("nm")):
+        pytest.skip("needs gcc and nm")
+    from kubectl_offwake.collector.elf import read_symbols
+
+    src = tmp_path / "f.c"
+    src.write_text("__attribute__((noinline)) int alpha(int x) { return x * 3 + 1; }\n"
+                   "__attribute__((noinline)) int beta(int x) { return alpha(x) - 2; }\n"
+                   "int main(int c, char **v) { return beta(c); }\n")
+    exe = tmp_path / "f"
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True)
+    syms = read_symbols(str(exe))
+    nm = subprocess.run(["nm", str(exe)], capture_output=True, text=True).stdout
+    addr = {line.split()[2]: int(line.split()[0], 16) for line in nm.splitlines()
+            if len(line.split()) == 3}
+    assert syms.lookup(addr["alpha"]) == b"alpha"
+    assert syms.lookup(addr["beta"] + 1) == b"beta"
+    assert syms.loads and syms.vaddr(0) == syms.loads[0][1]
+    assert read_symbols(str(src)).starts == []  # not ELF: no symbols, no error
+
+
+def test_interrupt_frames_and_merging():
+    from kubectl_offwake.collector.snapshot import in_interrupt, merge_wakeups
+
+    assert in_interrupt(["try_to_wake_up", "hrtimer_wakeup", "__hrtimer_run_queues",
+                         "hrtimer_interrupt", "__sysvec_apic_timer_interrupt",
+                         "asm_sysvec_apic_timer_interrupt"])
+    assert not in_interrupt(["try_to_wake_up", "__wake_up_common", "eventfd_write",
+                             "do_syscall_64", "entry_SYSCALL_64_after_hwframe"])
+    a = {"snap": 1, "tid": 5, "waker_stack": 3, "count": 2, "total_us": 10, "blocked_us": 8,
+         "runq_us": 2, "max_us": 6}
+    b = dict(a, count=1, total_us=7, blocked_us=7, runq_us=0, max_us=7)
+    c = dict(a, waker_stack=4)
+    out = merge_wakeups([a, b, c])
+    assert len(out) == 2
+    assert out[0]["count"] == 3 and out[0]["total_us"] == 17 and out[0]["max_us"] == 7

@@ -67,3 +67,8 @@ def test_deadline_while_running():
     state = pod_state(pod("Failed", {"terminated": {"exitCode": 143, "reason": "Error"}},
                           reason="DeadlineExceeded"))
     assert state.kind == "exited" and "deadline (activeDeadlineSeconds 120)" in state.message
+
+
+def test_exit_by_signal_is_named():
+    state = pod_state(pod("Failed", {"terminated": {"exitCode": 139, "reason": "Error"}}))
+    assert "exited with code 139 (killed by SIGSEGV)" in exit_message("n1", state, [], [])

@@ -54,7 +54,7 @@ def test_losses_name_the_flag_and_sums_are_not_counted_twice() -> None:
     assert len(notes) == 2
     assert any("7 stacks lost to hash collisions" in n and "--stack-storage-size" in n
                for n in notes)
-    assert any("3 wakeups lost" in n and "--agg-size" in n for n in notes)
+    assert any("3 wakeups not counted" in n and "--agg-size" in n for n in notes)
     assert loss_sentences({"map_full": 2}) == [
         "2 records lost because a map was full; raise --agg-size"]
     assert loss_sentences({"stack_eexist": 0}) == []

@@ -15,7 +15,7 @@ from .options import Format
 def report(
     input_path: str = typer.Argument(
         ..., metavar="INPUT",
-        help="A recording (.jsonl or .jsonl.gz) or BCC offwaketime output (text or -f); - for stdin.",
+        help="A recording (.jsonl[.gz]) or BCC offwaketime output (text or -f); - for stdin.",
     ),
     fmt: Optional[Format] = typer.Option(
         None, "--format", "-o", help="Output format (default: from --out's suffix, else table)."

@@ -43,6 +43,9 @@
 #ifndef KCACHE_VERIFY_MASK
 #define KCACHE_VERIFY_MASK 15  // re-walk one use in 16 to catch a changed kernel path
 #endif
+#ifndef PSTACK_DEPTH
+#define PSTACK_DEPTH 8  // kernel frames kept for a preemption
+#endif
 #ifndef USTACK_DEPTH
 #define USTACK_DEPTH 64
 #endif
@@ -94,6 +97,7 @@
 // goes to a small overflow map instead (its id marked with OVERFLOW_BIT), so a stack is lost
 // only when it collides twice.
 #define OVERFLOW_BIT 0x40000000
+#define PREEMPT_BIT 0x20000000  // id of a shallow preemption kernel stack (pstacks map)
 
 struct start_t {
     u64 off_ts;
@@ -177,6 +181,10 @@ struct kstack_t {
     u64 ip[KSTACK_DEPTH];
 };
 
+struct pstack_t {
+    u64 ip[PSTACK_DEPTH];
+};
+
 struct ustack_t {
     u64 ip[USTACK_DEPTH];
 };
@@ -198,6 +206,7 @@ BPF_TABLE("stacktrace", int, struct kstack_t, kstacks, STACK_STORAGE_SIZE);
 BPF_TABLE("stacktrace", int, struct ustack_t, ustacks, STACK_STORAGE_SIZE);
 BPF_TABLE("stacktrace", int, struct ustack_t, wustacks, STACK_STORAGE_SIZE);
 BPF_TABLE("stacktrace", int, struct kstack_t, kstacks2, STACK_OVERFLOW_SIZE);
+BPF_TABLE("stacktrace", int, struct pstack_t, pstacks, STACK_STORAGE_SIZE);
 BPF_TABLE("stacktrace", int, struct ustack_t, ustacks2, STACK_OVERFLOW_SIZE);
 BPF_TABLE("stacktrace", int, struct ustack_t, wustacks2, STACK_OVERFLOW_SIZE);
 
@@ -227,6 +236,15 @@ static __always_inline s32 walk_kstack(void *ctx)
         if (id >= 0)
             id |= OVERFLOW_BIT;
     }
+    return note_stack(id);
+}
+
+static __always_inline s32 walk_pstack(void *ctx)
+{
+    count(C_KWALK);
+    s32 id = pstacks.get_stackid(ctx, STACK_FLAGS);
+    if (id >= 0)
+        id |= PREEMPT_BIT;
     return note_stack(id);
 }
 
@@ -351,13 +369,22 @@ static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, lo
     s.off_ts = now;
     s.tgid = tgid;
     s.state = (state & STATE_MASK) ? ST_BLOCKED : ST_PREEMPTED;
-    s.ustack = walk_ustack(ctx);
-    // Only a thread that blocked chose its kernel path; a preempted one was interrupted
-    // anywhere, so its kernel stack is always walked.
-    if (s.state == ST_BLOCKED)
+    if (s.state == ST_BLOCKED) {
+        s.ustack = walk_ustack(ctx);
         s.kstack = kstack_cached(ctx, 0, tgid, 0, s.ustack);
-    else
+    } else {
+        // Preempted: the thread was interrupted at a random point, so its user stack is a
+        // profiler sample that rarely repeats (a busy thread would flood the maps and the
+        // stream with them), and what classifies the preemption is the top of the kernel
+        // stack. So: a shallow kernel stack only, unless PREEMPT_USER_STACKS.
+#ifdef PREEMPT_USER_STACKS
+        s.ustack = walk_ustack(ctx);
         s.kstack = walk_kstack(ctx);
+#else
+        s.ustack = -1;
+        s.kstack = walk_pstack(ctx);
+#endif
+    }
     s.waker_kstack = -1;
     s.waker_ustack = -1;
     bpf_probe_read_kernel(&s.comm, sizeof(s.comm), prev_comm);

@@ -24,6 +24,8 @@ COUNTERS = (
 )
 #: Marks a stack id that lives in the overflow stack map (see the C source).
 OVERFLOW_BIT = 0x40000000
+#: Marks a shallow kernel stack of a preemption (the pstacks map).
+PREEMPT_BIT = 0x20000000
 
 ST_BLOCKED = 0
 ST_PREEMPTED = 1
@@ -169,6 +171,7 @@ class Program:
         self._kstacks = self.bpf["kstacks"]
         self._ustacks = self.bpf["ustacks"]
         self._kstacks2 = self.bpf["kstacks2"]
+        self._pstacks = self.bpf["pstacks"]
         self._ustacks2 = self.bpf["ustacks2"]
         self._wustacks = self.bpf["wustacks"]
         self._wustacks2 = self.bpf["wustacks2"]
@@ -245,6 +248,8 @@ class Program:
         return {"start": [len(self._start.items()), self.sizes.start]}
 
     def kernel_ips(self, stack_id: int) -> Optional[List[int]]:
+        if stack_id >= 0 and stack_id & PREEMPT_BIT:
+            return self._ips(self._pstacks, stack_id & ~PREEMPT_BIT)
         if stack_id >= 0 and stack_id & OVERFLOW_BIT:
             return self._ips(self._kstacks2, stack_id & ~OVERFLOW_BIT)
         return self._ips(self._kstacks, stack_id)

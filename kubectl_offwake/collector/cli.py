@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exact-stacks", action="store_true",
                    help="walk every kernel stack instead of reusing the kernel stack last "
                    "seen with the same user stack (slower, exact)")
+    p.add_argument("--preempt-user-stacks", action="store_true",
+                   help="record full kernel and user stacks where a thread was preempted "
+                   "(a profiler-like sample: many distinct stacks on busy threads)")
     p.add_argument("--cflag", action="append", default=[], help=argparse.SUPPRESS)
     return p
 
@@ -97,5 +100,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
         sizes=MapSizes(stack_storage=ns.stack_storage_size, agg=ns.agg_size,
                        start=ns.start_size, targets=ns.max_targets, oncpu=ns.oncpu_size),
         node_name=ns.node_name, headers=ns.headers, resolve_only=ns.resolve_only,
-        wait_s=ns.wait, extra_cflags=list(ns.cflag) + (["-DNO_KCACHE"] if ns.exact_stacks else []),
+        wait_s=ns.wait, extra_cflags=list(ns.cflag) + (["-DNO_KCACHE"] if ns.exact_stacks else [])
+        + (["-DPREEMPT_USER_STACKS"] if ns.preempt_user_stacks else []),
     )

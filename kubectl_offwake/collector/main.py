@@ -176,7 +176,13 @@ class Collector:
 
         try:
             program = Program(self.opts.min_block_us, self.opts.sizes, self.opts.extra_cflags)
+        except ImportError:
+            return self._fail(f"{sys.executable} cannot import bcc; install python3-bpfcc "
+                              "(Debian/Ubuntu) or bcc-python3 and run the collector with it")
         except Exception as exc:  # noqa: BLE001 - BCC raises plain Exception on compile errors
+            if os.geteuid() != 0:
+                return self._fail("loading BPF needs root (or CAP_BPF, CAP_PERFMON and "
+                                  "CAP_SYS_RESOURCE); run the collector as root")
             return self._fail(f"could not load the BPF program ({exc}); see the collector's "
                               "stderr for the compiler's messages")
         snap = Snapshotter(program, self.writer, self.started_mono, self.opts.min_block_us)

@@ -68,7 +68,7 @@ class Snapshotter:
         kernel = self._kernel_frames(kid)
         frames.extend(kernel)
         if waker and uid >= 0 and in_interrupt(kernel):
-            uid = -14  # as if there were no user stack
+            uid = EFAULT  # as if there were no user stack
         if uid >= 0:
             self._user_ids.add((waker, uid))
             ips = self.program.user_ips(uid, waker=waker)

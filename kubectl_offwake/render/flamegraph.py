@@ -24,9 +24,9 @@ counts what it cut so the renderers can say so.
 from __future__ import annotations
 
 import itertools
+import weakref
 from dataclasses import dataclass
-from itertools import repeat
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ..analysis.model import Stack
 from ..analysis.report import Party, Report, Wakeup
@@ -46,6 +46,9 @@ WAKER = "waker"  # the waker's (or preemptor's) name, the top of a chain
 
 #: Kinds that belong to the waker side of a chain (drawn in cool colours).
 WAKER_KINDS = frozenset({SEPARATOR, WAKER_KERNEL, WAKER_USER, WAKER_FRAME, WAKER})
+#: Every kind below the root.
+KINDS = (CATEGORY, THREAD, TARGET_USER, TARGET_KERNEL, TARGET_FRAME, SEPARATOR, WAKER_KERNEL,
+         WAKER_USER, WAKER_FRAME, WAKER)
 
 SEPARATOR_NAME = "--"
 ROOT_NAME = "all"
@@ -53,8 +56,6 @@ NO_STACK = "[no stack]"
 
 #: A frame of a chain: (name, kind).
 Frame = Tuple[str, str]
-SEPARATOR_FRAME: Frame = (SEPARATOR_NAME, SEPARATOR)
-NO_STACK_FRAME: Frame = (NO_STACK, WAKER_FRAME)
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,13 @@ def waker_label(party: Party) -> str:
 def chain(wakeup: Wakeup, several_pods: bool) -> List[Frame]:
     """The (name, kind) frames of one wakeup's path above the root."""
     frames = [(wakeup.category, CATEGORY), (thread_label(wakeup.target, several_pods), THREAD)]
-    frames += _stack_part(wakeup.edge.target_stack, True)
-    frames.append(SEPARATOR_FRAME)
+    frames += _frames(stack_runs(wakeup.edge.target_stack, True))
+    frames.append((SEPARATOR_NAME, SEPARATOR))
     stack, has_waker, top = _tail_source(wakeup)
     if stack is not None:
-        frames += _stack_part(stack, False)
+        frames += _frames(stack_runs(stack, False))
     elif has_waker:
-        frames.append(NO_STACK_FRAME)
+        frames.append((NO_STACK, WAKER_FRAME))
     frames.append((top, WAKER))
     return frames
 
@@ -119,13 +120,13 @@ def _tail_source(wakeup: Wakeup) -> Tuple[Optional[Stack], bool, str]:
     return None, False, "preempted" if wakeup.edge.preempted else "[no waker]"
 
 
-def _stack_part(stack: Stack, target: bool) -> List[Frame]:
-    return _stack_frames(stack.frames, stack.kernel_depth, stack.missing, target)
+#: Consecutive frames of one kind: (kind, names in chain order).
+Run = Tuple[str, Tuple[str, ...]]
 
 
-def _stack_frames(frames: Sequence[str], kernel_depth: Optional[int], missing: Optional[str],
-                  target: bool) -> List[Tuple[str, str]]:
-    """Leaf-first frames → chain frames: target stacks root→leaf, waker stacks leaf→root.
+def stack_runs(stack: Stack, target: bool) -> List[Run]:
+    """A leaf-first stack as chain frames: target stacks root→leaf, waker stacks leaf→root,
+    as runs of one kind each (a stack has at most three: user, kernel, missing marker).
 
     Without a kernel/user boundary (BCC text without ``-d``) the frames are of the plain
     target/waker kind: the picture must not claim a boundary the source never gave.
@@ -133,24 +134,25 @@ def _stack_frames(frames: Sequence[str], kernel_depth: Optional[int], missing: O
     root end, so a cut-off stack is not mistaken for a kernel thread's.
     """
     plain = TARGET_FRAME if target else WAKER_FRAME
+    frames, depth, missing = tuple(stack.frames), stack.kernel_depth, stack.missing
+    marker = f"[{missing} stack missing]" if missing else NO_STACK
     if not frames:
-        return [(NO_STACK if not missing else f"[{missing} stack missing]", plain)]
-    if kernel_depth is None:
-        tagged = list(zip(frames, repeat(plain)))
+        return [(plain, (marker,))]
+    if depth is None:
+        runs = [(plain, frames)]
     else:
-        kernel_kind, user_kind = ((TARGET_KERNEL, TARGET_USER) if target
-                                  else (WAKER_KERNEL, WAKER_USER))
-        tagged = list(zip(frames, chain_kinds(kernel_kind, kernel_depth, user_kind)))
+        kernel, user = (TARGET_KERNEL, TARGET_USER) if target else (WAKER_KERNEL, WAKER_USER)
+        depth = max(depth, 0)
+        runs = [(kernel, frames[:depth]), (user, frames[depth:])]
     if missing:
-        tagged.append((f"[{missing} stack missing]", plain))
+        runs.append((plain, (marker,)))
     if target:
-        tagged.reverse()
-    return tagged
+        runs = [(kind, names[::-1]) for kind, names in reversed(runs)]
+    return [run for run in runs if run[1]]
 
 
-def chain_kinds(first: str, count: int, rest: str) -> Iterator[str]:
-    """``count`` times ``first``, then ``rest`` for ever (zip stops it)."""
-    return itertools.chain(repeat(first, count), repeat(rest))
+def _frames(runs: Sequence[Run]) -> List[Frame]:
+    return [(name, kind) for kind, names in runs for name in names]
 
 
 # ------------------------------------------------------------------------------ layout
@@ -161,17 +163,20 @@ def chain_kinds(first: str, count: int, rest: str) -> Iterator[str]:
 # on the chains as sorted keys instead, the way flamegraph.pl and inferno merge sorted
 # folded lines:
 #
+# - A chain is a head (category, thread, target stack, ``--``) and a tail (waker stack,
+#   waker name); each distinct stack is turned into frames once, however many chains
+#   share it.
 # - Every distinct (name, kind) frame gets a rank in sibling order, and a chain becomes one
 #   integer: its ranks as fixed-width digits, left-aligned. Integer order is then the
 #   depth-first, alphabetical order of the flame graph, and equal chains merge exactly.
 # - Two neighbours in that order share as many frames as their keys share leading digits
-#   (one XOR and ``bit_length``), and the frames a chain shares with no neighbour are its
-#   own. The merged tree is then the chains' LCP-interval tree: one segment per run of frames
-#   with the same set of chains below, so every frame of a segment has the same width and
-#   the tree has fewer than two segments per chain, however deep the stacks.
+#   (one XOR and ``bit_length``); the frames a chain shares with no neighbour are its
+#   own. The merged tree is then the chains' LCP-interval tree: one segment per run of
+#   frames with the same chains below, so every frame of a segment has the same width and
+#   there are fewer than two segments per chain, however deep the stacks.
 # - A frame's x is the summed width of every chain sorted before it, its width the summed
-#   width of the chains below it: prefix sums. Only the frames that survive the cut-off are
-#   materialised as rectangles.
+#   width of the chains below it: prefix sums. Only frames that survive the cut-off become
+#   rectangles.
 
 
 class _Segment:
@@ -191,16 +196,12 @@ class _Segment:
 
 @dataclass
 class _Chains:
-    """The report's distinct chains in flame-graph order, with what the layout needs.
+    """The report's distinct chains in flame-graph order, with what the layout needs."""
 
-    A chain is a head (category, thread, target stack part, ``--``) and a tail (waker
-    stack part, waker name); stack parts are built once per stack, however many chains
-    share them.
-    """
-
-    parts: List[List[Frame]]  # distinct stack parts (a stack as target or as waker)
-    heads: List[Tuple[Frame, Frame, int]]  # (category, thread, target part)
-    tails: List[Tuple[int, Frame]]  # (waker part or -1, top frame)
+    parts: List[List[Run]]  # distinct stacks as chain frames (part 0: "[no stack]")
+    part_len: List[int]  # frames per part
+    heads: List[Tuple[str, str, int]]  # (category, thread label, target part)
+    tails: List[Tuple[int, str]]  # (waker part or -1, top frame's name)
     head: List[int]  # per sorted chain: index into heads
     tail: List[int]  # per sorted chain: index into tails
     length: List[int]  # per sorted chain: frames above the root
@@ -211,40 +212,50 @@ class _Chains:
         """Frame ``depth`` (1 = the category) of sorted chain ``k``."""
         category, thread, part = self.heads[self.head[k]]
         if depth <= 2:
-            return category if depth == 1 else thread
+            return (category, CATEGORY) if depth == 1 else (thread, THREAD)
         i = depth - 3
-        frames = self.parts[part]
-        if i < len(frames):
-            return frames[i]
-        if i == len(frames):
-            return SEPARATOR_FRAME
-        i -= len(frames) + 1
+        if i < self.part_len[part]:
+            return _nth(self.parts[part], i)
+        i -= self.part_len[part]
+        if i == 0:
+            return (SEPARATOR_NAME, SEPARATOR)
+        i -= 1
         part, top = self.tails[self.tail[k]]
-        if part >= 0 and i < len(self.parts[part]):
-            return self.parts[part][i]
-        return top
+        if part >= 0 and i < self.part_len[part]:
+            return _nth(self.parts[part], i)
+        return (top, WAKER)
+
+
+def _nth(runs: List[Run], i: int) -> Frame:
+    for kind, names in runs:
+        if i < len(names):
+            return (names[i], kind)
+        i -= len(names)
+    raise IndexError(i)
 
 
 def _chains(report: Report) -> _Chains:
     """Every wakeup's chain from shared parts, encoded as a key, merged and sorted."""
     several_pods = len({w.target.pod for w in report.wakeups if w.target.pod}) > 1
-    parts: List[List[Frame]] = [[NO_STACK_FRAME]]
+    parts: List[List[Run]] = [[(WAKER_FRAME, (NO_STACK,))]]
     part_ids: Dict[Tuple[int, bool], int] = {}
-    heads: List[Tuple[Frame, Frame, int]] = []
-    tails: List[Tuple[int, Frame]] = []
-    pairs: Dict[Tuple[int, int], int] = {}
+    heads: List[Tuple[str, str, int]] = []
+    tails: List[Tuple[int, str]] = []
+    chain_head: List[int] = []
+    chain_tail: List[int] = []
+    chain_value: List[int] = []
 
     def part_of(stack: Stack, target: bool) -> int:
-        key = (id(stack), target)  # stacks are interned; equal copies only cost a part
+        key = (id(stack), target)  # stacks are interned; an equal copy only costs a part
         found = part_ids.get(key)
         if found is None:
             found = part_ids[key] = len(parts)
-            parts.append(_stack_part(stack, target))
+            parts.append(stack_runs(stack, target))
         return found
 
     # Heads and tails are looked up by the identity of what makes them (parties and stacks
-    # are shared objects), so the labels are built once per distinct head or tail; equal
-    # chains reached through different objects still merge below, by their keys.
+    # are shared objects), so labels are built once per distinct head or tail; equal chains
+    # reached through different objects still merge below, by their keys.
     head_ids: Dict[Tuple[str, int, int], int] = {}
     tail_ids: Dict[Tuple[int, int, bool], int] = {}
     for wakeup in report.wakeups:
@@ -256,8 +267,7 @@ def _chains(report: Report) -> _Chains:
         h = head_ids.get(head_key)
         if h is None:
             h = head_ids[head_key] = len(heads)
-            heads.append(((wakeup.category, CATEGORY),
-                          (thread_label(wakeup.target, several_pods), THREAD),
+            heads.append((wakeup.category, thread_label(wakeup.target, several_pods),
                           part_of(edge.target_stack, True)))
         waker = wakeup.waker
         tail_key = ((id(edge.waker_stack), id(waker), True) if waker is not None
@@ -267,51 +277,72 @@ def _chains(report: Report) -> _Chains:
             t = tail_ids[tail_key] = len(tails)
             stack, has_waker, top = _tail_source(wakeup)
             tails.append((part_of(stack, False) if stack is not None
-                          else (0 if has_waker else -1), (top, WAKER)))
-        pair = (h, t)
-        pairs[pair] = pairs.get(pair, 0) + value
+                          else (0 if has_waker else -1), top))
+        chain_head.append(h)
+        chain_tail.append(t)
+        chain_value.append(value)
 
-    distinct = {SEPARATOR_FRAME}
-    for frames in parts:
-        distinct.update(frames)
-    for category, thread, _part in heads:
-        distinct.add(category)
-        distinct.add(thread)
-    distinct.update(top for _part, top in tails)
-    width = max(1, (len(distinct).bit_length() + 7) // 8)  # rank 0 pads short chains
-    digit = {frame: i.to_bytes(width, "big")
-             for i, frame in enumerate(sorted(distinct), start=1)}
+    # Ranks: every distinct (name, kind) in sibling order; 0 pads short chains.
+    names: Dict[str, Set[str]] = {kind: set() for kind in KINDS}
+    names[SEPARATOR].add(SEPARATOR_NAME)
+    for runs in parts:
+        for kind, run in runs:
+            names[kind].update(run)
+    names[CATEGORY].update(category for category, _t, _p in heads)
+    names[THREAD].update(thread for _c, thread, _p in heads)
+    names[WAKER].update(top for _p, top in tails)
+    ordered = sorted((name, kind) for kind, found in names.items() for name in found)
+    width = max(1, (len(ordered).bit_length() + 7) // 8)
+    digits: Dict[str, Dict[str, bytes]] = {kind: {} for kind in KINDS}
+    for i, (name, kind) in enumerate(ordered, start=1):
+        digits[kind][name] = i.to_bytes(width, "big")
+
+    part_bytes = [b"".join([b"".join(map(digits[kind].__getitem__, run)) for kind, run in runs])
+                  for runs in parts]
+    part_len = [sum(len(run) for _kind, run in runs) for runs in parts]
+    categories, threads, wakers = digits[CATEGORY], digits[THREAD], digits[WAKER]
+    separator = digits[SEPARATOR][SEPARATOR_NAME]
+
+    # The key: the head's digits, padded to the longest head, then the tail's, padded to
+    # the longest tail. Heads end in ``--`` (the only separator-kind frame), so no head is a
+    # prefix of another and two chains with different heads differ inside both heads: the
+    # padding between head and tail changes neither the order nor the shared frames, and
+    # keys are one OR of two precomputed integers.
+    head_lens = [part_len[p] + 3 for _c, _t, p in heads]
+    tail_lens = [(part_len[p] if p >= 0 else 0) + 1 for p, _top in tails]
+    head_width = max(head_lens, default=0)
+    tail_width = max(tail_lens, default=0)
     bits = 8 * width
-    part_bytes = [b"".join(map(digit.__getitem__, frames)) for frames in parts]
-    separator = digit[SEPARATOR_FRAME]
-    head_bytes = [digit[c] + digit[t] + part_bytes[p] + separator for c, t, p in heads]
-    head_lens = [len(parts[p]) + 3 for _c, _t, p in heads]
-    tail_bytes = [(part_bytes[p] if p >= 0 else b"") + digit[top] for p, top in tails]
-    tail_lens = [(len(parts[p]) if p >= 0 else 0) + 1 for p, _top in tails]
-    longest = max((head_lens[h] + tail_lens[t] for h, t in pairs), default=0)
-    merged: Dict[int, List[int]] = {}  # equal chains (two threads of one comm) add up
-    for (h, t), value in pairs.items():
-        length = head_lens[h] + tail_lens[t]
-        key = int.from_bytes(head_bytes[h] + tail_bytes[t], "big") << (
-            bits * (longest - length))
-        entry = merged.get(key)
-        if entry is None:
-            merged[key] = [value, h, t, length]
-        else:
-            entry[0] += value
-    keys = sorted(merged)
-    entries = [merged[key] for key in keys]
-    total_bits = bits * longest
-    shared = [0] + [(total_bits - (a ^ b).bit_length()) // bits
-                    for a, b in zip(keys, keys[1:])]
-    offset = [0, *itertools.accumulate(entry[0] for entry in entries)]
-    return _Chains(parts, heads, tails, [e[1] for e in entries], [e[2] for e in entries],
-                   [e[3] for e in entries], shared, offset)
+    head_keys = [int.from_bytes(categories[c] + threads[t] + part_bytes[p] + separator, "big")
+                 << (bits * (head_width - n + tail_width))
+                 for (c, t, p), n in zip(heads, head_lens)]
+    tail_keys = [int.from_bytes((part_bytes[p] if p >= 0 else b"") + wakers[top], "big")
+                 << (bits * (tail_width - n)) for (p, top), n in zip(tails, tail_lens)]
+    keys = [head_keys[h] | tail_keys[t] for h, t in zip(chain_head, chain_tail)]
+    weights: Dict[int, int] = {}
+    for key, value in zip(keys, chain_value):  # equal chains (two threads of one comm) add up
+        weights[key] = weights.get(key, 0) + value
+    where = dict(zip(keys, range(len(keys))))
+    keys = sorted(weights)
+    first = [where[key] for key in keys]
+    head = [chain_head[i] for i in first]
+    tail = [chain_tail[i] for i in first]
+    length = [head_lens[h] + tail_lens[t] for h, t in zip(head, tail)]
+    total_bits = bits * (head_width + tail_width)
+    shared = [0]
+    for a, b, h in zip(keys, keys[1:], head[1:]):
+        same = (total_bits - (a ^ b).bit_length()) // bits  # leading digits in common
+        shared.append(same if same < head_width else same - head_width + head_lens[h])
+    offset = [0, *itertools.accumulate(weights[key] for key in keys)]
+    return _Chains(parts, part_len, heads, tails, head, tail, length, shared, offset)
 
 
-def _segments(chains: _Chains) -> _Segment:
-    """The LCP-interval tree of the sorted chains (one pass, a stack of open segments)."""
+def _segments(chains: _Chains) -> Tuple[_Segment, List[Tuple[int, int]]]:
+    """The LCP-interval tree of the sorted chains (one pass, a stack of open segments),
+    and every segment's (width, frames) for the frame cap."""
     n = len(chains.length)
+    offset = chains.offset
+    sizes: List[Tuple[int, int]] = []
     root = _Segment(0, 0, n, [])
     open_: List[_Segment] = [root]
     for k in range(1, n + 1):
@@ -319,12 +350,15 @@ def _segments(chains: _Chains) -> _Segment:
         top = open_[-1]
         length = chains.length[k - 1]
         leaf = _Segment(length, k - 1, k, None)
-        if shared > top.top:  # chain k-1 and k share more than k-1 shares with k-2
+        if shared > top.top:  # chains k-1 and k share more than k-2 and k-1 do
             open_.append(_Segment(shared, k - 1, n, [leaf] if length > shared else []))
+            if length > shared:
+                sizes.append((offset[k] - offset[k - 1], length - shared))
             continue
         if length > top.top:  # (a chain that is a prefix of another has no frames of its own)
             assert top.children is not None
             top.children.append(leaf)
+            sizes.append((offset[k] - offset[k - 1], length - top.top))
         last: Optional[_Segment] = None
         while shared < open_[-1].top:
             last = open_.pop()
@@ -333,23 +367,25 @@ def _segments(chains: _Chains) -> _Segment:
             if shared <= parent.top:
                 assert parent.children is not None
                 parent.children.append(last)
+                sizes.append((offset[k] - offset[last.lo], last.top - parent.top))
                 last = None
         if shared > open_[-1].top:
             assert last is not None
             open_.append(_Segment(shared, last.lo, n, [last]))
-    return root
+            sizes.append((offset[k] - offset[last.lo], last.top - shared))
+    return root, sizes
 
 
-def _walk(root: _Segment) -> List[Tuple[_Segment, int]]:
-    """Every segment below the root with its parent's top depth, depth-first."""
-    found: List[Tuple[_Segment, int]] = []
-    todo = [(child, 0) for child in reversed(root.children or [])]
-    while todo:
-        segment, base = todo.pop()
-        found.append((segment, base))
-        if segment.children:
-            todo.extend((child, segment.top) for child in reversed(segment.children))
-    return found
+def _cut_off(sizes: List[Tuple[int, int]], max_frames: int) -> Optional[int]:
+    """The width below which frames must go so that at most ``max_frames`` remain: one
+    more than the (max_frames + 1)-th widest frame (None when they all fit)."""
+    sizes.sort(reverse=True)
+    seen = 0
+    for width, count in sizes:
+        seen += count
+        if seen > max_frames:
+            return width + 1
+    return None
 
 
 def flame_layout(report: Report, min_fraction: float = 0.0,
@@ -361,39 +397,61 @@ def flame_layout(report: Report, min_fraction: float = 0.0,
     can have hundreds of thousands, and the file must stay small enough to attach and
     open). A frame is never wider than its parent, so keeping "every frame at least this
     wide" keeps whole subtrees intact and the cut is exact.
-    Iterative so a deep chain (two 127-frame stacks) never meets the recursion limit.
+
+    The SVG and HTML renderers ask for the same layout of the same report: the last
+    capped one is kept (see :func:`_fingerprint`) and handed out again.
     """
+    fingerprint = _fingerprint(report, min_fraction, max_frames)
+    cached = _LAST.get("layout")
+    if (max_frames is not None and cached is not None and cached[0]() is report
+            and cached[1] == fingerprint):
+        return cached[2]
     chains = _chains(report)
     offset = chains.offset
     total = offset[-1]
     min_us: float = total * min_fraction
     frames = sum(chains.length) - sum(chains.shared)  # distinct frames below the root
-    root = _segments(chains)
+    root, sizes = _segments(chains)
     if max_frames is not None and frames > max_frames:
-        sizes = sorted(((offset[s.hi] - offset[s.lo], s.top - base)
-                        for s, base in _walk(root)), reverse=True)
-        seen = 0
-        for value, count in sizes:  # the (max_frames + 1)-th widest frame
-            seen += count
-            if seen > max_frames:
-                min_us = max(min_us, value + 1)
-                break
+        cut = _cut_off(sizes, max_frames)
+        if cut is not None:
+            min_us = max(min_us, cut)
     rects = [Rect(ROOT_NAME, ROOT, 0, 0, total, None)]
     elided_us = 0
     max_depth = 0
     todo = [(child, 0) for child in reversed(root.children or [])]
-    while todo:
+    while todo:  # depth-first, siblings in order; iterative, so no recursion limit
         segment, base = todo.pop()
         lo = segment.lo
         value = offset[segment.hi] - offset[lo]
         if value <= 0 or value < min_us:
             elided_us += value
             continue
-        category = chains.frame(lo, 1)[0]
+        category = chains.heads[chains.head[lo]][0]
         for depth in range(base + 1, segment.top + 1):
             name, kind = chains.frame(lo, depth)
             rects.append(Rect(name, kind, depth, offset[lo], value, category))
         max_depth = max(max_depth, segment.top)
         if segment.children:
             todo.extend((child, segment.top) for child in reversed(segment.children))
-    return Layout(rects, total, max_depth, frames - (len(rects) - 1), elided_us, min_us)
+    layout = Layout(rects, total, max_depth, frames - (len(rects) - 1), elided_us, min_us)
+    if max_frames is not None:
+        _LAST["layout"] = (weakref.ref(report), fingerprint, layout)
+    return layout
+
+
+#: The last capped layout: its report (weakly), fingerprint and layout. One entry, never
+#: more than ``max_frames`` rectangles.
+_LAST: Dict[str, Tuple[weakref.ref, Tuple[object, ...], Layout]] = {}
+
+
+def _fingerprint(report: Report, min_fraction: float,
+                 max_frames: Optional[int]) -> Tuple[object, ...]:
+    """Everything a layout depends on: the arguments, and per wakeup what its chain is
+    made of (category, parties, stacks, flags, time). Compared with ``==``, which takes
+    the same object as equal at once and otherwise compares values, so a report changed
+    in any way a chain can see gets a new layout. Holding these (frozen or plain) values
+    also means no identity in them can be reused while the entry lives."""
+    return (min_fraction, max_frames,
+            [(w.category, w.target, w.waker, w.preempted_by, w.edge.target_stack,
+              w.edge.waker_stack, w.edge.preempted, w.edge.total_us) for w in report.wakeups])

@@ -33,7 +33,7 @@ it. Decisions, and why:
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, TextIO
+from typing import Dict, Iterable, List, Optional, TextIO, Tuple
 
 from ..analysis.model import Stack
 from ..analysis.report import Report, Wakeup
@@ -50,46 +50,76 @@ CHUNK_LINES = 2_000
 
 
 def render(report: Report, out: TextIO, options: RenderOptions) -> None:
-    totals = folded_totals(report.wakeups)
-    lines = sorted(totals)
+    lines = _sorted_lines(report.wakeups)
     for start in range(0, len(lines), CHUNK_LINES):
-        out.write("".join(f"{line} {totals[line]}\n"
-                          for line in lines[start:start + CHUNK_LINES]))
+        pieces: List[str] = []
+        for line, value in lines[start:start + CHUNK_LINES]:
+            pieces += (line, " ", str(value), "\n")  # no per-line copy of a long line
+        out.write("".join(pieces))
 
 
 def folded_totals(wakeups: Iterable[Wakeup]) -> Dict[str, int]:
     """Folded stack line (without its value) → total microseconds."""
-    totals: Dict[str, int] = {}
-    cache: Dict[int, str] = {}  # id(stack) -> rendered half; stacks are interned
+    return dict(_sorted_lines(wakeups))
+
+
+def _sorted_lines(wakeups: Iterable[Wakeup]) -> List[Tuple[str, int]]:
+    """(line without its value, total µs), sorted by line, equal lines summed.
+
+    Wakeups are summed by the pieces of their line first: the pieces are shared strings
+    (one per stack half and comm) whose hashes Python keeps, so a 100k-edge report never
+    hashes its few hundred megabytes of lines; only the distinct lines are joined.
+    """
+    groups: Dict[Tuple[str, str, str, str], int] = {}
+    halves: Dict[Tuple[int, bool], str] = {}  # rendered stack halves; stacks are interned
+    comms: Dict[str, str] = {}
     for wakeup in wakeups:
         edge = wakeup.edge
-        if edge.total_us <= 0:
+        value = edge.total_us
+        if value <= 0:
             continue
-        target = _cached(cache, edge.target_stack, True)
-        if edge.preempted or wakeup.waker is None or edge.waker_stack is None:
-            waker = ""
+        stack = edge.target_stack
+        target = halves.get((id(stack), True))
+        if target is None:
+            target = halves[(id(stack), True)] = _half_line(target_frames(stack))
+        comm = wakeup.target.comm
+        target_comm = comms.get(comm)
+        if target_comm is None:
+            target_comm = comms[comm] = clean(comm)
+        waker = waker_comm = ""
+        if not (edge.preempted or wakeup.waker is None or edge.waker_stack is None):
+            stack = edge.waker_stack
+            half = halves.get((id(stack), False))
+            if half is None:
+                half = halves[(id(stack), False)] = _half_line(waker_frames(stack))
+            waker = half
+            comm = wakeup.waker.comm
+            found = comms.get(comm)
+            if found is None:
+                found = comms[comm] = clean(comm)
+            waker_comm = found
+        key = (target_comm, target, waker, waker_comm)
+        groups[key] = groups.get(key, 0) + value
+    lines = sorted([(f"{tc};{th}{SEPARATOR};{wh}{wc}", value)
+                    for (tc, th, wh, wc), value in groups.items()])
+    merged: List[Tuple[str, int]] = []
+    for line, value in lines:  # different pieces can still make the same line
+        if merged and merged[-1][0] == line:
+            merged[-1] = (line, merged[-1][1] + value)
         else:
-            waker = _cached(cache, edge.waker_stack, False) + clean(wakeup.waker.comm)
-        line = f"{clean(wakeup.target.comm)};{target}{SEPARATOR};{waker}"
-        totals[line] = totals.get(line, 0) + edge.total_us
-    return totals
+            merged.append((line, value))
+    return merged
 
 
-def _cached(cache: Dict[int, str], stack: Stack, is_target: bool) -> str:
-    """A stack's half of the line, each frame followed by ``;``; memoised per stack."""
-    key = id(stack) * 2 + (1 if is_target else 0)
-    text = cache.get(key)
-    if text is None:
-        frames = target_frames(stack) if is_target else waker_frames(stack)
-        text = "".join(f"{frame};" for frame in frames)
-        cache[key] = text
-    return text
+def _half_line(frames: List[str]) -> str:
+    """A stack's half of the line, each frame followed by ``;``."""
+    return ";".join(frames) + ";" if frames else ""
 
 
 def target_frames(stack: Stack) -> List[str]:
     """The target's frames as BCC folds them: user root..leaf, ``-``, kernel root..leaf."""
     if stack.kernel_depth is None:
-        return [clean(f) for f in reversed(stack.frames)]
+        return _clean_all(reversed(stack.frames))
     user = _half(stack.user_frames, stack.missing, "user", MISSED_USER, reverse=True)
     kernel = _half(stack.kernel_frames, stack.missing, "kernel", MISSED_KERNEL, reverse=True)
     return _join(user, kernel, stack)
@@ -98,7 +128,7 @@ def target_frames(stack: Stack) -> List[str]:
 def waker_frames(stack: Stack) -> List[str]:
     """The waker's frames as BCC folds them: kernel leaf..root, ``-``, user leaf..root."""
     if stack.kernel_depth is None:
-        return [clean(f) for f in stack.frames]
+        return _clean_all(stack.frames)
     kernel = _half(stack.kernel_frames, stack.missing, "kernel", MISSED_KERNEL, reverse=False)
     user = _half(stack.user_frames, stack.missing, "user", MISSED_USER, reverse=False)
     return _join(kernel, user, stack)
@@ -108,7 +138,7 @@ def _half(frames: Iterable[str], missing: Optional[str], half: str, marker: str,
           reverse: bool) -> List[str]:
     if missing in (half, "both"):
         return [marker]
-    cleaned = [clean(f) for f in frames]
+    cleaned = _clean_all(frames)
     if reverse:
         cleaned.reverse()
     return cleaned
@@ -119,6 +149,15 @@ def _join(first: List[str], second: List[str], stack: Stack) -> List[str]:
     if stack.missing is None and first and second:
         return [*first, DELIMITER, *second]
     return [*first, *second]
+
+
+def _clean_all(frames: Iterable[str]) -> List[str]:
+    """:func:`clean` of every frame; one scan of the joined names finds the (rare) need."""
+    found = list(frames)
+    joined = "\0".join(found)
+    if ";" in joined or "\n" in joined or "\r" in joined:
+        return [clean(f) for f in found]
+    return found
 
 
 def clean(frame: str) -> str:

@@ -10,6 +10,7 @@ docs/report-json.md.
 from __future__ import annotations
 
 import json
+import operator
 from json.encoder import encode_basestring
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
@@ -61,8 +62,14 @@ def render(report: Report, out: TextIO, options: RenderOptions) -> None:
     parts.flush()
 
 
-class _Raw(str):
-    """Already-encoded JSON, written as is."""
+class _Raw:
+    """Already-encoded JSON, written as is. (Not a ``str`` subclass: formatting one of
+    those copies it, and the encoded stacks of 100k wakeups are hundreds of megabytes.)"""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 class _Lazy:
@@ -126,7 +133,7 @@ def _scalar(value: Any) -> str:
 def _pretty(value: Any, indent: str, parts: _Parts) -> None:
     """Append ``value`` as JSON: containers indented by two, flat lists on one line."""
     if isinstance(value, _Raw):
-        parts.append(value)
+        parts.append(value.text)
     elif isinstance(value, dict):
         if not value:
             parts.append("{}")
@@ -141,7 +148,7 @@ def _pretty(value: Any, indent: str, parts: _Parts) -> None:
             parts.append(prefix)
             first = False
             if isinstance(item, _Raw):
-                parts.append(item)
+                parts.append(item.text)
             elif isinstance(item, (dict, list, _Lazy)):
                 _pretty(item, inner, parts)
             else:
@@ -156,7 +163,11 @@ def _pretty(value: Any, indent: str, parts: _Parts) -> None:
         for i, item in enumerate(value):
             if i:
                 parts.append(",\n" + inner)
-            _pretty(item, inner, parts)
+            if isinstance(item, _Flat):
+                if not _flat(WAKEUP_KEYS, item, inner, parts):
+                    _pretty(dict(zip(WAKEUP_KEYS, item)), inner, parts)
+            else:
+                _pretty(item, inner, parts)
             parts.maybe_flush()
         parts.append("\n" + indent + "]")
     elif isinstance(value, list):
@@ -172,6 +183,50 @@ def _pretty(value: Any, indent: str, parts: _Parts) -> None:
         parts.append("\n" + indent + "]")
     else:
         parts.append(_scalar(value))
+
+
+#: Exact type → JSON text, for the values a flat object holds (``_Raw`` is already JSON).
+_BY_TYPE: Dict[type, Callable[[Any], str]] = {
+    str: _encode_str,
+    _Raw: operator.attrgetter("text"),
+    int: int.__repr__,
+    bool: lambda value: "true" if value else "false",
+    type(None): lambda value: "null",
+    float: _ENCODER.encode,
+}
+class _Flat(tuple):
+    """The values of a ``wakeups[]`` entry (keys :data:`WAKEUP_KEYS`), not yet written."""
+
+
+#: (keys, indent) -> the text before each value of a flat object, and after the last one.
+_PREFIXES: Dict[Tuple[Tuple[str, ...], str], Tuple[List[str], str]] = {}
+
+
+def _flat(keys: Tuple[str, ...], values: Sequence[Any], indent: str,
+          parts: List[str]) -> bool:
+    """Append what :func:`_pretty` writes for ``dict(zip(keys, values))`` when every value
+    is a scalar or raw JSON (one text per value, no per-object string); False, appending
+    nothing, when one is anything else (then the general path runs)."""
+    try:
+        texts = [_BY_TYPE[item.__class__](item) for item in values]
+    except KeyError:
+        return False
+    if not texts:
+        parts.append("{}")
+        return True
+    found = _PREFIXES.get((keys, indent))
+    if found is None:
+        inner = indent + "  "
+        found = ([("{\n" if i == 0 else ",\n") + inner + _encode_str(key) + ": "
+                  for i, key in enumerate(keys)], "\n" + indent + "}")
+        _PREFIXES[(keys, indent)] = found
+    prefixes, end = found
+    pieces = prefixes * 2
+    pieces[::2] = prefixes
+    pieces[1::2] = texts
+    parts.extend(pieces)
+    parts.append(end)
+    return True
 
 
 def _frame_list(stack: Optional[Stack]) -> Any:
@@ -208,8 +263,8 @@ def report_dict(report: Report, frames: Callable[[Optional[Stack]], Any] = _fram
             "threads": report.totals.threads,
             "lost": _sorted_map(report.totals.lost),
         },
-        "wakeups": (_Lazy(report.wakeups, lambda w: wakeup_dict(w, frames, party)) if lazy
-                    else [wakeup_dict(w, frames, party) for w in report.wakeups]),
+        "wakeups": (_Lazy(report.wakeups, lambda w: _Flat(wakeup_values(w, frames, party)))
+                    if lazy else [wakeup_dict(w, frames, party) for w in report.wakeups]),
         "findings": [finding_dict(f) for f in report.findings],
         "by_category": [_category_group(g) for g in report.by_category],
         "by_waker": [_waker_group(g) for g in report.by_waker],
@@ -220,31 +275,48 @@ def report_dict(report: Report, frames: Callable[[Optional[Stack]], Any] = _fram
     }
 
 
+#: The keys of a ``wakeups[]`` entry, in order: §3.3's fields first, then the extras.
+WAKEUP_KEYS = (
+    "category", "detail", "cause", "waker", "target", "count", "total_us", "max_us",
+    "blocked_us", "runq_us", "preempted_by", "waker_stack", "target_stack", "rule",
+    "preempted", "waker_stack_kernel_depth", "target_stack_kernel_depth",
+    "waker_stack_missing", "target_stack_missing",
+)
+
+
 def wakeup_dict(wakeup: Wakeup, frames: Callable[[Optional[Stack]], Any] = _frame_list,
                 party: _PartyFn = _party_dict) -> Dict[str, Any]:
-    """One ``wakeups[]`` entry: §3.3's fields first, then the extras."""
+    """One ``wakeups[]`` entry."""
+    return dict(zip(WAKEUP_KEYS, wakeup_values(wakeup, frames, party)))
+
+
+def wakeup_values(wakeup: Wakeup, frames: Callable[[Optional[Stack]], Any] = _frame_list,
+                  party: _PartyFn = _party_dict) -> Tuple[Any, ...]:
+    """The values of one ``wakeups[]`` entry, in the order of :data:`WAKEUP_KEYS`."""
     edge = wakeup.edge
-    return {
-        "category": wakeup.category,
-        "detail": wakeup.detail,
-        "cause": wakeup.cause,
-        "waker": party(wakeup.waker, False) if not edge.preempted else None,
-        "target": party(wakeup.target, True),
-        "count": edge.count,
-        "total_us": edge.total_us,
-        "max_us": edge.max_us,
-        "blocked_us": edge.blocked_us,
-        "runq_us": edge.runq_us,
-        "preempted_by": party(wakeup.preempted_by, False),
-        "waker_stack": frames(edge.waker_stack),
-        "target_stack": frames(edge.target_stack),
-        "rule": wakeup.rule,
-        "preempted": edge.preempted,
-        "waker_stack_kernel_depth": _depth(edge.waker_stack),
-        "target_stack_kernel_depth": _depth(edge.target_stack),
-        "waker_stack_missing": edge.waker_stack.missing if edge.waker_stack else None,
-        "target_stack_missing": edge.target_stack.missing,
-    }
+    waker_stack = edge.waker_stack
+    target_stack = edge.target_stack
+    return (
+        wakeup.category,
+        wakeup.detail,
+        wakeup.cause,
+        party(wakeup.waker, False) if not edge.preempted else None,
+        party(wakeup.target, True),
+        edge.count,
+        edge.total_us,
+        edge.max_us,
+        edge.blocked_us,
+        edge.runq_us,
+        party(wakeup.preempted_by, False),
+        frames(waker_stack),
+        frames(target_stack),
+        wakeup.rule,
+        edge.preempted,
+        waker_stack.kernel_depth if waker_stack is not None else None,
+        target_stack.kernel_depth,
+        waker_stack.missing if waker_stack is not None else None,
+        target_stack.missing,
+    )
 
 
 def finding_dict(finding: Finding) -> Dict[str, Any]:

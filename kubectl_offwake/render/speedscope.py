@@ -14,6 +14,8 @@ Kernel frames carry ``file: "[kernel]"`` so speedscope's detail view tells the h
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 from typing import Any, Dict, List, Optional, TextIO, Tuple
 
@@ -32,12 +34,17 @@ _FrameKey = Tuple[str, Optional[str]]
 
 
 class _Frames:
-    """The shared frame table: one index per distinct (name, file)."""
+    """The shared frame table: one index per distinct (name, file).
+
+    Samples are kept as JSON text: a chain is mostly two stacks, and each stack's indices
+    are encoded once (stacks are interned and repeat across many chains).
+    """
 
     def __init__(self) -> None:
         self.index: Dict[_FrameKey, int] = {}
         self.frames: List[Dict[str, str]] = []
-        self._stacks: Dict[Tuple[int, bool], List[int]] = {}
+        self._stacks: Dict[Tuple[int, bool], str] = {}
+        self._labels: Dict[str, str] = {}
 
     def get(self, name: str, file: Optional[str] = None) -> int:
         key = (name, file)
@@ -48,8 +55,15 @@ class _Frames:
             self.frames.append({"name": name, "file": file} if file else {"name": name})
         return found
 
-    def stack(self, stack: Stack, is_target: bool) -> List[int]:
-        """Frame indices of a stack's part of a chain (memoised; stacks are interned)."""
+    def label(self, name: str) -> str:
+        """``,INDEX`` of a user-space frame by name (memoised: labels repeat per chain)."""
+        found = self._labels.get(name)
+        if found is None:
+            found = self._labels[name] = f",{self.get(name)}"
+        return found
+
+    def stack(self, stack: Stack, is_target: bool) -> str:
+        """``,I,J,...`` for a stack's part of a chain (memoised; stacks are interned)."""
         key = (id(stack), is_target)
         found = self._stacks.get(key)
         if found is None:
@@ -58,66 +72,87 @@ class _Frames:
             user = [self.get(f) for f in stack.frames[depth:]]
             # A target reads root first (user root..leaf, kernel root..leaf); a waker
             # continues upward from the wake (kernel leaf..root, user leaf..root).
-            found = user[::-1] + kernel[::-1] if is_target else kernel + user
+            indices = user[::-1] + kernel[::-1] if is_target else kernel + user
+            found = "".join(f",{i}" for i in indices)
             self._stacks[key] = found
         return found
 
 
+_dumps = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
+
+
 def render(report: Report, out: TextIO, options: RenderOptions) -> None:
-    out.write(json.dumps(speedscope_dict(report, options), ensure_ascii=False,
-                         separators=(",", ":")))
-    out.write("\n")
+    """Exactly ``json.dumps(speedscope_dict(...), separators=(",", ":"))``, written from
+    pre-encoded samples (100k chains of ~60 frames would otherwise be 6M list items)."""
+    frames = _Frames()
+    profiles = [_profile(category, wakeups, frames)
+                for category, wakeups in _by_category(report)]
+    out.write(f'{{"$schema":{_dumps(SCHEMA_URL)},"name":{_dumps(_name(report, options))},'
+              f'"exporter":{_dumps(EXPORTER)},"activeProfileIndex":0,'
+              f'"shared":{{"frames":{_dumps(frames.frames)}}},"profiles":[')
+    for i, (meta, samples, weights) in enumerate(profiles):
+        text = _dumps(meta)
+        out.write(("," if i else "") + text[:-1])
+        out.write(',"samples":[')
+        for start in range(0, len(samples), _CHUNK):
+            out.write(("," if start else "") + ",".join(samples[start:start + _CHUNK]))
+        out.write(f'],"weights":{_dumps(weights)}}}')
+    out.write("]}\n")
+
+
+#: Samples written per ``out.write``.
+_CHUNK = 5_000
 
 
 def speedscope_dict(report: Report, options: RenderOptions) -> Dict[str, Any]:
-    frames = _Frames()
+    """The document as plain JSON values (what :func:`render` writes)."""
+    buffer = io.StringIO()
+    render(report, buffer, options)
+    document: Dict[str, Any] = json.loads(buffer.getvalue())
+    return document
+
+
+def _by_category(report: Report) -> List[Tuple[str, List[Wakeup]]]:
+    """Wakeups with time, per category, categories in the report's order (largest first)."""
     by_category: Dict[str, List[Wakeup]] = {}
     for wakeup in report.wakeups:
         if wakeup.edge.total_us > 0:
             by_category.setdefault(wakeup.category, []).append(wakeup)
     order = [g.key for g in report.by_category if g.key in by_category]
     order += sorted(set(by_category) - set(order))
-    profiles = [_profile(category, by_category[category], frames) for category in order]
-    return {
-        "$schema": SCHEMA_URL,
-        "name": _name(report, options),
-        "exporter": EXPORTER,
-        "activeProfileIndex": 0,
-        "shared": {"frames": frames.frames},
-        "profiles": profiles,
-    }
+    return [(category, by_category[category]) for category in order]
 
 
-def _profile(category: str, wakeups: List[Wakeup], frames: _Frames) -> Dict[str, Any]:
-    samples: List[List[int]] = []
-    weights: List[int] = []
-    for wakeup in wakeups:
-        samples.append(_chain(wakeup, frames))
-        weights.append(wakeup.edge.total_us)
+def _profile(category: str, wakeups: List[Wakeup],
+             frames: _Frames) -> Tuple[Dict[str, Any], List[str], List[int]]:
+    """(the profile's fields before ``samples``, the samples as JSON, the weights)."""
+    samples = [_chain(wakeup, frames) for wakeup in wakeups]
+    weights = [wakeup.edge.total_us for wakeup in wakeups]
     known = CATEGORY_BY_ID.get(category)
-    return {
+    meta = {
         "type": "sampled",
         "name": f"{known.title} ({category})" if known else category,
         "unit": "microseconds",
         "startValue": 0,
         "endValue": sum(weights),
-        "samples": samples,
-        "weights": weights,
     }
+    return meta, samples, weights
 
 
-def _chain(wakeup: Wakeup, frames: _Frames) -> List[int]:
+def _chain(wakeup: Wakeup, frames: _Frames) -> str:
+    """One sample as JSON: thread, target stack, ``--``, waker stack and name (or the
+    preemptor). Frame indices are handed out in this order, the first time a frame is seen."""
     edge = wakeup.edge
-    chain = [frames.get(_thread_label(wakeup.target))]
-    chain += frames.stack(edge.target_stack, True)
-    chain.append(frames.get(SEPARATOR))
+    thread = frames.label(_thread_label(wakeup.target))
+    target = frames.stack(edge.target_stack, True)
+    separator = frames.label(SEPARATOR)
     if edge.preempted or wakeup.waker is None or edge.waker_stack is None:
         by = wakeup.preempted_by
-        chain.append(frames.get(f"preempted by {by.name}" if by else "preempted"))
-    else:
-        chain += frames.stack(edge.waker_stack, False)
-        chain.append(frames.get(_waker_label(wakeup.waker)))
-    return chain
+        top = frames.label(f"preempted by {by.name}" if by else "preempted")
+        return f"[{thread[1:]}{target}{separator}{top}]"
+    waker = frames.stack(edge.waker_stack, False)
+    top = frames.label(_waker_label(wakeup.waker))
+    return f"[{thread[1:]}{target}{separator}{waker}{top}]"
 
 
 def _thread_label(party: Party) -> str:

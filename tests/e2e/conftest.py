@@ -80,6 +80,9 @@ def cluster():
     finally:
         if not state:
             handle.stop()
+            left = handle.leftovers()
+            assert left == [], f"the lab left {left}"
+            shutil.rmtree(handle.state_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -201,15 +201,17 @@ def test_log_stream_cut_mid_run_resumes_without_loss(target, plugin):
 # -- Ctrl-C and kill -9 ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("when", ["collector pod created", "collector running",
-                                  "collector tracing"])
-def test_sigint(target, plugin, when):
+@pytest.mark.parametrize("when,sig", [
+    ("collector pod created", signal.SIGINT), ("collector running", signal.SIGINT),
+    ("collector tracing", signal.SIGINT), ("collector tracing", signal.SIGTERM)],
+    ids=["sigint-pending", "sigint-running", "sigint-streaming", "sigterm-streaming"])
+def test_sigint(target, plugin, when, sig):
     proc = plugin.start(POD, "-n", NS, "--duration", "60s", "-o", "json", "--save", "i.jsonl.gz")
     try:
         seen = read_until(proc, when, 60)
         if when == "collector tracing":
             time.sleep(4)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:

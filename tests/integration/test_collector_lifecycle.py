@@ -80,7 +80,8 @@ def test_sigterm_mid_trace_gives_a_complete_end(eventfd_exe):
     busy = harness.Prog(eventfd_exe, 2000, 5)   # 10 s of wakes, stopped after ~1.5 s
     idle = harness.Prog(eventfd_exe, 10, 10)    # never told to go: blocked all run long
     collector = harness.Collector(["--pid", str(busy.pid), "--pid", str(idle.pid),
-                                   "--duration", "120", "--interval", "0.5"])
+                                   "--duration", "120", "--interval", "0.5",
+                                   "--preempt-user-stacks"])  # (that build variant loads)
     try:
         collector.wait_attached()
         busy.go()

@@ -31,7 +31,7 @@ class Node:
     kind: str
     value: int = 0
     category: Optional[str] = None
-    children: Dict[Tuple[str, str], "Node"] = field(default_factory=dict)
+    children: Dict[Tuple[str, str], Node] = field(default_factory=dict)
 
 
 def reference_layout(report: Report, min_fraction: float = 0.0,
@@ -152,3 +152,39 @@ def test_deep_chains_and_a_wide_fan_out() -> None:
     report = Report({}, Totals(), wakeups, [], [], [], [])
     for args in [(0.0, None), (0.0, 500), (0.01, None)]:
         assert fg.flame_layout(report, *args) == reference_layout(report, *args)
+
+
+# ------------------------------------------------------------------ the shared layout
+
+def test_svg_and_html_share_one_layout_until_the_report_changes() -> None:
+    from kubectl_offwake.render import svg
+
+    report = analyze(build_sample_recording())
+    first = svg.svg_layout(report)
+    assert svg.svg_layout(report) is first  # what the HTML renderer asks for next
+    report.wakeups[0].category = "eventfd" if report.wakeups[0].category != "eventfd" else "timer"
+    changed = svg.svg_layout(report)
+    assert changed is not first
+    assert changed == reference_layout(report, svg.MIN_WIDTH_PX / (svg.WIDTH - 2 * svg.PAD),
+                                       svg.MAX_FRAMES)
+    other = analyze(build_sample_recording())  # an equal report: recomputed, same result
+    assert svg.svg_layout(other) == first
+
+
+def test_rendering_pauses_garbage_collection_and_restores_it() -> None:
+    import gc
+    import io
+
+    from kubectl_offwake.render import RenderOptions, gc_paused, render
+
+    report = analyze(build_sample_recording())
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        render(report, "folded", io.StringIO(), RenderOptions())
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()

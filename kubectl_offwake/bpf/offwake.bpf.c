@@ -1,0 +1,1 @@
+../../bpf/offwake.bpf.c

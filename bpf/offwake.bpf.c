@@ -365,43 +365,54 @@ static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, lo
         start.delete(&tid);
         return;
     }
-    struct start_t s = {};
-    s.off_ts = now;
-    s.tgid = tgid;
-    s.state = (state & STATE_MASK) ? ST_BLOCKED : ST_PREEMPTED;
-    if (s.state == ST_BLOCKED) {
-        s.ustack = walk_ustack(ctx);
-        s.kstack = kstack_cached(ctx, 0, tgid, 0, s.ustack);
+    // Reuse the thread's entry in place: an insert and a delete per off-CPU interval cost
+    // more than the rest of the bookkeeping. An entry with off_ts == 0 means "on the CPU".
+    struct start_t *e = start.lookup(&tid);
+    if (!e) {
+        struct start_t fresh = {};
+        if (start.insert(&tid, &fresh) != 0) {
+            count(C_START_FULL);
+            return;
+        }
+        e = start.lookup(&tid);
+        if (!e)
+            return;
+    }
+    e->off_ts = now;
+    e->wake_ts = 0;
+    e->short_wake = 0;
+    e->tgid = tgid;
+    e->state = (state & STATE_MASK) ? ST_BLOCKED : ST_PREEMPTED;
+    if (e->state == ST_BLOCKED) {
+        e->ustack = walk_ustack(ctx);
+        e->kstack = kstack_cached(ctx, 0, tgid, 0, e->ustack);
+        e->preempt_pid = 0;
     } else {
         // Preempted: the thread was interrupted at a random point, so its user stack is a
         // profiler sample that rarely repeats (a busy thread would flood the maps and the
         // stream with them), and what classifies the preemption is the top of the kernel
         // stack. So: a shallow kernel stack only, unless PREEMPT_USER_STACKS.
 #ifdef PREEMPT_USER_STACKS
-        s.ustack = walk_ustack(ctx);
-        s.kstack = walk_kstack(ctx);
+        e->ustack = walk_ustack(ctx);
+        e->kstack = walk_kstack(ctx);
 #else
-        s.ustack = -1;
-        s.kstack = walk_pstack(ctx);
+        e->ustack = -1;
+        e->kstack = walk_pstack(ctx);
 #endif
+        e->preempt_pid = next_pid;
+        bpf_probe_read_kernel(&e->preempt_comm, sizeof(e->preempt_comm), next_comm);
     }
-    s.waker_kstack = -1;
-    s.waker_ustack = -1;
-    bpf_probe_read_kernel(&s.comm, sizeof(s.comm), prev_comm);
-    if (s.state == ST_PREEMPTED) {
-        s.preempt_pid = next_pid;
-        bpf_probe_read_kernel(&s.preempt_comm, sizeof(s.preempt_comm), next_comm);
-    }
+    e->waker_kstack = -1;
+    e->waker_ustack = -1;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));  // current is prev
     count(C_SWITCH_OUT);
-    if (start.update(&tid, &s) != 0)
-        count(C_START_FULL);
 }
 
 // A target thread gets the CPU back: the interval it was off is complete.
 static __always_inline void switch_in(u64 now, u32 tid)
 {
     struct start_t *s = start.lookup(&tid);
-    if (!s)
+    if (!s || s->off_ts == 0)
         return;
     if (!now)
         now = bpf_ktime_get_ns();
@@ -420,7 +431,7 @@ static __always_inline void switch_in(u64 now, u32 tid)
             // No wake seen (it came before we attached) or a wake too short to describe.
             if (s->short_wake)
                 count(C_SHORT);
-            start.delete(&tid);
+            s->off_ts = 0;
             return;
         }
         blocked = s->wake_ts - s->off_ts;
@@ -429,7 +440,7 @@ static __always_inline void switch_in(u64 now, u32 tid)
         runq = now - s->off_ts;
         if (runq < MIN_BLOCK_NS) {
             count(C_SHORT);
-            start.delete(&tid);
+            s->off_ts = 0;
             return;
         }
     }
@@ -454,7 +465,7 @@ static __always_inline void switch_in(u64 now, u32 tid)
         key.preempt_pid = s->preempt_pid;
         __builtin_memcpy(&key.preempt_comm, s->preempt_comm, COMM_LEN);
     }
-    start.delete(&tid);
+    s->off_ts = 0;
 
     u64 total = blocked + runq;
     struct val_t zv = {};
@@ -495,8 +506,8 @@ TRACEPOINT_PROBE(sched, sched_waking)
 {
     u32 tid = args->pid;
     struct start_t *s = start.lookup(&tid);
-    if (!s)
-        return 0;
+    if (!s || s->off_ts == 0)
+        return 0;  // not a target thread, or one that is on the CPU
     if (s->state != ST_BLOCKED || s->wake_ts != 0) {
         // The thread is runnable already: this wake changes nothing, walk no stacks.
         count(C_NOOP_WAKE);

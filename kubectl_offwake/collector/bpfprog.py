@@ -237,6 +237,8 @@ class Program:
     def waiting(self) -> List[Waiting]:
         out = []
         for k, v in self._start.items():
+            if not v.off_ts:
+                continue  # the thread is on the CPU (entries are reused in place)
             out.append(Waiting(
                 tid=_int(k), tgid=v.tgid, comm=_comm(v.comm), state=v.state,
                 off_ns=v.off_ts, wake_ns=v.wake_ts, kstack=v.kstack, ustack=v.ustack,
@@ -245,7 +247,7 @@ class Program:
 
     def map_use(self) -> Dict[str, List[int]]:
         """Entries in use per map (the start map is small; agg is counted when drained)."""
-        return {"start": [len(self._start.items()), self.sizes.start]}
+        return {"start": [len(self._start.items()), self.sizes.start]}  # one per thread seen
 
     def kernel_ips(self, stack_id: int) -> Optional[List[int]]:
         if stack_id >= 0 and stack_id & PREEMPT_BIT:

@@ -166,9 +166,10 @@ def _frames(runs: Sequence[Run]) -> List[Frame]:
 # - A chain is a head (category, thread, target stack, ``--``) and a tail (waker stack,
 #   waker name); each distinct stack is turned into frames once, however many chains
 #   share it.
-# - Every distinct (name, kind) frame gets a rank in sibling order, and a chain becomes one
-#   integer: its ranks as fixed-width digits, left-aligned. Integer order is then the
-#   depth-first, alphabetical order of the flame graph, and equal chains merge exactly.
+# - Every distinct (name, kind) frame gets a rank in sibling order, and a head or tail
+#   becomes one integer: its ranks as fixed-width digits, left-aligned. Integer order is
+#   then the depth-first, alphabetical order of the flame graph; chains sort by (head,
+#   tail) and equal chains merge exactly.
 # - Two neighbours in that order share as many frames as their keys share leading digits
 #   (one XOR and ``bit_length``); the frames a chain shares with no neighbour are its
 #   own. The merged tree is then the chains' LCP-interval tree: one segment per run of
@@ -255,7 +256,7 @@ def _chains(report: Report) -> _Chains:
 
     # Heads and tails are looked up by the identity of what makes them (parties and stacks
     # are shared objects), so labels are built once per distinct head or tail; equal chains
-    # reached through different objects still merge below, by their keys.
+    # reached through different objects still merge below, by their ranks.
     head_ids: Dict[Tuple[str, int, int], int] = {}
     tail_ids: Dict[Tuple[int, int, bool], int] = {}
     for wakeup in report.wakeups:
@@ -303,22 +304,24 @@ def _chains(report: Report) -> _Chains:
     categories, threads, wakers = digits[CATEGORY], digits[THREAD], digits[WAKER]
     separator = digits[SEPARATOR][SEPARATOR_NAME]
 
-    # The key: the head's digits, padded to the longest head, then the tail's, padded to
-    # the longest tail. Heads end in ``--`` (the only separator-kind frame), so no head is a
-    # prefix of another and two chains with different heads differ inside both heads: the
-    # padding between head and tail changes neither the order nor the shared frames, and
-    # keys are one OR of two precomputed integers.
+    # Keys: a head's digits left-aligned to the longest head, a tail's to the longest
+    # tail. Heads end in ``--`` (the only separator-kind frame), so no head is a prefix of
+    # another: chains sort by (head, tail), and two chains with different heads share only
+    # what their heads share. Heads and tails are ranked once (equal frames, equal rank), so
+    # chains sort and merge on small integers.
     head_lens = [part_len[p] + 3 for _c, _t, p in heads]
     tail_lens = [(part_len[p] if p >= 0 else 0) + 1 for p, _top in tails]
     head_width = max(head_lens, default=0)
     tail_width = max(tail_lens, default=0)
     bits = 8 * width
     head_keys = [int.from_bytes(categories[c] + threads[t] + part_bytes[p] + separator, "big")
-                 << (bits * (head_width - n + tail_width))
-                 for (c, t, p), n in zip(heads, head_lens)]
+                 << (bits * (head_width - n)) for (c, t, p), n in zip(heads, head_lens)]
     tail_keys = [int.from_bytes((part_bytes[p] if p >= 0 else b"") + wakers[top], "big")
                  << (bits * (tail_width - n)) for (p, top), n in zip(tails, tail_lens)]
-    keys = [head_keys[h] | tail_keys[t] for h, t in zip(chain_head, chain_tail)]
+    head_rank = _dense_ranks(head_keys)
+    tail_rank = _dense_ranks(tail_keys)
+    n_tails = len(tails)
+    keys = [head_rank[h] * n_tails + tail_rank[t] for h, t in zip(chain_head, chain_tail)]
     weights: Dict[int, int] = {}
     for key, value in zip(keys, chain_value):  # equal chains (two threads of one comm) add up
         weights[key] = weights.get(key, 0) + value
@@ -328,13 +331,30 @@ def _chains(report: Report) -> _Chains:
     head = [chain_head[i] for i in first]
     tail = [chain_tail[i] for i in first]
     length = [head_lens[h] + tail_lens[t] for h, t in zip(head, tail)]
-    total_bits = bits * (head_width + tail_width)
+    head_bits = bits * head_width
+    tail_bits = bits * tail_width
     shared = [0]
-    for a, b, h in zip(keys, keys[1:], head[1:]):
-        same = (total_bits - (a ^ b).bit_length()) // bits  # leading digits in common
-        shared.append(same if same < head_width else same - head_width + head_lens[h])
+    for h0, h1, t0, t1 in zip(head, head[1:], tail, tail[1:]):
+        if head_rank[h0] == head_rank[h1]:
+            common = (tail_bits - (tail_keys[t0] ^ tail_keys[t1]).bit_length()) // bits
+            shared.append(head_lens[h1] + common)
+        else:
+            shared.append((head_bits - (head_keys[h0] ^ head_keys[h1]).bit_length()) // bits)
     offset = [0, *itertools.accumulate(weights[key] for key in keys)]
     return _Chains(parts, part_len, heads, tails, head, tail, length, shared, offset)
+
+
+def _dense_ranks(keys: List[int]) -> List[int]:
+    """Each key's rank among the distinct keys (equal keys, equal rank)."""
+    ranks = [0] * len(keys)
+    rank = -1
+    previous = None
+    for i in sorted(range(len(keys)), key=keys.__getitem__):
+        if keys[i] != previous:
+            rank += 1
+            previous = keys[i]
+        ranks[i] = rank
+    return ranks
 
 
 def _segments(chains: _Chains) -> Tuple[_Segment, List[Tuple[int, int]]]:
@@ -401,11 +421,12 @@ def flame_layout(report: Report, min_fraction: float = 0.0,
     The SVG and HTML renderers ask for the same layout of the same report: the last
     capped one is kept (see :func:`_fingerprint`) and handed out again.
     """
-    fingerprint = _fingerprint(report, min_fraction, max_frames)
-    cached = _LAST.get("layout")
-    if (max_frames is not None and cached is not None and cached[0]() is report
-            and cached[1] == fingerprint):
-        return cached[2]
+    fingerprint = None
+    if max_frames is not None:
+        fingerprint = _fingerprint(report, min_fraction, max_frames)
+        cached = _LAST.get("layout")
+        if cached is not None and cached[0]() is report and cached[1] == fingerprint:
+            return cached[2]
     chains = _chains(report)
     offset = chains.offset
     total = offset[-1]
@@ -435,7 +456,7 @@ def flame_layout(report: Report, min_fraction: float = 0.0,
         if segment.children:
             todo.extend((child, segment.top) for child in reversed(segment.children))
     layout = Layout(rects, total, max_depth, frames - (len(rects) - 1), elided_us, min_us)
-    if max_frames is not None:
+    if fingerprint is not None:
         _LAST["layout"] = (weakref.ref(report), fingerprint, layout)
     return layout
 

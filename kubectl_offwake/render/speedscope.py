@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import io
 import json
-from typing import Any, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from ..analysis.categories import CATEGORY_BY_ID
 from ..analysis.model import Stack
@@ -43,6 +43,7 @@ class _Frames:
     def __init__(self) -> None:
         self.index: Dict[_FrameKey, int] = {}
         self.frames: List[Dict[str, str]] = []
+        self._by_file: Dict[Optional[str], Dict[str, int]] = {None: {}, KERNEL_FILE: {}}
         self._stacks: Dict[Tuple[int, bool], str] = {}
         self._labels: Dict[str, str] = {}
 
@@ -52,8 +53,17 @@ class _Frames:
         if found is None:
             found = len(self.frames)
             self.index[key] = found
+            self._by_file.setdefault(file, {})[name] = found
             self.frames.append({"name": name, "file": file} if file else {"name": name})
         return found
+
+    def _all(self, names: Sequence[str], file: Optional[str]) -> List[int]:
+        """Indices of ``names`` (one file), new names numbered in order of appearance."""
+        table = self._by_file[file]
+        for name in [name for name in names if name not in table]:
+            if name not in table:  # (a name can repeat within a stack)
+                self.get(name, file)
+        return list(map(table.__getitem__, names))
 
     def label(self, name: str) -> str:
         """``,INDEX`` of a user-space frame by name (memoised: labels repeat per chain)."""
@@ -68,12 +78,12 @@ class _Frames:
         found = self._stacks.get(key)
         if found is None:
             depth = len(stack.frames) if stack.kernel_depth is None else stack.kernel_depth
-            kernel = [self.get(f, KERNEL_FILE) for f in stack.frames[:depth]]
-            user = [self.get(f) for f in stack.frames[depth:]]
+            kernel = self._all(stack.frames[:depth], KERNEL_FILE)
+            user = self._all(stack.frames[depth:], None)
             # A target reads root first (user root..leaf, kernel root..leaf); a waker
             # continues upward from the wake (kernel leaf..root, user leaf..root).
             indices = user[::-1] + kernel[::-1] if is_target else kernel + user
-            found = "".join(f",{i}" for i in indices)
+            found = "," + ",".join(map(str, indices)) if indices else ""
             self._stacks[key] = found
         return found
 

@@ -22,7 +22,8 @@ wakeup     snap, tid, pid, comm, state ("blocked" | "preempted"), waker_tid?, wa
            waker_comm?, target_stack (id), waker_stack? (id), count, total_us, max_us,
            blocked_us, runq_us, preempted_by_pid?, preempted_by_tid?, preempted_by_comm?
 oncpu      snap, tid, pid, comm, count, total_us, max_us, hist_log2_us [counts]
-pending    tid, pid, comm, state, waiting_us, target_stack (id) — still off the CPU at the end;
+pending    tid, pid, comm, state ("blocked" | "runq": woken, not yet run | "preempted"),
+           waiting_us, target_stack (id) — still off the CPU at the end;
            whole_run? (true: off the CPU for the whole trace, waiting_us is then a lower bound)
 cgroup_stat pid, cgroup, phase ("start" | "end"), nr_periods, nr_throttled, throttled_usec,
            file? (the cpu.stat read)

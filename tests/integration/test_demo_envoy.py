@@ -16,19 +16,17 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Set
+from typing import Iterable, List, Set
 
 import pytest
 
 from kubectl_offwake.demo.cgroup import find_v2_root
 from kubectl_offwake.demo.mesh import DemoMesh
 from kubectl_offwake.demo.network import link_exists, netns_exists
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.plugin_cli import plugin_cmd, plugin_env
 
 pytestmark = [
     pytest.mark.root,
@@ -37,14 +35,6 @@ pytestmark = [
 ]
 
 
-def _env() -> Dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return env
-
-
-def cli(*args: str) -> List[str]:
-    return [sys.executable, "-m", "kubectl_offwake", *args]
 
 
 @dataclass
@@ -88,8 +78,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     workdir = tmp_path_factory.mktemp("h8-demo")
     recording = workdir / "demo.jsonl.gz"
     proc = subprocess.Popen(
-        cli("demo", "--duration", "5s", "--format", "json", "--keep-recording", str(recording)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=workdir,
+        plugin_cmd("demo", "--duration", "5s", "--format", "json",
+                   "--keep-recording", str(recording)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=plugin_env(), cwd=workdir,
     )
     try:
         stdout, stderr = proc.communicate(timeout=240)
@@ -131,8 +122,8 @@ def test_demo_shows_progress_and_traces_envoy(demo_run: DemoRun) -> None:
 
 
 def test_kept_recording_reports_the_same_with_the_stand_ins_named(demo_run: DemoRun) -> None:
-    proc = subprocess.run(cli("report", str(demo_run.recording), "--format", "json"),
-                          capture_output=True, text=True, env=_env(), timeout=120)
+    proc = subprocess.run(plugin_cmd("report", str(demo_run.recording), "--format", "json"),
+                          capture_output=True, text=True, env=plugin_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
     again = json.loads(proc.stdout)
     assert again["totals"]["wakeups"] == demo_run.report["totals"]["wakeups"]
@@ -216,8 +207,8 @@ def test_nothing_of_the_demo_remains(demo_run: DemoRun) -> None:
 
 def test_ctrl_c_mid_trace_still_reports_and_cleans_up(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        cli("demo", "--duration", "60s", "--format", "json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
+        plugin_cmd("demo", "--duration", "60s", "--format", "json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=plugin_env(), cwd=tmp_path,
     )
     stderr_lines: List[str] = []
     try:
@@ -245,8 +236,8 @@ def test_ctrl_c_mid_trace_still_reports_and_cleans_up(tmp_path: Path) -> None:
 
 def test_ctrl_c_during_set_up_removes_what_was_made(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        cli("demo", "--duration", "5s"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
+        plugin_cmd("demo", "--duration", "5s"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=plugin_env(), cwd=tmp_path,
     )
     stderr_lines: List[str] = []
     try:
@@ -272,8 +263,8 @@ def test_killed_demo_leaves_no_process_and_the_next_one_removes_the_rest(
         tmp_path: Path) -> None:
     """SIGKILL gives the demo no chance to clean up: its processes die with it (parent-death
     signal), and the next demo removes the namespace, veth, cgroup and files it left."""
-    proc = subprocess.Popen(cli("demo", "--duration", "30s"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+    proc = subprocess.Popen(plugin_cmd("demo", "--duration", "30s"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=plugin_env(), cwd=tmp_path)
     lines: List[str] = []
     try:
         assert proc.stderr is not None
@@ -307,8 +298,8 @@ def test_demo_as_non_root_says_so() -> None:
     if unshare is None:
         pytest.skip("unshare (util-linux) is not installed")
     # A user namespace without a mapping: the uid is the overflow uid, not 0.
-    proc = subprocess.run([unshare, "--user", *cli("demo")], capture_output=True, text=True,
-                          env=_env(), timeout=60, cwd="/")
+    proc = subprocess.run([unshare, "--user", *plugin_cmd("demo")], capture_output=True, text=True,
+                          env=plugin_env(), timeout=60, cwd="/")
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("error:") and len(proc.stderr.splitlines()) == 1
     assert "needs root" in proc.stderr and "sudo" in proc.stderr

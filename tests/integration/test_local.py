@@ -13,14 +13,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Iterator, List
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.plugin_cli import plugin_cmd, plugin_env
 
 pytestmark = [
     pytest.mark.root,
@@ -44,14 +43,6 @@ int main(void) {
 """
 
 
-def _env() -> Dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return env
-
-
-def cli(*args: str) -> List[str]:
-    return [sys.executable, "-m", "kubectl_offwake", *args]
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +84,9 @@ def test_local_by_pid_reports_timer_wakeups_and_saves_recording(
         sleeper: subprocess.Popen, tmp_path: Path) -> None:
     saved = tmp_path / "rec.jsonl.gz"
     proc = subprocess.run(
-        cli("local", "--pid", str(sleeper.pid), "--duration", "2s", "--format", "json",
+        plugin_cmd("local", "--pid", str(sleeper.pid), "--duration", "2s", "--format", "json",
             "--save", str(saved)),
-        capture_output=True, text=True, env=_env(), timeout=120, cwd=tmp_path,
+        capture_output=True, text=True, env=plugin_env(), timeout=120, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -112,8 +103,8 @@ def test_local_by_pid_reports_timer_wakeups_and_saves_recording(
     records = read_recording(saved)
     assert records[0]["type"] == "hello" and records[-1]["type"] == "end"
     assert "recording saved to" in proc.stderr and str(saved) in proc.stderr
-    again = subprocess.run(cli("report", str(saved), "--format", "json"), capture_output=True,
-                           text=True, env=_env(), timeout=60)
+    again = subprocess.run(plugin_cmd("report", str(saved), "--format", "json"),
+                           capture_output=True, text=True, env=plugin_env(), timeout=60)
     assert again.returncode == 0, again.stderr
     assert sleeper_timer_wakeups(json.loads(again.stdout), sleeper.pid) == timers
 
@@ -121,8 +112,8 @@ def test_local_by_pid_reports_timer_wakeups_and_saves_recording(
 def test_local_by_comm_default_save_path_and_table(sleeper: subprocess.Popen,
                                                    tmp_path: Path) -> None:
     proc = subprocess.run(
-        cli("local", "--comm", "h8-sleeper", "--duration", "1s"),
-        capture_output=True, text=True, env=_env(), timeout=120, cwd=tmp_path,
+        plugin_cmd("local", "--comm", "h8-sleeper", "--duration", "1s"),
+        capture_output=True, text=True, env=plugin_env(), timeout=120, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert "h8-sleeper" in proc.stdout and "timer" in proc.stdout
@@ -140,9 +131,9 @@ def test_ctrl_c_mid_run_still_reports_and_saves(sleeper: subprocess.Popen,
     out = tmp_path / "report.json"
     started = time.monotonic()
     proc = subprocess.Popen(
-        cli("local", "--pid", str(sleeper.pid), "--duration", "60s", "--out", str(out),
+        plugin_cmd("local", "--pid", str(sleeper.pid), "--duration", "60s", "--out", str(out),
             "--save", str(saved)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=plugin_env(), cwd=tmp_path,
     )
     try:
         # Wait until the collector has committed at least one snapshot to the file.
@@ -192,20 +183,21 @@ def _read_partial_gzip(path: Path) -> bytes:
 
 
 def test_bad_usage_is_one_sentence_exit_2() -> None:
-    proc = subprocess.run(cli("local", "--duration", "1s"), capture_output=True, text=True,
-                          env=_env(), timeout=60)
+    proc = subprocess.run(plugin_cmd("local", "--duration", "1s"), capture_output=True, text=True,
+                          env=plugin_env(), timeout=60)
     assert proc.returncode == 2
     assert "--pid" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run(cli("local", "--pid", "1", "--duration", "soon"),
-                          capture_output=True, text=True, env=_env(), timeout=60)
+    proc = subprocess.run(plugin_cmd("local", "--pid", "1", "--duration", "soon"),
+                          capture_output=True, text=True, env=plugin_env(), timeout=60)
     assert proc.returncode == 2 and "duration" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_missing_process_fails_with_one_sentence(tmp_path: Path) -> None:
     pid = _unused_pid()
-    proc = subprocess.run(cli("local", "--pid", str(pid), "--duration", "1s"),
-                          capture_output=True, text=True, env=_env(), timeout=120, cwd=tmp_path)
+    proc = subprocess.run(plugin_cmd("local", "--pid", str(pid), "--duration", "1s"),
+                          capture_output=True, text=True, env=plugin_env(), timeout=120,
+                          cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr
@@ -233,8 +225,8 @@ def as_non_root(*args: str) -> List[str]:
 
 def test_not_root_says_so() -> None:
     """The CLI as a non-root user refuses in one sentence before starting anything."""
-    proc = subprocess.run(as_non_root(*cli("local", "--pid", "1", "--duration", "1s")),
-                          capture_output=True, text=True, env=_env(), timeout=60, cwd="/")
+    proc = subprocess.run(as_non_root(*plugin_cmd("local", "--pid", "1", "--duration", "1s")),
+                          capture_output=True, text=True, env=plugin_env(), timeout=60, cwd="/")
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("error:") and len(proc.stderr.splitlines()) == 1
     assert "root" in proc.stderr and "sudo" in proc.stderr

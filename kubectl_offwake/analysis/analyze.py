@@ -6,10 +6,9 @@ order (wakeups by total off-CPU time, largest first; ties keep the recording's o
 
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
-from typing import Dict, Iterator, List
+from typing import Dict, List
 
+from ..gcpause import gc_paused
 from . import aggregate
 from .categories import CATEGORIES
 from .classify import Classifier
@@ -22,25 +21,8 @@ from .roles import Roles
 
 def analyze(recording: Recording) -> Report:
     """The report of one recording (DESIGN.md §3.3)."""
-    with _gc_paused():
+    with gc_paused():
         return _analyze(recording)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while the report is built.
-
-    The analysis allocates a few objects per edge (hundreds of thousands for a big
-    recording) and creates no reference cycles, so the collector's repeated scans of the
-    young generations are pure cost: about a fifth of the time with 100k edges.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _analyze(recording: Recording) -> Report:

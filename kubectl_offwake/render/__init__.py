@@ -4,8 +4,6 @@ to a text stream and reads nothing else.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import importlib
 import os
 import shutil
@@ -17,6 +15,7 @@ from typing import Iterator, Optional, TextIO
 
 from ..analysis.report import Report
 from ..errors import RunFailed
+from ..gcpause import gc_paused
 
 #: Format name (the ``--format`` value) → module in this package.
 FORMATS = {
@@ -44,24 +43,6 @@ def render(report: Report, fmt: str, out: TextIO, options: Optional[RenderOption
     module = importlib.import_module(f"{__name__}.{FORMATS[fmt]}")
     with gc_paused():
         module.render(report, out, options or RenderOptions())
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while rendering.
-
-    Renderers allocate millions of small, acyclic objects (strings, tuples, lists) next to
-    a report that holds millions more; every full collection walks all of them, and on a
-    100k-edge report that was seconds of every format's time. Reference counting frees
-    everything a renderer drops; collection resumes afterwards (if it was on before).
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def guess_format(out_path: Optional[str], default: str = "table") -> str:

@@ -5,8 +5,9 @@ finding *some* tree on a node that rarely has the matching package:
 
 1. ``/lib/modules/$(uname -r)/build`` (+ ``source``) — the host's own, often a read-only mount;
 2. the ``kheaders`` module's ``/sys/kernel/kheaders.tar.xz``, unpacked into a cache dir;
-3. fallback headers under ``/usr/src`` (shipped in the image, or the host's packages for some
-   other kernel) with the running kernel's ``LINUX_VERSION_CODE`` passed to BCC.
+3. fallback headers — the host's ``/usr/src`` packages for some other kernel, or the ones the
+   collector image bundles under ``BUNDLED_ROOT`` — with the running kernel's
+   ``LINUX_VERSION_CODE`` passed to BCC.
 
 Debian splits a header package into ``linux-headers-X-amd64`` (generated files, .config) and
 ``linux-headers-X-common`` (the rest), joined by ``/lib/modules/X/{build,source}``.
@@ -26,6 +27,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 SRC_ROOT = "/usr/src"
+#: Headers the collector image bundles (image/Dockerfile); not under /usr/src, which the node
+#: pod mounts from the host and would hide them.
+BUNDLED_ROOT = "/usr/share/offwake/kernel-headers"
 MODULES_ROOT = "/lib/modules"
 KHEADERS = "/sys/kernel/kheaders.tar.xz"
 
@@ -96,7 +100,8 @@ def find_headers(release: Optional[str] = None, explicit: Optional[str] = None) 
                                           "BCC_LINUX_VERSION_CODE": code}, note)
     raise LookupError(
         f"no kernel headers for {release}: none in {host}/build, no kheaders module, "
-        f"none under {SRC_ROOT}; mount the host's /lib/modules and /usr/src or install "
+        f"none under {SRC_ROOT} or {BUNDLED_ROOT}; mount the host's /lib/modules and /usr/src "
+        "or install "
         "linux-headers for some recent kernel"
     )
 
@@ -121,30 +126,29 @@ def _kheaders(release: str) -> Optional[str]:
 
 
 def _fallback(release: str) -> Tuple[Optional[str], str]:
-    """Best tree under /usr/src: closest version to the running kernel, merged if split."""
-    try:
-        names = sorted(os.listdir(SRC_ROOT))
-    except OSError:
-        return None, ""
-    candidates: List[Tuple[int, str]] = []
-    for name in names:
-        if not name.startswith("linux-headers-") or name.endswith("-common"):
+    """Best tree under the fallback roots: the closest version to the running kernel (the
+    newest not newer than it, else the oldest newer one), merged if Debian split it."""
+    candidates: List[Tuple[int, str, str]] = []
+    for root in (SRC_ROOT, BUNDLED_ROOT):
+        try:
+            names = sorted(os.listdir(root))
+        except OSError:
             continue
-        path = os.path.join(SRC_ROOT, name)
-        if not os.path.isdir(path):
-            continue
-        code = version_code(name[len("linux-headers-"):])
-        candidates.append((code, name))
+        for name in names:
+            if not name.startswith("linux-headers-") or name.endswith("-common"):
+                continue
+            path = os.path.join(root, name)
+            if os.path.isdir(path):
+                candidates.append((version_code(name[len("linux-headers-"):]), name, path))
     if not candidates:
         return None, ""
     want = version_code(release)
-    # Prefer the newest tree that is not newer than the running kernel, else the oldest newer.
     older = [c for c in candidates if c[0] <= want]
-    pick = max(older) if older else min(candidates)
-    tree = _maybe_merge(os.path.join(SRC_ROOT, pick[1]))
+    _, name, path = max(older) if older else min(candidates)
+    tree = _maybe_merge(path)
     if not _usable(tree):
         return None, ""
-    return tree, f"headers of {pick[1][len('linux-headers-'):]} for kernel {release}"
+    return tree, f"headers of {name[len('linux-headers-'):]} for kernel {release}"
 
 
 def _common_of(tree: str) -> Optional[str]:

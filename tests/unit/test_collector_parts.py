@@ -106,6 +106,24 @@ def test_debian_split_tree_is_merged(tmp_path, monkeypatch):
     assert headers.find_headers("6.18.44-x").path == found.path
 
 
+def test_bundled_headers_are_a_fallback_beside_the_hosts(tmp_path, monkeypatch):
+    """The image's headers live outside /usr/src (a host mount hides that); the closest
+    version not newer than the running kernel wins across both roots."""
+    host_src, bundled = tmp_path / "src", tmp_path / "bundled"
+    _tree(host_src / "linux-headers-5.10.0-1-amd64", ["include/linux/a.h", "arch/x86/x.h"])
+    _tree(bundled / "linux-headers-6.1.0-9-amd64", ["include/linux/a.h", "arch/x86/x.h"])
+    _tree(bundled / "linux-headers-6.99.0-1-amd64", ["include/linux/a.h", "arch/x86/x.h"])
+    monkeypatch.setattr(headers, "SRC_ROOT", str(host_src))
+    monkeypatch.setattr(headers, "BUNDLED_ROOT", str(bundled))
+    monkeypatch.setattr(headers, "MODULES_ROOT", str(tmp_path / "modules"))
+    monkeypatch.setattr(headers, "KHEADERS", str(tmp_path / "no-kheaders"))
+    monkeypatch.setattr(headers.subprocess, "run", lambda *a, **k: None)
+    found = headers.find_headers("6.18.44-x")
+    assert found.source == "fallback"
+    assert found.path == str(bundled / "linux-headers-6.1.0-9-amd64")
+    assert "6.1.0-9-amd64" in found.note
+
+
 def test_host_headers_win(tmp_path, monkeypatch):
     build = tmp_path / "modules" / "6.9.0" / "build"
     _tree(build, ["include/linux/a.h", "arch/x86/include/asm/b.h"])
@@ -116,6 +134,7 @@ def test_host_headers_win(tmp_path, monkeypatch):
 
 def test_no_headers_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(headers, "SRC_ROOT", str(tmp_path / "none"))
+    monkeypatch.setattr(headers, "BUNDLED_ROOT", str(tmp_path / "none"))
     monkeypatch.setattr(headers, "MODULES_ROOT", str(tmp_path / "none"))
     monkeypatch.setattr(headers, "KHEADERS", str(tmp_path / "none.tar.xz"))
     monkeypatch.setattr(headers.subprocess, "run", lambda *a, **k: None)

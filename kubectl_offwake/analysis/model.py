@@ -52,7 +52,7 @@ class StackTable:
         self, frames: tuple[str, ...] | list[str], kernel_depth: Optional[int] = None,
         missing: Optional[str] = None,
     ) -> Stack:
-        key = Stack(tuple(sys.intern(f) for f in frames), kernel_depth, missing)
+        key = Stack(tuple(map(sys.intern, frames)), kernel_depth, missing)
         found = self._stacks.get(key)
         if found is None:
             self._stacks[key] = key

@@ -6,6 +6,7 @@ from typing import List
 
 from ..analysis.model import Recording
 from ..errors import BadInput
+from ..gcpause import gc_paused
 from ..wire import ReadResult, WireError, iter_records
 from .builder import RecordingBuilder
 
@@ -19,9 +20,13 @@ def parse_wire(text: str, name: str = "input") -> Recording:
     if skipped:
         result.warnings.append(f"ignored {skipped} line(s) of other output before the recording")
         lines = lines[skipped:]
+    add = builder.add
     try:
-        for record in iter_records(lines, result):
-            builder.add(record)
+        # Decoding makes millions of small acyclic objects (and the recording keeps most
+        # of them); cyclic collections in between would walk them all again and again.
+        with gc_paused():
+            for record in iter_records(lines, result):
+                add(record)
     except WireError as exc:
         raise BadInput(f"{name}: {exc}") from None
     recording = builder.finish()

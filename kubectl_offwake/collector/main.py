@@ -63,7 +63,7 @@ class Collector:
         self.started_mono = time.monotonic()
         self.warnings: List[str] = []
         self.targets: List[Target] = []
-        self.attached_mono = time.monotonic()
+        self.attached_mono: Optional[float] = None  # when tracing began (BPF attached)
 
     def log(self, level: str, message: str) -> None:
         self.writer.emit("log", level=level, message=message)
@@ -95,8 +95,12 @@ class Collector:
 
     def _end(self, reason: str, totals: Optional[Dict[str, int]] = None,
              lost: Optional[Dict[str, int]] = None) -> None:
+        now = time.monotonic()
+        timing = {"elapsed_s": round(now - self.started_mono, 3)}
+        if self.attached_mono is not None:
+            timing["tracing_s"] = round(now - self.attached_mono, 3)
         self.writer.emit(
-            "end", reason=reason, elapsed_s=round(time.monotonic() - self.started_mono, 3),
+            "end", reason=reason, **timing,
             totals=totals or {}, lost=lost or {}, warnings=self.warnings,
         )
         self.writer.flush()
@@ -191,7 +195,7 @@ class Collector:
                 snap.sym.warm(t.pid)
                 snap.process(t.pid, t.comm, with_threads=True)
             program.set_targets([t.pid for t in self.targets])
-            self.attached_mono = time.monotonic()
+            self.attached_mono = snap.attached_mono = time.monotonic()
             self.log("info", f"BPF compiled and attached in {program.load_s * 1000:.0f} ms")
             self._cgroup_stats("start")
             self.writer.flush()

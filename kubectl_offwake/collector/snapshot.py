@@ -32,6 +32,7 @@ class Snapshotter:
         self.program = program
         self.writer = writer
         self.started_mono = started_mono
+        self.attached_mono: Optional[float] = None  # set when tracing begins
         self.min_block_us = min_block_us
         self.sym = Symbolizer(program.bpf_cls)
         self.ids = Identities()
@@ -155,17 +156,20 @@ class Snapshotter:
                 count=row.count, total_us=_us(row.total_ns), max_us=_us(row.max_ns),
                 hist_log2_us=hist,
             )
-        elapsed = round(time.monotonic() - self.started_mono, 3)
+        now = time.monotonic()
+        timing = {"elapsed_s": round(now - self.started_mono, 3)}
+        if self.attached_mono is not None:
+            timing["tracing_s"] = round(now - self.attached_mono, 3)
         use = self.program.map_use()
         use["agg"] = [len(edges), self.program.sizes.agg]
         use["stacks"] = [max(len(self._kernel_ids), len(self._user_ids)),
                          self.program.sizes.stack_storage]
         self.writer.emit(
-            "progress", elapsed_s=elapsed, switches=counters.get("switch_out", 0),
+            "progress", **timing, switches=counters.get("switch_out", 0),
             wakeups=counters.get("wakeup", 0), edges=self.edges_sent,
             lost=lost_summary(counters), map_use=use,
         )
-        self.writer.emit("snapshot", snap=self.snap, elapsed_s=elapsed)
+        self.writer.emit("snapshot", snap=self.snap, **timing)
         self.writer.flush()
 
     def pending(self, target_pids: List[int], attached_mono: float,

@@ -179,12 +179,11 @@ class RecordingBuilder:
     def _progress(self, record: dict) -> None:
         lost = record.get("lost")
         lost_counts = _int_dict(lost) if lost is not None else None
-        elapsed = _opt_float(record.get("elapsed_s"))
         self.progress = record
         if lost_counts is not None and not self.ended:
             self.recording.lost = lost_counts
-        if elapsed is not None and not self.ended:
-            self.recording.source["elapsed_s"] = elapsed
+        if not self.ended:
+            self._take_elapsed(record)
 
     def _process(self, record: dict) -> None:
         fields = _process_fields(record)
@@ -421,9 +420,8 @@ class RecordingBuilder:
 
     def _snapshot(self, record: dict) -> None:
         self.snapshots += 1
-        elapsed = _opt_float(record.get("elapsed_s"))
-        if elapsed is not None and not self.ended:
-            self.recording.source["elapsed_s"] = elapsed
+        if not self.ended:
+            self._take_elapsed(record)
 
     def _end(self, record: dict) -> None:
         totals = _int_dict(record.get("totals") or {})
@@ -431,14 +429,21 @@ class RecordingBuilder:
         warnings = record.get("warnings") or []
         if not isinstance(warnings, list):
             raise TypeError("warnings must be a list")
-        elapsed = _opt_float(record.get("elapsed_s"))
         self.recording.totals = totals
         self.recording.lost = lost
         self._collector_warnings.extend(_str(w) for w in warnings)
         self.recording.source["end_reason"] = _str(record["reason"])
+        self._take_elapsed(record)
+        self.ended = True
+
+    def _take_elapsed(self, record: dict) -> None:
+        """How long the trace has run: ``tracing_s`` (from attach) when the collector sends
+        it, else ``elapsed_s`` (from the collector's start, so including the BPF compile)."""
+        elapsed = _opt_float(record.get("tracing_s"))
+        if elapsed is None:
+            elapsed = _opt_float(record.get("elapsed_s"))
         if elapsed is not None:
             self.recording.source["elapsed_s"] = elapsed
-        self.ended = True
 
     def _log(self, record: dict) -> None:
         self.recording.logs.append(

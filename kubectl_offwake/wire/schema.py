@@ -10,7 +10,8 @@ Record types (fields beyond ``type`` and ``seq``; ``?`` marks optional ones):
 hello      schema, tool_version, collector, kernel, node, started (unix s), interval_s,
            duration_s?, min_block_us?, headers {source, path}?, bcc_version?, python?
 target     processes [{pid, comm, exe?, container_id?, runtime?, pod_uid?, cgroup?}], by
-progress   elapsed_s, switches, wakeups, edges?, lost {stack_eexist, stack_enomem, map_full}?,
+progress   elapsed_s (since the collector started), tracing_s? (since tracing began),
+           switches, wakeups, edges?, lost {stack_eexist, stack_enomem, map_full}?,
            map_use {name: [used, size]}?
 process    pid, comm, cgroup?, container_id?, runtime?, pod_uid?, kernel_thread, exe?,
            threads {tid: comm}?, gone? (true: exited before the collector could read /proc)
@@ -27,8 +28,9 @@ pending    tid, pid, comm, state ("blocked" | "runq": woken, not yet run | "pree
            whole_run? (true: off the CPU for the whole trace, waiting_us is then a lower bound)
 cgroup_stat pid, cgroup, phase ("start" | "end"), nr_periods, nr_throttled, throttled_usec,
            file? (the cpu.stat read)
-snapshot   snap, elapsed_s — commits the deltas sent since the previous snapshot
+snapshot   snap, elapsed_s, tracing_s? — commits the deltas sent since the previous snapshot
 end        reason ("duration" | "signal" | "target-exit" | "error" | "resolve-only"), elapsed_s,
+           tracing_s?,
            totals {switches, wakeups, ...}, lost {...}, warnings [str]
 log        level ("debug" | "info" | "warning" | "error"), message
 """

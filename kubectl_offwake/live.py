@@ -25,20 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .wire.schema import LOSS_COUNTERS, distinct_losses
-
-
-def loss_sentences(lost: Dict[str, int]) -> List[str]:
-    """One sentence per non-zero loss counter, naming the option to raise."""
-    notes = []
-    for key, value in sorted(distinct_losses(lost).items()):
-        if not value:
-            continue
-        meaning, flag = LOSS_COUNTERS.get(key, (f"{key.replace('_', ' ')}", ""))
-        advice = f"; raise {flag}" if flag else ""
-        notes.append(f"{value:,} {meaning}{advice}")
-    return notes
-
+from .wire.schema import distinct_losses, loss_sentences
 
 #: Statuses that records arriving late must not overwrite.
 _FINAL_STATUSES = ("stopping", "done", "failed")

@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from .. import wire
 from ..wire import WireWriter
+from ..wire.schema import loss_sentences
 from .cgroups import cpu_stat_path, read_cgroup, read_cpu_stat
 from .cli import Options, parse_args
 from .headers import Headers, find_headers
@@ -176,7 +177,7 @@ class Collector:
 
     def _trace(self) -> int:
         from .bpfprog import Program
-        from .snapshot import Snapshotter, loss_warnings, lost_summary
+        from .snapshot import Snapshotter, lost_summary
 
         try:
             program = Program(self.opts.min_block_us, self.opts.sizes, self.opts.extra_cflags)
@@ -214,7 +215,7 @@ class Collector:
                     rec = snap.ids.refresh(t.pid, t.comm)
                     self.writer.emit("process", **rec)
             self._cgroup_stats("end")
-            self.warnings.extend(loss_warnings(counters))
+            self.warnings.extend(loss_sentences(lost_summary(counters)))
             totals = {
                 "switches": counters.get("switch_out", 0),
                 "wakeups": counters.get("wakeup", 0),

@@ -285,24 +285,3 @@ def lost_summary(counters: Dict[str, int]) -> Dict[str, int]:
         "start_full": counters.get("start_full", 0),
         "oncpu_full": counters.get("oncpu_full", 0),
     }
-
-
-def loss_warnings(counters: Dict[str, int]) -> List[str]:
-    """One sentence per kind of loss, with the flag that fixes it."""
-    out = []
-    if counters.get("stack_eexist"):
-        out.append(f"{counters['stack_eexist']} stack(s) lost to hash collisions in the "
-                   "stack map; raise --stack-storage-size")
-    if counters.get("stack_enomem"):
-        out.append(f"{counters['stack_enomem']} stack(s) lost because the stack map was "
-                   "full; raise --stack-storage-size")
-    if counters.get("agg_full"):
-        out.append(f"{counters['agg_full']} wakeup(s) lost because the aggregation map was "
-                   "full; raise --agg-size or lower --interval")
-    if counters.get("start_full"):
-        out.append(f"{counters['start_full']} switch-out(s) not recorded because the start "
-                   "map was full; raise --start-size")
-    if counters.get("oncpu_full"):
-        out.append(f"{counters['oncpu_full']} on-CPU run(s) lost because the on-CPU map was "
-                   "full; raise --oncpu-size")
-    return out

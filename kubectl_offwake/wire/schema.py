@@ -37,7 +37,7 @@ log        level ("debug" | "info" | "warning" | "error"), message
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, Tuple
+from typing import Dict, FrozenSet, List, Tuple
 
 SCHEMA_VERSION = 1
 
@@ -88,3 +88,13 @@ def distinct_losses(lost: Dict[str, int]) -> Dict[str, int]:
     if "map_full" in out and any(p in lost for p in LOSS_SUM_PARTS):
         del out["map_full"]
     return out
+
+
+def loss_sentences(lost: Dict[str, int]) -> List[str]:
+    """One sentence per non-zero loss counter, naming the collector option to raise."""
+    notes = []
+    for key, value in sorted(distinct_losses(lost).items()):
+        meaning, flag = LOSS_COUNTERS.get(key, (key.replace("_", " "), ""))
+        advice = f"; raise {flag}" if flag else ""
+        notes.append(f"{value:,} {meaning}{advice}")
+    return notes

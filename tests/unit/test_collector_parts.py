@@ -13,8 +13,9 @@ import pytest
 from kubectl_offwake.collector import cgroups, headers
 from kubectl_offwake.collector.bundle import build_zipapp
 from kubectl_offwake.collector.cli import parse_args, parse_duration
-from kubectl_offwake.collector.snapshot import loss_warnings, lost_summary
+from kubectl_offwake.collector.snapshot import lost_summary
 from kubectl_offwake.collector.symbolize import describe_missing, short_name
+from kubectl_offwake.wire.schema import loss_sentences
 
 CID = "0123456789abcdef" * 4
 UID = "8c3a7e52-1b2f-4c1d-9e8f-0a1b2c3d4e5f"
@@ -178,7 +179,7 @@ def test_cli():
 
 def test_loss_warnings_name_the_flag():
     counters = {"stack_eexist": 3, "agg_full": 2, "start_full": 0}
-    text = " ".join(loss_warnings(counters))
+    text = " ".join(loss_sentences(lost_summary(counters)))
     assert "--stack-storage-size" in text and "--agg-size" in text
     assert "--start-size" not in text
     assert lost_summary(counters)["map_full"] == 2

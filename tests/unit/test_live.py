@@ -6,7 +6,8 @@ import io
 
 from rich.console import Console
 
-from kubectl_offwake.live import LiveProgress, SourceState, StepPrinter, loss_sentences
+from kubectl_offwake.live import LiveProgress, SourceState, StepPrinter
+from kubectl_offwake.wire.schema import loss_sentences
 
 
 def hello(**extra: object) -> dict:

@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Set
+from typing import Iterable, List, Set, Tuple
 
 import pytest
 
@@ -205,10 +205,13 @@ def test_nothing_of_the_demo_remains(demo_run: DemoRun) -> None:
     assert_nothing_left(demo_run.cli_pid, pids | envoy_pids)
 
 
-def test_ctrl_c_mid_trace_still_reports_and_cleans_up(tmp_path: Path) -> None:
+def _interrupt_demo(args: List[str], cwd: Path, at_line: str,
+                    then_wait_s: float = 0.0) -> Tuple[int, int, str, str]:
+    """Start the demo, send SIGINT once ``at_line`` appears on stderr (plus a wait), and
+    return its pid, exit code, stdout and stderr."""
     proc = subprocess.Popen(
-        plugin_cmd("demo", "--duration", "60s", "--format", "json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=plugin_env(), cwd=tmp_path,
+        plugin_cmd("demo", *args),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=plugin_env(), cwd=cwd,
     )
     stderr_lines: List[str] = []
     try:
@@ -216,47 +219,38 @@ def test_ctrl_c_mid_trace_still_reports_and_cleans_up(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         for line in proc.stderr:
             stderr_lines.append(line)
-            if "✓ wrk sending load" in line or time.monotonic() > deadline:
+            if at_line in line or time.monotonic() > deadline:
                 break
-        time.sleep(5)  # compile, attach, a snapshot or two
+        time.sleep(then_wait_s)
         os.kill(proc.pid, signal.SIGINT)
         stdout, rest = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    stderr = "".join(stderr_lines) + rest
-    assert proc.returncode == 0, stderr
+    return proc.pid, proc.returncode, stdout, "".join(stderr_lines) + rest
+
+
+def test_ctrl_c_mid_trace_still_reports_and_cleans_up(tmp_path: Path) -> None:
+    # Past "wrk sending load", 5 s cover the compile, the attach and a snapshot or two.
+    pid, code, stdout, stderr = _interrupt_demo(
+        ["--duration", "60s", "--format", "json"], tmp_path, "✓ wrk sending load",
+        then_wait_s=5)
+    assert code == 0, stderr
     report = json.loads(stdout)
     assert report["source"]["end_reason"] == "signal"
     assert report["source"]["elapsed_s"] < 40
     assert rows(report, category="tcp-receive", target_role="worker", waker_comm="wrk")
-    assert_nothing_left(proc.pid, _pids_in_steps(stderr))
+    assert_nothing_left(pid, _pids_in_steps(stderr))
 
 
 def test_ctrl_c_during_set_up_removes_what_was_made(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        plugin_cmd("demo", "--duration", "5s"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=plugin_env(), cwd=tmp_path,
-    )
-    stderr_lines: List[str] = []
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            stderr_lines.append(line)
-            if "✓ dnsmasq answering" in line:
-                break
-        os.kill(proc.pid, signal.SIGINT)
-        stdout, rest = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    stderr = "".join(stderr_lines) + rest
-    assert proc.returncode == 130, stderr
+    pid, code, stdout, stderr = _interrupt_demo(["--duration", "5s"], tmp_path,
+                                                "✓ dnsmasq answering")
+    assert code == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert stdout == ""
-    assert_nothing_left(proc.pid, _pids_in_steps(stderr))
+    assert_nothing_left(pid, _pids_in_steps(stderr))
 
 
 def test_killed_demo_leaves_no_process_and_the_next_one_removes_the_rest(

@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
+from ..units import fmt_us
 from ..wire.schema import LOSS_COUNTERS, distinct_losses
 from .aggregate import Index, index
 from .categories import CATEGORIES, CATEGORY_BY_ID
@@ -200,15 +201,6 @@ def _process_key(party: Party) -> str:
 
 def _process_name(party: Party) -> str:
     return "envoy" if party.pid is None and party.role is not None else party.name
-
-
-def fmt_us(us: float) -> str:
-    """A duration as people read it: 850 µs, 12.3 ms, 4.2 s."""
-    if us >= 1_000_000:
-        return f"{us / 1_000_000:.1f} s"
-    if us >= 1_000:
-        return f"{us / 1_000:.1f} ms"
-    return f"{us:.0f} µs"
 
 
 def pct(x: float) -> str:

@@ -19,10 +19,10 @@ from typing import Dict, List, Sequence, TextIO, Tuple
 
 from ..analysis.categories import CATEGORY_BY_ID, CAUSES
 from ..analysis.report import Finding, Group, Party, Report, ThreadSummary
+from ..units import fmt_count, fmt_seconds, fmt_share, fmt_timestamp, fmt_us
 from . import RenderOptions
 from . import flamegraph as fg
 from .svg import category_color, esc, flame_script, frame_color, subtitle, svg_element, svg_layout
-from .units import fmt_count, fmt_seconds, fmt_share, fmt_timestamp, fmt_us
 
 TOP_WAKERS = 20  # rows in the top-wakers table; the rest are summed in one line
 STACK_PREVIEW = 4  # frames shown of a pending thread's stack before "show all"

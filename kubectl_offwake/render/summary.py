@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Dict, List
 
 from ..analysis.report import Report
-from .units import fmt_seconds, fmt_timestamp
+from ..units import fmt_seconds, fmt_timestamp
 
 #: How many bare thread names a header lists before "and N more".
 MAX_BARE = 4

@@ -27,9 +27,9 @@ from typing import Dict, List, Optional, TextIO
 
 from ..analysis.categories import CATEGORIES, CATEGORY_BY_ID
 from ..analysis.report import Report
+from ..units import fmt_share, fmt_us
 from . import RenderOptions
 from . import flamegraph as fg
-from .units import fmt_share, fmt_us
 
 WIDTH = 1200  # px, like flamegraph.pl
 PAD = 10

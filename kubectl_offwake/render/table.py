@@ -25,9 +25,9 @@ from rich.text import Text
 from ..analysis.categories import CATEGORY_BY_ID, ROLES
 from ..analysis.model import Pending, Stack, Throttling
 from ..analysis.report import Group, Party, Report, ThreadSummary, Wakeup
+from ..units import bar, fmt_count, fmt_share, fmt_us
 from . import RenderOptions
 from .summary import source_facts, target_names
-from .units import bar, fmt_count, fmt_share, fmt_us
 
 #: How many rows the long sections show before summarising the rest.
 TOP_WAKERS = 10

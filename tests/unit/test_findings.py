@@ -111,7 +111,7 @@ def test_noisy_neighbour_text_puts_the_top_preemptor_in_proportion() -> None:
     workers_busy(m, 0.10, by=waker(CRUNCHER))
     m.preempt("wrk:worker_0", 5, 100_000, by=waker(KUBELET))
     f = one(m.report(), "noisy-neighbour")
-    assert "took the CPU from them for 1.0 s of the 1.1 s other processes took" in f.text
+    assert "took the CPU from them for 1.00 s of the 1.10 s other processes took" in f.text
     assert f.evidence["preempted_by_others_us"] == 1_100_000
 
 
@@ -451,5 +451,5 @@ def test_imports_without_pids_or_counts_still_get_time_based_findings() -> None:
     r = analyze(rec)
     f = one(r, "cross-thread-posts")
     assert f.evidence["basis"] == "off-CPU time" and " in " not in f.text.split("(")[0]
-    assert "800.0 ms of 1.0 s off-CPU" in f.text
+    assert "800 ms of 1.00 s off-CPU" in f.text
     assert not {"dns-storm", "xds-churn", "dominant-waker"} & set(ids(r))

@@ -29,7 +29,7 @@ from kubectl_offwake.analysis.report import (
     Wakeup,
 )
 from kubectl_offwake.render import RenderOptions, render
-from kubectl_offwake.render.units import fmt_share, fmt_us
+from kubectl_offwake.units import fmt_share, fmt_us
 from tests.sample_recording import build_sample_recording
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import pytest
 from kubectl_offwake.analysis import analyze
 from kubectl_offwake.analysis.report import Report, Totals
 from kubectl_offwake.render import RenderOptions, render
-from kubectl_offwake.render.units import bar, fmt_share, fmt_us
+from kubectl_offwake.units import bar, fmt_share, fmt_us
 from tests.sample_recording import build_odd_recording, build_sample_recording
 
 

@@ -1,7 +1,7 @@
-"""Human-friendly numbers shared by the text renderers.
+"""Human-friendly numbers shared by the renderers and the findings' sentences.
 
-One place decides how a duration or a count looks, so the terminal table, the HTML page
-and the SVG tooltips never disagree on what "12.3 ms" means.
+One place decides how a duration or a count looks, so the findings, the terminal table, the
+HTML page and the SVG tooltips never disagree on what "12.3 ms" means.
 """
 
 from __future__ import annotations

@@ -110,8 +110,10 @@ def _dry_run(cluster: Cluster, targets: List[Any], options: FleetOptions) -> int
     zipapp = load_zipapp()
     objects: List[dict] = []
     for opts in plan(targets, options):
-        objects.append(collector_configmap(opts, zipapp))
+        # The pod first: it is what a reader checks; the ConfigMap after it is mostly the
+        # collector zipapp in base64.
         objects.append(node_pod(opts))
+        objects.append(collector_configmap(opts, zipapp))
     header = ["# kubectl offwake --dry-run: nothing was created.",
               f"# targets: {', '.join(t.label() for t in targets)}"]
     missing = preflight.check(cluster, preflight.run_permissions(options.collector_namespace))

@@ -86,8 +86,8 @@ def test_dry_run_prints_every_manifest_and_creates_nothing(mesh, plugin):
     done = plugin.run("istio-proxy", "-n", "app", "--dry-run", "--duration", "7s")
     assert done.returncode == 0, done.stderr
     docs = [d for d in yaml.safe_load_all(done.stdout) if d]
-    assert [d["kind"] for d in docs] == ["ConfigMap", "Pod"]
-    pod = docs[1]
+    assert [d["kind"] for d in docs] == ["Pod", "ConfigMap"]
+    pod = docs[0]
     assert pod["spec"]["nodeName"] == "lab-node-1"
     assert pod["metadata"]["namespace"] == COLLECTOR_NS
     web = wait_running(mesh, "app", "web-1")

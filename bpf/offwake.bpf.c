@@ -8,13 +8,13 @@
 //   sched_switch (T out)  -> start[T] = {time, state, T's kernel+user stacks, preemptor}
 //   sched_waking (of T)   -> waker tid/tgid/comm, the waker's stacks, wake time into start[T]
 //   sched_switch (T in)   -> blocked = wake - out, runq = in - wake; add to agg[key]; drop start[T]
-// The target filter (tgid in `targets`) runs before any stack is walked, and stacks are walked
+// The target filter (tgid bit in `tgidbits`) runs before any stack is walked, and stacks are walked
 // only where they say something: T's at its switch-out, the waker's only for a wake that
 // actually ends a blocked interval (not for no-op wakes of a runnable or already woken thread,
 // not for sleeps shorter than MIN_BLOCK_NS).
 //
 // Compile-time knobs (cflags): MIN_BLOCK_NS, STACK_STORAGE_SIZE, AGG_SIZE, START_SIZE,
-// TARGETS_SIZE, ONCPU_SIZE, KSTACK_DEPTH, USTACK_DEPTH.
+// TARGETS_SIZE, ONCPU_SIZE, KSTACK_DEPTH, USTACK_DEPTH, MMAP_MIN_ADDR, NO_KCACHE, NO_UCACHE.
 
 #ifndef MIN_BLOCK_NS
 #define MIN_BLOCK_NS 1000ULL
@@ -90,7 +90,9 @@
 #define C_WSTACK_EEXIST 14  // waker user stack lost to a collision (counted apart: mostly
                             // bystanders of interrupts)
 #define C_WSTACK_ENOMEM 15  // waker user stack lost: map full
-#define N_COUNTERS 16
+#define C_UCACHE_HIT 16     // user stack taken from the cache, no walk
+#define C_UCACHE_MISMATCH 17  // -DUCACHE_VERIFY only: a hit the kernel's walk disagreed with
+#define N_COUNTERS 18
 
 // A stack map drops a stack whose hash bucket holds another stack (-EEXIST); with a few
 // hundred distinct stacks in 16384 buckets that already happens now and then. Such a stack
@@ -189,6 +191,8 @@ struct ustack_t {
     u64 ip[USTACK_DEPTH];
 };
 
+// The target tgids as user space records them (and the --max-targets cap); the probes test
+// the tgidbits bitmap below instead.
 BPF_HASH(targets, u32, u8, TARGETS_SIZE);
 BPF_HASH(start, u32, struct start_t, START_SIZE);
 BPF_HASH(agg, struct key_t, struct val_t, AGG_SIZE);
@@ -209,6 +213,47 @@ BPF_TABLE("stacktrace", int, struct kstack_t, kstacks2, STACK_OVERFLOW_SIZE);
 BPF_TABLE("stacktrace", int, struct pstack_t, pstacks, STACK_STORAGE_SIZE);
 BPF_TABLE("stacktrace", int, struct ustack_t, ustacks2, STACK_OVERFLOW_SIZE);
 BPF_TABLE("stacktrace", int, struct ustack_t, wustacks2, STACK_OVERFLOW_SIZE);
+// The filters every sched_switch and sched_waking runs: one bit per pid, in arrays (whose
+// lookups the verifier inlines) rather than hash maps, so that untraced processes pay as
+// little as the tracepoints allow. tgidbits: target tgids (written by user space, which keeps
+// the `targets` hash as its record and for the --max-targets cap). pendbits: threads with an
+// open off-CPU interval in `start` (switched out, not yet back), set and cleared here.
+// Bits are flipped with atomic adds of +/-bit, each by the one path that owns that thread's
+// state, so threads sharing a word never lose each other's bits.
+#define PID_WORDS 65536  // PID_MAX_LIMIT (4M) / 64
+BPF_ARRAY(tgidbits, u64, PID_WORDS);
+BPF_ARRAY(pendbits, u64, PID_WORDS);
+
+static __always_inline int bit_of(u64 *p, u32 id)
+{
+    return p && ((*p >> (id & 63)) & 1);
+}
+
+static __always_inline int is_target(u32 tgid)
+{
+    u32 w = tgid >> 6;
+    return bit_of(tgidbits.lookup(&w), tgid);
+}
+
+static __always_inline int is_pending(u32 tid)
+{
+    u32 w = tid >> 6;
+    return bit_of(pendbits.lookup(&w), tid);
+}
+
+static __always_inline void set_pending(u32 tid, int on)
+{
+    u32 w = tid >> 6;
+    u64 *p = pendbits.lookup(&w);
+    if (!p)
+        return;
+    u64 bit = 1ULL << (tid & 63);
+    int cur = (*p & bit) != 0;
+    if (on && !cur)
+        __sync_fetch_and_add(p, bit);
+    else if (!on && cur)
+        __sync_fetch_and_add(p, -bit);
+}
 
 static __always_inline void count(int slot)
 {
@@ -248,6 +293,78 @@ static __always_inline s32 walk_pstack(void *ctx)
     return note_stack(id);
 }
 
+// User stack cache. A user stack walk by the kernel costs ~0.6 us here, nearly all of it in
+// the page fault it takes reading past the last frame (the frame-pointer chain ends in 0).
+// So the program reads the frame-pointer chain itself (user regs of the current task, then
+// one 16-byte read per frame, stopping without a read at a frame pointer below
+// vm.mmap_min_addr, which the kernel's read would fault on), and uses the resulting
+// addresses as the key of a cache of stack ids. That key is everything the kernel's walk
+// (arch/x86 perf_callchain_user: regs->ip, then return addresses along regs->bp) depends on,
+// so equal keys mean the kernel would record the same stack: a hit is exact, not sampled.
+// Stack ids are never reused (user space never deletes stacks). Not keyed (walked as
+// before): stacks deeper than UCACHE_DEPTH, tasks not in 64-bit user mode (kernel threads,
+// compat tasks). Off with -DNO_KCACHE (--exact-stacks); -DUCACHE_VERIFY walks on every hit
+// too and counts disagreements (ustack_cache_mismatches in the end record). x86-64 only, and
+// it needs bpf_task_pt_regs (Linux 5.15) and kernel BTF: the collector builds with -DNO_UCACHE
+// elsewhere, and retries with it when the load fails.
+#if !defined(NO_KCACHE) && !defined(NO_UCACHE)
+#ifndef UCACHE_DEPTH
+#define UCACHE_DEPTH 16
+#endif
+#ifndef UCACHE_SIZE
+#define UCACHE_SIZE 8192
+#endif
+#ifndef MMAP_MIN_ADDR
+#define MMAP_MIN_ADDR 4096
+#endif
+struct ukey_t {
+    u32 kind;
+    u32 n;
+    u64 ip[UCACHE_DEPTH];
+};
+BPF_TABLE("lru_hash", struct ukey_t, s32, ucache, UCACHE_SIZE);
+BPF_PERCPU_ARRAY(ukey_scratch, struct ukey_t, 1);  // too big for the BPF stack
+
+// 0: key built; -1: this stack cannot be keyed (walk it).
+static __always_inline int user_key(struct ukey_t *k, u32 kind)
+{
+    struct task_struct *task = bpf_get_current_task_btf();
+    u64 regs = (u64)bpf_task_pt_regs(task);
+    u64 bp = 0, ipcsfl[3] = {};
+    if (!regs)
+        return -1;
+    // x86-64 struct pt_regs (a fixed layout): bp at 32; ip, cs, flags at 128.
+    if (bpf_probe_read_kernel(&bp, 8, (void *)(regs + 32)) ||
+        bpf_probe_read_kernel(&ipcsfl, 24, (void *)(regs + 128)))
+        return -1;
+    if (ipcsfl[1] != 0x33 || (ipcsfl[2] & (1UL << 17)))
+        return -1;  // not __USER_CS, or vm86: kernel thread (zeroed regs), compat task
+    k->kind = kind;
+    k->ip[0] = ipcsfl[0];
+    u32 n = 1;
+    int done = 0;
+#pragma unroll
+    for (int i = 1; i < UCACHE_DEPTH; i++) {
+        if (!done) {
+            u64 fr[2];
+            if (bp < MMAP_MIN_ADDR || bpf_probe_read_user(&fr, 16, (void *)bp)) {
+                done = 1;
+            } else {
+                k->ip[i] = fr[1];
+                bp = fr[0];
+                n++;
+                continue;
+            }
+        }
+        k->ip[i] = 0;
+    }
+    if (!done)
+        return -1;  // deeper than the key: walk it
+    k->n = n;
+    return 0;
+}
+#endif
+
 static __always_inline s32 walk_ustack(void *ctx)
 {
     s32 id = ustacks.get_stackid(ctx, BPF_F_USER_STACK | STACK_FLAGS);
@@ -274,6 +391,34 @@ static __always_inline s32 walk_waker_ustack(void *ctx)
     else if (id == -12)
         count(C_WSTACK_ENOMEM);
     return id;
+}
+
+// kind 0: a target's own stack (ustacks maps); kind 1: a waker's (wustacks maps).
+static __always_inline s32 ustack_cached(void *ctx, u32 kind)
+{
+#if !defined(NO_KCACHE) && !defined(NO_UCACHE)
+    u32 zero = 0;
+    struct ukey_t *k = ukey_scratch.lookup(&zero);
+    if (k && user_key(k, kind) == 0) {
+        s32 *hit = ucache.lookup(k);
+        if (hit) {
+            count(C_UCACHE_HIT);
+#ifdef UCACHE_VERIFY
+            // A check of the claim above (tests, experiments): walk anyway and compare.
+            s32 real = kind ? walk_waker_ustack(ctx) : walk_ustack(ctx);
+            if (real != *hit)
+                count(C_UCACHE_MISMATCH);
+            return real;
+#endif
+            return *hit;
+        }
+        s32 id = kind ? walk_waker_ustack(ctx) : walk_ustack(ctx);
+        if (id >= 0)
+            ucache.update(k, &id);
+        return id;
+    }
+#endif
+    return kind ? walk_waker_ustack(ctx) : walk_ustack(ctx);
 }
 
 static __always_inline s32 kstack_cached(void *ctx, u32 kind, u32 tgid, u32 tid, s32 ustack)
@@ -362,6 +507,7 @@ static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, lo
     }
 
     if (state & STATE_EXITING) {
+        set_pending(tid, 0);
         start.delete(&tid);
         return;
     }
@@ -384,7 +530,7 @@ static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, lo
     e->tgid = tgid;
     e->state = (state & STATE_MASK) ? ST_BLOCKED : ST_PREEMPTED;
     if (e->state == ST_BLOCKED) {
-        e->ustack = walk_ustack(ctx);
+        e->ustack = ustack_cached(ctx, 0);
         e->kstack = kstack_cached(ctx, 0, tgid, 0, e->ustack);
         e->preempt_pid = 0;
     } else {
@@ -400,17 +546,21 @@ static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, lo
         e->kstack = walk_pstack(ctx);
 #endif
         e->preempt_pid = next_pid;
-        bpf_probe_read_kernel(&e->preempt_comm, sizeof(e->preempt_comm), next_comm);
+        __builtin_memcpy(&e->preempt_comm, next_comm, COMM_LEN);
     }
     e->waker_kstack = -1;
     e->waker_ustack = -1;
-    bpf_get_current_comm(&e->comm, sizeof(e->comm));  // current is prev
+    __builtin_memcpy(&e->comm, prev_comm, COMM_LEN);
+    set_pending(tid, 1);
     count(C_SWITCH_OUT);
 }
 
 // A target thread gets the CPU back: the interval it was off is complete.
 static __always_inline void switch_in(u64 now, u32 tid)
 {
+    if (!is_pending(tid))
+        return;
+    set_pending(tid, 0);
     struct start_t *s = start.lookup(&tid);
     if (!s || s->off_ts == 0)
         return;
@@ -484,16 +634,23 @@ static __always_inline void switch_in(u64 now, u32 tid)
 
 TRACEPOINT_PROBE(sched, sched_switch)
 {
-    // Untraced switches cost two hash lookups and nothing else (no clock read, no stack).
+    // Untraced switches cost two bitmap tests (inlined array lookups) and nothing else.
     u64 now = 0;
     u32 prev = args->prev_pid;
     if (prev != 0) {
         // The tracepoint runs in prev's context, so the current tgid is prev's.
         u32 tgid = bpf_get_current_pid_tgid() >> 32;
-        if (targets.lookup(&tgid)) {
+        if (is_target(tgid)) {
             now = bpf_ktime_get_ns();
-            switch_out(args, now, prev, tgid, args->prev_state, args->prev_comm,
-                       args->next_pid, args->next_comm);
+            // Tracepoint fields are read straight from the context (aligned 8-byte loads)
+            // rather than through a helper; a ctx pointer may not be passed on modified.
+            u64 comms[4];
+            comms[0] = *(volatile u64 *)&args->prev_comm[0];
+            comms[1] = *(volatile u64 *)&args->prev_comm[8];
+            comms[2] = *(volatile u64 *)&args->next_comm[0];
+            comms[3] = *(volatile u64 *)&args->next_comm[8];
+            switch_out(args, now, prev, tgid, args->prev_state, (const char *)&comms[0],
+                       args->next_pid, (const char *)&comms[2]);
         }
     }
     u32 next = args->next_pid;
@@ -505,6 +662,8 @@ TRACEPOINT_PROBE(sched, sched_switch)
 TRACEPOINT_PROBE(sched, sched_waking)
 {
     u32 tid = args->pid;
+    if (!is_pending(tid))
+        return 0;  // not a target thread, or one that is on the CPU: no hash lookup
     struct start_t *s = start.lookup(&tid);
     if (!s || s->off_ts == 0)
         return 0;  // not a target thread, or one that is on the CPU
@@ -523,7 +682,7 @@ TRACEPOINT_PROBE(sched, sched_waking)
     s->waker_tid = (u32)pid_tgid;
     s->waker_tgid = pid_tgid >> 32;
     bpf_get_current_comm(&s->waker_comm, sizeof(s->waker_comm));
-    s32 ustack = walk_waker_ustack(args);
+    s32 ustack = ustack_cached(args, 1);
     s->waker_ustack = ustack;
     s->waker_kstack = kstack_cached(args, 1, s->waker_tgid, tid, ustack);
     count(C_WAKEUP);

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ SOURCE_NAME = "offwake.bpf.c"
 COUNTERS = (
     "switch_out", "wakeup", "noop_wake", "short", "stack_eexist", "stack_enomem",
     "agg_full", "start_full", "oncpu_full", "switch_in", "kcache_hit", "kcache_mismatch",
-    "kstack_walks", "stack_overflow", "wstack_eexist", "wstack_enomem",
+    "kstack_walks", "stack_overflow", "wstack_eexist", "wstack_enomem", "ucache_hit",
+    "ucache_mismatch",
 )
 #: Marks a stack id that lives in the overflow stack map (see the C source).
 OVERFLOW_BIT = 0x40000000
@@ -61,6 +63,17 @@ def bpf_source() -> str:
     raise FileNotFoundError(f"{SOURCE_NAME} is neither beside the collector nor in bpf/")
 
 
+def mmap_min_addr() -> int:
+    """The lowest address a process may map (vm.mmap_min_addr): the program takes a user
+    frame pointer below it as the end of the chain without reading it. 0 (read them all)
+    when unknown."""
+    try:
+        with open("/proc/sys/vm/mmap_min_addr") as f:
+            return max(0, int(f.read().strip()))
+    except (OSError, ValueError):
+        return 0
+
+
 def cflags(min_block_us: float, sizes: MapSizes) -> List[str]:
     return [
         f"-DMIN_BLOCK_NS={int(min_block_us * 1000)}ULL",
@@ -69,6 +82,7 @@ def cflags(min_block_us: float, sizes: MapSizes) -> List[str]:
         f"-DSTART_SIZE={sizes.start}",
         f"-DTARGETS_SIZE={sizes.targets}",
         f"-DONCPU_SIZE={sizes.oncpu}",
+        f"-DMMAP_MIN_ADDR={mmap_min_addr()}UL",
         "-Wno-macro-redefined",
     ]
 
@@ -149,6 +163,26 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+#: Builds without the user-stack cache, which reads x86-64 registers through
+#: bpf_task_pt_regs (Linux 5.15+, kernel BTF).
+NO_UCACHE = "-DNO_UCACHE"
+
+
+def compile_program(bpf_cls: Any, text: str, flags: List[str], notes: List[str]) -> Any:
+    """Compile and attach; where the user-stack cache cannot load (an older kernel, no BTF),
+    build once more without it rather than fail the trace. ``notes`` says what happened."""
+    if platform.machine() not in ("x86_64", "amd64") and NO_UCACHE not in flags:
+        flags = [*flags, NO_UCACHE]
+    try:
+        return bpf_cls(text=text, cflags=flags)
+    except Exception as exc:  # noqa: BLE001 - BCC raises plain Exception on load errors
+        if NO_UCACHE in flags or "-DNO_KCACHE" in flags:
+            raise
+        notes.append(f"the user-stack cache did not load on this kernel ({exc}); "
+                     "walking every user stack instead")
+        return bpf_cls(text=text, cflags=[*flags, NO_UCACHE])
+
+
 class Program:
     """A compiled, attached offwake program."""
 
@@ -159,11 +193,14 @@ class Program:
         self.bpf_cls = BPF
         self.sizes = sizes
         t0 = time.monotonic()
+        self.notes: List[str] = []
         with stdout_to_stderr():
-            self.bpf = BPF(text=bpf_source(),
-                           cflags=cflags(min_block_us, sizes) + list(extra_cflags))
+            self.bpf = compile_program(BPF, bpf_source(),
+                                       cflags(min_block_us, sizes) + list(extra_cflags),
+                                       self.notes)
         self.load_s = time.monotonic() - t0
         self._targets = self.bpf["targets"]
+        self._tgidbits = self.bpf["tgidbits"]
         self._counters = self.bpf["counters"]
         self._agg = self.bpf["agg"]
         self._oncpu = self.bpf["oncpu"]
@@ -180,12 +217,23 @@ class Program:
     def set_targets(self, tgids: Sequence[int]) -> None:
         for tgid in tgids:
             self._targets[self._targets.Key(tgid)] = self._targets.Leaf(1)
+            self._set_bit(tgid, True)
 
     def remove_target(self, tgid: int) -> None:
         try:
             del self._targets[self._targets.Key(tgid)]
         except KeyError:
             pass
+        self._set_bit(tgid, False)
+
+    def _set_bit(self, tgid: int, on: bool) -> None:
+        """The probes filter by the ``tgidbits`` bitmap (one bit per tgid); only this
+        process writes it."""
+        bits = self._tgidbits
+        key = bits.Key(tgid >> 6)
+        word = int(bits[key].value)
+        mask = 1 << (tgid & 63)
+        bits[key] = bits.Leaf(word | mask if on else word & ~mask)
 
     def counters(self) -> Dict[str, int]:
         out = {}

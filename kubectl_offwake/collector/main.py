@@ -190,6 +190,8 @@ class Collector:
                                   "CAP_SYS_RESOURCE); run the collector as root")
             return self._fail(f"could not load the BPF program ({exc}); see the collector's "
                               "stderr for the compiler's messages")
+        for note in program.notes:
+            self.log("warning", note)
         snap = Snapshotter(program, self.writer, self.started_mono, self.opts.min_block_us)
         try:
             for t in self.targets:
@@ -225,6 +227,8 @@ class Collector:
                 "kstack_walks": counters.get("kstack_walks", 0),
                 "kstack_cache_hits": counters.get("kcache_hit", 0),
                 "kstack_cache_mismatches": counters.get("kcache_mismatch", 0),
+                "ustack_cache_hits": counters.get("ucache_hit", 0),
+                "ustack_cache_mismatches": counters.get("ucache_mismatch", 0),
                 "stack_overflow": counters.get("stack_overflow", 0),
                 "waker_ustack_lost": counters.get("wstack_eexist", 0)
                 + counters.get("wstack_enomem", 0),

@@ -248,3 +248,35 @@ def test_interrupt_frames_and_merging():
     out = merge_wakeups([a, b, c])
     assert len(out) == 2
     assert out[0]["count"] == 3 and out[0]["total_us"] == 17 and out[0]["max_us"] == 7
+
+
+class _FakeBPF:
+    """Stands in for bcc.BPF: refuses builds that include the user-stack cache."""
+
+    builds: list = []
+
+    def __init__(self, text: str, cflags: list) -> None:
+        _FakeBPF.builds.append(list(cflags))
+        if "-DNO_UCACHE" not in cflags:
+            raise Exception("unknown func bpf_task_pt_regs#175")
+
+
+def test_a_kernel_without_the_user_stack_cache_helpers_gets_a_build_without_it():
+    from kubectl_offwake.collector.bpfprog import compile_program
+
+    _FakeBPF.builds = []
+    notes: list = []
+    compile_program(_FakeBPF, "text", ["-DX=1"], notes)
+    assert _FakeBPF.builds[-1] == ["-DX=1", "-DNO_UCACHE"]
+    assert len(notes) == 1 and "user-stack cache did not load" in notes[0]
+
+
+def test_exact_stacks_builds_fail_plainly():
+    from kubectl_offwake.collector.bpfprog import compile_program
+
+    class Broken:
+        def __init__(self, text: str, cflags: list) -> None:
+            raise Exception("compile error")
+
+    with pytest.raises(Exception, match="compile error"):
+        compile_program(Broken, "text", ["-DNO_KCACHE"], [])

@@ -302,18 +302,23 @@ class NodeRun:
         self._delete_pod(grace_s)
 
     def _delete_pod(self, grace_s: int) -> None:
+        self._delete("pod", lambda: self.cluster.core.delete_namespaced_pod(
+            self.name, self.namespace, grace_period_seconds=grace_s,
+            body=k8s_client.V1DeleteOptions(grace_period_seconds=grace_s,
+                                            propagation_policy="Background"),
+            _request_timeout=30))
+
+    def _delete(self, kind: str, request: Callable[[], Any]) -> None:
+        """Run one delete; already gone is fine, anything else becomes a warning (teardown
+        goes on: the other object, and the wait, must still happen)."""
         try:
-            self.cluster.core.delete_namespaced_pod(
-                self.name, self.namespace, grace_period_seconds=grace_s,
-                body=k8s_client.V1DeleteOptions(grace_period_seconds=grace_s,
-                                                propagation_policy="Background"),
-                _request_timeout=30)
+            request()
         except ApiException as exc:
             if exc.status != 404:
-                self.warnings.append(f"could not delete pod {self.namespace}/{self.name}: "
+                self.warnings.append(f"could not delete {kind} {self.namespace}/{self.name}: "
                                      f"{status_message(exc)}")
         except Exception as exc:
-            self.warnings.append(f"could not delete pod {self.namespace}/{self.name}: {exc}")
+            self.warnings.append(f"could not delete {kind} {self.namespace}/{self.name}: {exc}")
 
     def teardown(self, wait_s: float = GRACE_PERIOD_S + 15) -> None:
         """Delete the pod and ConfigMap and wait until the pod is gone (every path)."""
@@ -325,15 +330,8 @@ class NodeRun:
                 # the collector has finished (or failed): no flush to wait for
                 self._delete_pod(0 if self._collector_done() else GRACE_PERIOD_S)
         if self.created_cm:
-            try:
-                self.cluster.core.delete_namespaced_config_map(self.name, self.namespace,
-                                                               _request_timeout=30)
-            except ApiException as exc:
-                if exc.status != 404:
-                    self.warnings.append(f"could not delete ConfigMap {self.namespace}/"
-                                         f"{self.name}: {status_message(exc)}")
-            except Exception as exc:
-                self.warnings.append(f"could not delete ConfigMap {self.name}: {exc}")
+            self._delete("ConfigMap", lambda: self.cluster.core.delete_namespaced_config_map(
+                self.name, self.namespace, _request_timeout=30))
         if self.created_pod and not self._wait_gone(wait_s):
             self._delete_pod(0)
             if not self._wait_gone(10):

@@ -35,10 +35,9 @@ _FINAL_STATUSES = ("stopping", "done", "failed")
 class SourceState:
     """What one collector stream has said so far.
 
-    ``elapsed_s`` is time spent tracing, not counting the BPF compile before it. The wire's
-    ``progress.elapsed_s`` counts from the collector's start, so unless a record carries
-    ``tracing_s`` the start of tracing is estimated from the first snapshot (which comes one
-    ``interval_s`` after tracing started).
+    ``elapsed_s`` is time spent tracing: the collector's ``tracing_s`` (from attach, so not
+    counting the BPF compile), or its ``elapsed_s`` where a record has no ``tracing_s`` (the
+    same rule the recording builder follows).
     """
 
     name: str
@@ -52,8 +51,6 @@ class SourceState:
     map_use: Dict[str, Tuple[int, int]] = field(default_factory=dict)
     end_reason: Optional[str] = None
     message: Optional[str] = None
-    interval_s: Optional[float] = None
-    _offset: Optional[float] = None  # collector elapsed_s at which tracing started
     _elapsed_at: Optional[float] = None  # monotonic time the last elapsed_s arrived
 
     def feed(self, record: Dict[str, Any]) -> None:
@@ -62,7 +59,6 @@ class SourceState:
             duration = _num(record.get("duration_s"))
             if duration:
                 self.duration_s = duration
-            self.interval_s = _num(record.get("interval_s"))
             if self.status not in _FINAL_STATUSES:
                 self.status = "attaching"
         elif rtype == "progress":
@@ -98,11 +94,8 @@ class SourceState:
 
     def _set_elapsed(self, record: Dict[str, Any]) -> None:
         tracing = _num(record.get("tracing_s"))
-        elapsed = _num(record.get("elapsed_s"))
-        if tracing is None and elapsed is not None:
-            if self._offset is None:
-                self._offset = max(0.0, elapsed - (self.interval_s or 0.0))
-            tracing = max(0.0, elapsed - self._offset)
+        if tracing is None:
+            tracing = _num(record.get("elapsed_s"))
         if tracing is not None:
             self.elapsed_s = tracing
             self._elapsed_at = time.monotonic()

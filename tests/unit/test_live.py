@@ -18,12 +18,14 @@ def test_elapsed_counts_from_the_start_of_tracing_not_of_the_collector() -> None
     state = SourceState("node-a")
     state.feed(hello())
     assert state.status == "attaching" and state.duration_s == 5.0
-    # The first snapshot comes one interval after tracing began; 1.5 s went to compiling.
-    state.feed({"type": "progress", "elapsed_s": 2.5, "wakeups": 10, "edges": 3})
+    # 1.5 s went to compiling: tracing_s counts from the attach.
+    state.feed({"type": "progress", "elapsed_s": 2.5, "tracing_s": 1.0, "wakeups": 10,
+                "edges": 3})
     assert state.status == "tracing" and state.elapsed_s == 1.0 and state.wakeups == 10
-    state.feed({"type": "progress", "elapsed_s": 3.5, "wakeups": 25, "edges": 4})
+    state.feed({"type": "progress", "elapsed_s": 3.5, "tracing_s": 2.0, "wakeups": 25,
+                "edges": 4})
     assert state.elapsed_s == 2.0 and state.wakeups == 25 and state.edges == 4
-    state.feed({"type": "end", "reason": "duration", "elapsed_s": 6.6,
+    state.feed({"type": "end", "reason": "duration", "elapsed_s": 6.6, "tracing_s": 5.1,
                 "totals": {"wakeups": 60, "edges": 9}, "lost": {}})
     assert state.status == "done" and state.elapsed_s == 5.0
     assert state.wakeups == 60 and state.edges == 9
@@ -39,8 +41,8 @@ def test_tracing_s_when_the_collector_sends_it_wins() -> None:
 def test_interrupted_run_summary_says_why_it_stopped() -> None:
     state = SourceState("envoy")
     state.feed(hello(duration_s=60.0))
-    state.feed({"type": "progress", "elapsed_s": 2.0, "wakeups": 5})
-    state.feed({"type": "end", "reason": "signal", "elapsed_s": 4.0,
+    state.feed({"type": "progress", "elapsed_s": 2.0, "tracing_s": 1.0, "wakeups": 5})
+    state.feed({"type": "end", "reason": "signal", "elapsed_s": 4.0, "tracing_s": 3.0,
                 "totals": {"wakeups": 42}, "lost": {"stack_eexist": 0}})
     assert state.elapsed_s == 3.0
     line = state.summary()
@@ -68,7 +70,7 @@ def test_not_a_terminal_prints_only_the_final_lines() -> None:
         live.add_source("node-a", 5.0)
         live.add_source("node-b", 5.0)
         live.feed("node-a", hello())
-        live.feed("node-a", {"type": "progress", "elapsed_s": 2.0, "wakeups": 7})
+        live.feed("node-a", {"type": "progress", "elapsed_s": 2.0, "tracing_s": 1.0, "wakeups": 7})
         live.feed("node-b", {"type": "end", "reason": "error", "elapsed_s": 0.1})
         assert out.getvalue() == ""
     lines = out.getvalue().splitlines()

@@ -14,6 +14,7 @@ import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..analysis.model import Edge, Recording, Stack, StackTable, Task
+from ..errors import BadInput
 
 #: How the capture says its stacks are split, decided once per file.
 MODE_UNKNOWN = "unknown"  # user + kernel without -d: the boundary is not printed
@@ -166,3 +167,16 @@ def extract_warnings(text: str) -> Tuple[str, List[str]]:
 
 def corrupt_note(count: int, what: str = "block") -> str:
     return f"skipped {count} corrupt {what}(s)"
+
+
+def finish_import(recording: Recording, notes: List[str], corrupt: int, *,
+                  nothing_read: str, all_corrupt: str) -> Recording:
+    """The common end of both BCC importers: what was skipped becomes the first warning, and
+    a capture that yielded no edge at all is bad input (``all_corrupt`` when parts of it
+    were unreadable, else ``nothing_read``)."""
+    if corrupt:
+        notes.insert(0, corrupt_note(corrupt))
+    if not recording.edges:
+        raise BadInput(all_corrupt if corrupt else nothing_read)
+    recording.warnings.extend(notes)
+    return recording

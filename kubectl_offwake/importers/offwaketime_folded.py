@@ -18,7 +18,6 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..analysis.model import Edge, Recording, Stack
-from ..errors import BadInput
 from .bcc_common import (
     MODE_DELIMITED,
     MODE_KERNEL,
@@ -26,8 +25,8 @@ from .bcc_common import (
     EdgeTable,
     build_stack,
     clean_frame,
-    corrupt_note,
     extract_warnings,
+    finish_import,
     respell_markers,
 )
 
@@ -108,17 +107,12 @@ def parse_folded(text: str, name: str = "input") -> Recording:
             edges.add(Edge(target, target_stack, edges.task(waker_comm, None), waker_stack,
                            value))
     notes.extend(bcc_notes)
-    if corrupt:
-        notes.insert(0, corrupt_note(corrupt))
-    if not recording.edges:
-        if corrupt:
-            raise BadInput(
-                f"none of the {corrupt} line(s) of {name} is an offwaketime -f entry "
-                "('target;...;--;...;waker MICROSECONDS'); pass offwaketime's -f output"
-            )
-        raise BadInput(f"{name} has no offwaketime -f entries; pass offwaketime's -f output")
-    recording.warnings.extend(notes)
-    return recording
+    return finish_import(
+        recording, notes, corrupt,
+        nothing_read=f"{name} has no offwaketime -f entries; pass offwaketime's -f output",
+        all_corrupt=(f"none of the {corrupt} line(s) of {name} is an offwaketime -f entry "
+                     "('target;...;--;...;waker MICROSECONDS'); pass offwaketime's -f output"),
+    )
 
 
 def _parse_line(line: str) -> Optional[Tuple[str, str, str, str, int, bool]]:

@@ -26,7 +26,6 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from ..analysis.model import Edge, Recording, Stack
-from ..errors import BadInput
 from .bcc_common import (
     DELIMITER,
     MODE_DELIMITED,
@@ -36,8 +35,8 @@ from .bcc_common import (
     EdgeTable,
     build_stack,
     clean_frame,
-    corrupt_note,
     extract_warnings,
+    finish_import,
 )
 
 BANNER = re.compile(
@@ -97,20 +96,13 @@ def parse_text(text: str, name: str = "input") -> Recording:
     stacks = _Stacks(recording, mode)
     for block in blocks:
         edges.add(_edge(block, stacks, edges))
-    if corrupt:
-        notes.insert(0, corrupt_note(corrupt))
-    if not recording.edges:
-        if corrupt:
-            raise BadInput(
-                f"{name} looks like offwaketime output but none of its {corrupt} block(s) "
-                "could be read; pass the tool's complete output"
-            )
-        raise BadInput(
-            f"{name} is offwaketime output without any stacks; trace for longer, and capture "
-            "stdout after the tool printed its summary"
-        )
-    recording.warnings.extend(notes)
-    return recording
+    return finish_import(
+        recording, notes, corrupt,
+        nothing_read=(f"{name} is offwaketime output without any stacks; trace for longer, "
+                      "and capture stdout after the tool printed its summary"),
+        all_corrupt=(f"{name} looks like offwaketime output but none of its {corrupt} "
+                     "block(s) could be read; pass the tool's complete output"),
+    )
 
 
 def _split_blocks(text: str) -> Tuple[List[_Block], int, List[str], Optional[re.Match]]:

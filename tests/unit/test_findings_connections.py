@@ -1,0 +1,31 @@
+"""Connection findings (findings/connections.py): the accept thundering herd."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.findings_support import ids, one
+from tests.unit.test_aggregate import (
+    KUBELET,
+    W_ACCEPT,
+    Mesh,
+    waker,
+)
+
+# -- accept herd -------------------------------------------------------------------------------
+
+def test_accept_herd() -> None:
+    m = Mesh()
+    for comm, n in (("wrk:worker_0", 100), ("wrk:worker_1", 98), ("wrk:worker_2", 97)):
+        m.wake(comm, waker(KUBELET), W_ACCEPT, n, n * 1000)
+    f = one(m.report(), "accept-herd")
+    assert f.evidence["balance"] == 0.97
+    assert f.evidence["workers"] == ["wrk:worker_0", "wrk:worker_1", "wrk:worker_2"]
+
+
+@pytest.mark.parametrize("counts", [(100, 40, 20), (100,), (5, 5)])
+def test_accept_herd_near_miss(counts) -> None:
+    m = Mesh()
+    for i, n in enumerate(counts):
+        m.wake(f"wrk:worker_{i}", waker(KUBELET), W_ACCEPT, n, n * 1000)
+    assert "accept-herd" not in ids(m.report())

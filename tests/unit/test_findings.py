@@ -8,7 +8,24 @@ traced processes, imports without pids or counts.
 
 from __future__ import annotations
 
-from kubectl_offwake.analysis.findings import cpu, oncpu
+import inspect
+import re
+from typing import get_args
+
+import pytest
+
+from kubectl_offwake.analysis import report
+from kubectl_offwake.analysis.findings import (
+    DETECTORS,
+    connections,
+    context,
+    control,
+    cpu,
+    evidence,
+    health,
+    oncpu,
+    threads,
+)
 from tests.unit.findings_support import T_EPOLL_IDLE, ids, one, workers_busy
 from tests.unit.test_aggregate import (
     APP,
@@ -107,3 +124,72 @@ def test_imports_without_pids_or_counts_still_get_time_based_findings() -> None:
     assert f.evidence["basis"] == "off-CPU time" and " in " not in f.text.split("(")[0]
     assert "800 ms of 1.00 s off-CPU" in f.text
     assert not {"dns-storm", "xds-churn", "dominant-waker"} & set(ids(r))
+
+
+# -- the package: one loop over the traced processes, the duration rule, the vocabulary --------
+
+def test_each_traced_process_gets_its_own_finding_in_order() -> None:
+    from kubectl_offwake.analysis.model import Edge, ProcessInfo, Task
+
+    m = Mesh(duration_s=30)
+    m.wake("envoy", waker(COREDNS), W_UDP, 1142, 10_000_000)
+    m.rec.processes[500] = ProcessInfo(500, "envoy", pod="app/reviews-v2", container="istio-proxy")
+    m.rec.edges.append(Edge(
+        target=Task("envoy", 500, 500), target_stack=m.stack(T_EPOLL_IDLE),
+        waker=waker(COREDNS), waker_stack=m.stack(W_UDP), total_us=5_000_000, count=300,
+        max_us=1, blocked_us=1, runq_us=0))
+    storms = [f for f in m.report().findings if f.id == "dns-storm"]
+    assert [f.evidence["wakeups"] for f in storms] == [1142, 300]
+    assert " in app/productpage-v1/istio-proxy " in storms[0].text
+    assert " in app/reviews-v2/istio-proxy " in storms[1].text
+
+
+@pytest.mark.parametrize("source,expected", [
+    ({"elapsed_s": 12.5, "duration_s": 30}, 12.5),  # how long it ran, not how long it was asked
+    ({"duration_s": 30}, 30.0),  # an import's banner
+    ({"elapsed_s": 0, "duration_s": 5}, 5.0),
+    ({"elapsed_s": True}, None),
+    ({"elapsed_s": "30"}, None),
+    ({}, None),
+])
+def test_traced_duration_rule(source, expected) -> None:
+    assert context.duration_s(source) == expected
+
+
+def test_severities_and_causes_are_the_documented_strings() -> None:
+    """docs/report-json.md lists them; the JSON report carries them as they are."""
+    from kubectl_offwake.analysis import analyze
+    from tests.sample_recording import build_sample_recording
+
+    assert set(report.SEVERITIES) == set(get_args(report.Severity)) == {
+        "info", "warning", "critical"}
+    assert set(get_args(report.Cause)) == {"waker", "interrupt", "ksoftirqd", "none"}
+    r = analyze(build_sample_recording())
+    assert r.findings and {f.severity for f in r.findings} <= set(report.SEVERITIES)
+    assert {w.cause for w in r.wakeups} == set(get_args(report.Cause))
+
+
+def test_an_unknown_category_fails_when_the_package_loads() -> None:
+    with pytest.raises(ValueError, match="no-such-category"):
+        evidence.category("no-such-category")
+
+
+FAMILIES = (connections, control, cpu, health, oncpu, threads)
+
+
+@pytest.mark.parametrize("module", FAMILIES, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_every_threshold_says_why_beside_its_detector(module) -> None:
+    """Each numeric constant of a family module has a ``#:`` comment right above it."""
+    lines = inspect.getsource(module).splitlines()
+    thresholds = [i for i, line in enumerate(lines)
+                  if re.match(r"^[A-Z][A-Z0-9_]* = [0-9][0-9_.]*$", line)]
+    assert thresholds
+    for i in thresholds:
+        assert lines[i - 1].startswith("#: "), f"{module.__name__}: {lines[i]} has no reason"
+
+
+def test_every_detector_runs() -> None:
+    names = {d.__name__ for d in DETECTORS}
+    assert names == {"cpu_shortage", "dns_storm", "xds_churn", "cross_thread_posts",
+                     "main_lock", "access_log_flush", "accept_herd", "hot_worker",
+                     "event_loop_stall", "still_off_cpu", "dominant_waker", "losses"}

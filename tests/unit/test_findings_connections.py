@@ -29,3 +29,30 @@ def test_accept_herd_near_miss(counts) -> None:
     for i, n in enumerate(counts):
         m.wake(f"wrk:worker_{i}", waker(KUBELET), W_ACCEPT, n, n * 1000)
     assert "accept-herd" not in ids(m.report())
+
+
+def test_accept_herd_near_miss_uneven_above_the_minimum() -> None:
+    """Every worker woke often enough, but 60-100 is not the near-equal spread of a herd."""
+    m = Mesh()
+    for i, n in enumerate((100, 70, 60)):
+        m.wake(f"wrk:worker_{i}", waker(KUBELET), W_ACCEPT, n, n * 1000)
+    assert "accept-herd" not in ids(m.report())
+
+
+# -- each threshold at its edge: the finding at the value, silence just under it --------------
+
+def accepts(*counts: int) -> Mesh:
+    m = Mesh()
+    for i, n in enumerate(counts):
+        m.wake(f"wrk:worker_{i}", waker(KUBELET), W_ACCEPT, n, n * 1000)
+    return m
+
+
+@pytest.mark.parametrize("at,under", [
+    ((10, 10), (9, 9)),  # HERD_MIN_WAKES_PER_WORKER
+    ((100, 80), (100, 79)),  # HERD_BALANCE
+    ((50, 50), (50,)),  # HERD_MIN_WORKERS
+], ids=["wakes", "balance", "workers"])
+def test_thresholds_at_their_edge(at, under) -> None:
+    assert "accept-herd" in ids(accepts(*at).report())
+    assert "accept-herd" not in ids(accepts(*under).report())

@@ -10,6 +10,7 @@ from tests.unit.findings_support import MAIN, ids, one
 from tests.unit.test_aggregate import (
     COREDNS,
     PILOT,
+    SWAPPER,
     U_POST,
     W_EVENTFD,
     W_UDP,
@@ -73,3 +74,51 @@ def test_xds_churn_near_miss(unix: int, workers: List[str]) -> None:
     m = Mesh(duration_s=30)
     xds(m, unix, workers, 96)
     assert "xds-churn" not in ids(m.report())
+
+
+# -- what the rates need --------------------------------------------------------------------
+
+def test_xds_churn_needs_the_trace_duration() -> None:
+    m = Mesh(duration_s=None)
+    xds(m, 188, ["wrk:worker_0", "wrk:worker_1"], 96)
+    assert "xds-churn" not in ids(m.report())
+
+
+def test_dns_storm_answers_delivered_in_interrupts_name_no_waker() -> None:
+    """The idle task was on the CPU when the answers came in: it is no waker to name."""
+    m = Mesh(duration_s=30)
+    m.wake("envoy", waker(SWAPPER), W_UDP, 1142, 10_000_000)
+    f = one(m.report(), "dns-storm")
+    assert f.evidence["waker"] is None and "mostly from" not in f.text
+
+
+# -- each threshold at its edge: the finding at the value, silence just under it --------------
+
+def dns(count: int) -> Mesh:
+    m = Mesh(duration_s=30)
+    m.wake("envoy", waker(COREDNS), W_UDP, count, 10_000_000)
+    return m
+
+
+def xds_fanout(per_worker: List[int]) -> Mesh:
+    m = Mesh(duration_s=30)
+    m.wake("envoy", waker(PILOT), W_UNIX, 188, 5_000_000)
+    for i, n in enumerate(per_worker):
+        m.wake(f"wrk:worker_{i}", MAIN, W_EVENTFD, n, 400_000, waker_user=U_POST)
+    return m
+
+
+def xds_pushes(unix: int) -> Mesh:
+    m = Mesh(duration_s=30)
+    xds(m, unix, ["wrk:worker_0", "wrk:worker_1"], 96)
+    return m
+
+
+@pytest.mark.parametrize("make,fid,at,under", [
+    (dns, "dns-storm", 150, 149),  # DNS_WAKES_PER_S: 5 a second over 30 s
+    (xds_pushes, "xds-churn", 30, 29),  # XDS_UNIX_WAKES_PER_S: 1 a second
+    (xds_fanout, "xds-churn", [5, 5], [5, 4]),  # XDS_FANOUT_MIN_WAKES: 10
+], ids=["dns-rate", "xds-rate", "xds-fanout"])
+def test_thresholds_at_their_edge(make, fid, at, under) -> None:
+    assert fid in ids(make(at).report())
+    assert fid not in ids(make(under).report())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 from typing import get_args
 
 import pytest
@@ -193,3 +194,41 @@ def test_every_detector_runs() -> None:
     assert names == {"cpu_shortage", "dns_storm", "xds_churn", "cross_thread_posts",
                      "main_lock", "access_log_flush", "accept_herd", "hot_worker",
                      "event_loop_stall", "still_off_cpu", "dominant_waker", "losses"}
+
+
+def test_report_json_doc_lists_every_finding_its_severities_and_evidence() -> None:
+    """docs/report-json.md's table of findings is the code's, id by id."""
+    from pathlib import Path
+
+    from tests.unit.test_findings_connections import accepts
+    from tests.unit.test_findings_control import dns, xds_pushes
+    from tests.unit.test_findings_cpu import neighbour, throttled_share
+    from tests.unit.test_findings_health import blocked, dominant, lost
+    from tests.unit.test_findings_oncpu import ratio, stall
+    from tests.unit.test_findings_threads import flush_rate, main_lock, post_share
+
+    doc = Path(__file__).parents[2].joinpath("docs", "report-json.md").read_text()
+    rows = {}
+    for line in doc.split("## `findings[]`")[1].split("\n## ")[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`") and cells[0] != "`id`":
+            rows[cells[0].strip("`")] = cells
+    made = [throttled_share(0.25), neighbour(500_000), dns(1142), xds_pushes(188),
+            post_share(10), main_lock(40_000), flush_rate(308), accepts(100, 98),
+            ratio(9_000_000), stall(250_000), blocked(600_000), dominant(600), lost(50)]
+    found = {f.id: f for m in made for f in m.report().findings}
+    assert set(rows) == set(found)
+    for fid, (_, severities, module, keys) in rows.items():
+        documented = set(re.findall(r"`([^`]+)`", keys))
+        for other in documented & set(rows):
+            documented = documented - {other} | set(re.findall(r"`([^`]+)`", rows[other][3]))
+        assert documented == set(found[fid].evidence), fid
+        assert found[fid].severity in severities, fid
+        source = inspect.getsource(getattr(sys.modules[__name__], module.strip("`")))
+        assert f'id="{fid}"' in source, (fid, module)
+
+    def runs(names):  # consecutive repeats collapsed
+        return [n for i, n in enumerate(names) if i == 0 or names[i - 1] != n]
+
+    table_order = runs([cells[2].strip("`") for cells in rows.values()])
+    assert table_order == runs([d.__module__.rsplit(".", 1)[-1] for d in DETECTORS])

@@ -11,6 +11,7 @@ report-wide detector (lost data, a thread stuck at the end) looks at the context
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import wraps
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..aggregate import Index, Sums
@@ -158,20 +159,20 @@ ReportCheck = Callable[[Context], Optional[Finding]]
 def each_process(check: ProcessCheck) -> Detector:
     """Runs ``check`` on every traced process, in order: the loop all detectors share."""
 
+    @wraps(check)
     def run(ctx: Context) -> List[Finding]:
         found = (check(ctx, proc) for proc in ctx.processes)
         return [f for f in found if f is not None]
 
-    run.__name__ = check.__name__
     return run
 
 
 def once(check: ReportCheck) -> Detector:
     """Runs a report-wide ``check`` once."""
 
+    @wraps(check)
     def run(ctx: Context) -> List[Finding]:
         found = check(ctx)
         return [] if found is None else [found]
 
-    run.__name__ = check.__name__
     return run

@@ -3,7 +3,7 @@ the ``Mesh`` recording (tests/unit/test_aggregate.py) several families use."""
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, Callable, List
 
 from kubectl_offwake.analysis.report import Finding, Report
 from tests.unit.test_aggregate import APP, W_TCP, Mesh, waker
@@ -30,3 +30,10 @@ def workers_busy(m: Mesh, runq_share: float, by=None) -> None:
     for comm in ("wrk:worker_0", "wrk:worker_1"):
         m.wake(comm, waker(APP), W_TCP, 500, off // 2 - runq // 2)
         m.preempt(comm, 50, runq // 2, by=by)
+
+
+def at_edge(make: Callable[[Any], Mesh], fid: str, at: Any, under: Any) -> None:
+    """A threshold pinned: the finding for the recording made at its value, silence for
+    the one made just under it (so a changed value fails a test)."""
+    assert fid in ids(make(at).report()), f"{fid} silent at {at!r}"
+    assert fid not in ids(make(under).report()), f"{fid} raised at {under!r}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.findings_support import ids, one
+from tests.unit.findings_support import at_edge, ids, one
 from tests.unit.test_aggregate import (
     KUBELET,
     W_ACCEPT,
@@ -54,5 +54,4 @@ def accepts(*counts: int) -> Mesh:
     ((50, 50), (50,)),  # HERD_MIN_WORKERS
 ], ids=["wakes", "balance", "workers"])
 def test_thresholds_at_their_edge(at, under) -> None:
-    assert "accept-herd" in ids(accepts(*at).report())
-    assert "accept-herd" not in ids(accepts(*under).report())
+    at_edge(lambda counts: accepts(*counts), "accept-herd", at, under)

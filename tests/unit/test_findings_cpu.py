@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.findings_support import ids, one, workers_busy
+from tests.unit.findings_support import at_edge, ids, one, workers_busy
 from tests.unit.test_aggregate import (
     APP,
     CRUNCHER,
@@ -151,8 +151,7 @@ def neighbour(cruncher_us: int) -> Mesh:
     (neighbour, "noisy-neighbour", 106_000, 100_000),  # NEIGHBOUR_MIN_SHARE: 5.03%, 4.76%
 ], ids=["share", "wait", "neighbour-share"])
 def test_thresholds_at_their_edge(make, fid, at, under) -> None:
-    assert fid in ids(make(at).report())
-    assert fid not in ids(make(under).report())
+    at_edge(make, fid, at, under)
 
 
 def test_critical_from_a_fifth_of_the_off_cpu_time() -> None:  # RUNQ_SHARE_CRITICAL

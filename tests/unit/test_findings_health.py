@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kubectl_offwake.analysis.model import Pending, Task
-from tests.unit.findings_support import T_EPOLL_IDLE, ids, one
+from tests.unit.findings_support import T_EPOLL_IDLE, at_edge, ids, one
 from tests.unit.test_aggregate import (
     APP,
     CRUNCHER,
@@ -168,8 +168,7 @@ def lost(n: int) -> Mesh:
     (dominant_share, "dominant-waker", 500, 499),  # DOMINANT_SHARE: half of all wakeups
 ], ids=["blocked", "runnable", "dominant-wakes", "dominant-share"])
 def test_thresholds_at_their_edge(make, fid, at, under) -> None:
-    assert fid in ids(make(at).report())
-    assert fid not in ids(make(under).report())
+    at_edge(make, fid, at, under)
 
 
 def test_losses_a_warning_from_one_percent() -> None:  # LOSS_WARN_SHARE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubectl_offwake.analysis.model import OnCpu, Task
-from tests.unit.findings_support import ids, one
+from tests.unit.findings_support import at_edge, ids, one
 from tests.unit.test_aggregate import (
     Mesh,
 )
@@ -123,8 +123,7 @@ def stall(max_us: int) -> Mesh:
     (stall, "event-loop-stall", 50_000, 49_999),  # STALL_US
 ], ids=["ratio", "busy", "no-duration", "stall"])
 def test_thresholds_at_their_edge(make, fid, at, under) -> None:
-    assert fid in ids(make(at).report())
-    assert fid not in ids(make(under).report())
+    at_edge(make, fid, at, under)
 
 
 def test_stall_critical_at_the_watchdog_miss() -> None:  # STALL_CRITICAL_US

@@ -10,7 +10,7 @@ report-wide detector (lost data, a thread stuck at the end) looks at the context
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import wraps
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -107,33 +107,43 @@ class Context:
 def build(recording: Recording, report: Report, namer: Namer, idx: Index) -> Context:
     """The context of one report: its index's cells and its threads filed per process,
     in the order the processes first appear (cells first, then threads)."""
-    keys: Dict[str, Tuple[str, Optional[int]]] = {}
-    cells: Dict[str, List[Cell]] = {}
-    threads: Dict[str, List[ThreadSummary]] = {}
-    by_category: Dict[str, Dict[str, List[Wakeup]]] = {}
-    workers: Dict[str, List[Wakeup]] = {}
+    gathered: Dict[str, _Gathering] = {}
 
-    def file(target: Party) -> str:
+    def process_of(target: Party) -> _Gathering:
         key = _process_key(target)
-        if key not in keys:
-            keys[key] = (_process_name(target), target.pid)
-            cells[key], threads[key], by_category[key], workers[key] = [], [], {}, []
-        return key
+        found = gathered.get(key)
+        if found is None:
+            found = gathered[key] = _Gathering(key, _process_name(target), target.pid)
+        return found
 
     for (tk, category), ws in idx.cells.items():
         target = idx.threads[tk]
-        key = file(target)
-        cells[key].append(Cell(target, category, ws, idx.cell_sums[(tk, category)]))
-        by_category[key].setdefault(category, []).extend(ws)
+        proc = process_of(target)
+        proc.cells.append(Cell(target, category, ws, idx.cell_sums[(tk, category)]))
+        proc.by_category.setdefault(category, []).extend(ws)
         if target.role == WORKER:
-            workers[key].extend(ws)
+            proc.workers.extend(ws)
     for t in report.by_thread:
-        threads[file(t.target)].append(t)
-    processes = tuple(
-        Process(key, name, pid, tuple(cells[key]), tuple(threads[key]), by_category[key],
-                workers[key])
-        for key, (name, pid) in keys.items())
+        process_of(t.target).threads.append(t)
+    processes = tuple(g.freeze() for g in gathered.values())
     return Context(recording, report, namer, idx, duration_s(recording.source), processes)
+
+
+@dataclass
+class _Gathering:
+    """A process's pieces while the report is being filed."""
+
+    key: str
+    name: str
+    pid: Optional[int]
+    cells: List[Cell] = field(default_factory=list)
+    threads: List[ThreadSummary] = field(default_factory=list)
+    by_category: Dict[str, List[Wakeup]] = field(default_factory=dict)
+    workers: List[Wakeup] = field(default_factory=list)
+
+    def freeze(self) -> Process:
+        return Process(self.key, self.name, self.pid, tuple(self.cells), tuple(self.threads),
+                       self.by_category, self.workers)
 
 
 def _process_key(party: Party) -> str:

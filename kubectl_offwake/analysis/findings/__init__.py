@@ -18,6 +18,12 @@ the package runs it over all of them); ``evidence`` and ``wording`` are what det
 share for reading wakeups and writing sentences. The findings' shape is
 :class:`~kubectl_offwake.analysis.report.Finding`, serialised as ``findings[]`` in the JSON
 report (docs/report-json.md); their ids and evidence keys are part of that interface.
+
+A new detector is a function of ``(Context, Process)`` (or of the ``Context`` alone, for
+the whole report) returning at most one finding, in its family's module below the
+thresholds it uses, each with a ``#:`` line saying why that value; it is listed in
+:data:`DETECTORS`, gets a row in docs/report-json.md (a test compares the two) and a test
+at each threshold's edge (``tests/unit/test_findings_<family>.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""How the findings' sentences write shares and counts (durations: :mod:`...units`)."""
+"""How the findings' sentences write shares and counts (durations: ``kubectl_offwake.units``)."""
 
 from __future__ import annotations
 

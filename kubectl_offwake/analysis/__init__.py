@@ -9,7 +9,8 @@ with one job:
 * ``roles``      -- Envoy thread roles, and which processes are Envoy
 * ``naming``     -- display names of wakers, targets and preemptors
 * ``aggregate``  -- sums by category, waker, thread; totals and shares
-* ``findings``   -- plain-sentence findings with the numbers behind them
+* ``findings``   -- plain-sentence findings with the numbers behind them, a package
+                    with one module per family of problems
 * ``model``, ``report``, ``categories`` -- the shared contracts
 """
 

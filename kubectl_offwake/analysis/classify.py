@@ -25,6 +25,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .frames import normalize
 from .model import Edge, Stack
+from .report import CAUSE_INTERRUPT, CAUSE_KSOFTIRQD, CAUSE_NONE, CAUSE_WAKER, Cause
 from .rules import (
     IRQ_FRAMES,
     IRQ_PREFIXES,
@@ -43,11 +44,6 @@ from .rules import (
     Rule,
 )
 
-CAUSE_WAKER = "waker"
-CAUSE_INTERRUPT = "interrupt"
-CAUSE_KSOFTIRQD = "ksoftirqd"
-CAUSE_NONE = "none"
-
 _KSOFTIRQD_COMM = re.compile(r"^ksoftirqd/\d+$")
 _IDLE_COMM = re.compile(r"^swapper(/\d+)?$")
 
@@ -64,7 +60,7 @@ class Classification(NamedTuple):
     """
 
     category: str
-    cause: str
+    cause: Cause
     rule: str
     detail: Optional[str] = None
 
@@ -184,8 +180,8 @@ class _WakerPart:
 
     __slots__ = ("fixed", "category", "cause", "rule_id", "by_detail")
 
-    def __init__(self, fixed: Optional[Classification], category: str = "", cause: str = "",
-                 rule_id: str = "") -> None:
+    def __init__(self, fixed: Optional[Classification], category: str = "",
+                 cause: Cause = CAUSE_NONE, rule_id: str = "") -> None:
         self.fixed = fixed
         self.category = category
         self.cause = cause
@@ -286,7 +282,7 @@ class Classifier:
             return _WakerPart(Classification(rule.category, cause, rule_id, detail))
         return _WakerPart(None, rule.category, cause, rule_id)
 
-    def _scan(self, frames: Sequence[str], kind: str) -> Tuple[str, Optional[Rule]]:
+    def _scan(self, frames: Sequence[str], kind: str) -> Tuple[Cause, Optional[Rule]]:
         """One pass leaf to root: the cause (first interrupt or ksoftirqd marker) and the
         event rule (leaf-nearest specific rule before the first context boundary, else the
         leaf-nearest generic one)."""
@@ -295,7 +291,7 @@ class Classifier:
         specific: Optional[Rule] = None
         generic: Optional[Rule] = None
         in_event = True
-        cause = ""
+        cause: Optional[Cause] = None
         for raw in frames:
             info = known.get(raw) or frame(raw)
             marker = info.marker
@@ -314,7 +310,7 @@ class Classifier:
                         specific = rule
                     elif generic is None:
                         generic = rule
-        if not cause:
+        if cause is None:
             cause = _cause_of_kind(kind)
         return cause, specific or generic
 
@@ -378,7 +374,7 @@ _PREEMPTED_FALLBACK = Classification(PREEMPTED_FALLBACK.category, CAUSE_NONE,
 _NO_WAKER_FALLBACK = Classification(NO_WAKER_FALLBACK.category, CAUSE_NONE, NO_WAKER_FALLBACK.id)
 
 
-def _cause_of_kind(kind: str) -> str:
+def _cause_of_kind(kind: str) -> Cause:
     """The cause when the stack shows no interrupt or ksoftirqd frame."""
     if kind == "ksoftirqd":
         return CAUSE_KSOFTIRQD

@@ -6,9 +6,26 @@ Renderers import only this module (and ``categories``); they never look at a Rec
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, Final, List, Literal, Optional, Tuple
 
 from .model import Edge, OnCpu, Pending, Throttling
+
+#: Who is responsible for a wakeup, decided by the classifier from the waker's kernel stack:
+#: the waker's own code path, an interrupt (the task on the CPU was a bystander), the
+#: ksoftirqd thread, or nobody (a preemption). The JSON report carries the string as is.
+Cause = Literal["waker", "interrupt", "ksoftirqd", "none"]
+CAUSE_WAKER: Final = "waker"
+CAUSE_INTERRUPT: Final = "interrupt"
+CAUSE_KSOFTIRQD: Final = "ksoftirqd"
+CAUSE_NONE: Final = "none"
+
+#: How urgent a finding is; renderers style by it and the JSON report carries the string.
+Severity = Literal["info", "warning", "critical"]
+INFO: Final = "info"
+WARNING: Final = "warning"
+CRITICAL: Final = "critical"
+#: Most severe first: the order a report lists its findings in.
+SEVERITIES: Final[Tuple[Severity, ...]] = (CRITICAL, WARNING, INFO)
 
 
 @dataclass(frozen=True)
@@ -35,7 +52,7 @@ class Wakeup:
 
     edge: Edge
     category: str
-    cause: str
+    cause: Cause
     rule: str  # the classifier rule that decided, for "why was this classified so"
     target: Party
     waker: Optional[Party]
@@ -76,7 +93,7 @@ class Finding:
     """A plain sentence an on-call engineer can act on, with the numbers behind it."""
 
     id: str
-    severity: str  # "info" | "warning" | "critical"
+    severity: Severity
     title: str
     text: str
     evidence: Dict[str, object] = field(default_factory=dict)

@@ -1,7 +1,8 @@
 """Aggregation, naming and roles: sums, shares, grouping by waker process and by thread.
 
 ``Mesh`` builds small recordings of an Istio pod (Envoy + pilot-agent in istio-proxy, an
-app container, coredns, a noisy batch pod) edge by edge; test_findings.py uses it too.
+app container, coredns, a noisy batch pod) edge by edge; the test_findings*.py files use
+it too.
 """
 
 from __future__ import annotations

@@ -1,9 +1,15 @@
 """Errors a user sees: one sentence saying what went wrong and what to do.
 
 Exit codes are a stable interface (DESIGN.md §3.1): 1 the run failed, 2 bad usage or input.
+
+Messages often quote what a node said (a pod name, a collector's last words, a path), so
+this is where error text is made safe to print: every message is neutralized when the error
+is made, and whatever prints ``str(error)`` prints no control character.
 """
 
 from __future__ import annotations
+
+from .untrusted import neutralize
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -16,7 +22,7 @@ class UserError(Exception):
     exit_code = EXIT_FAILED
 
     def __init__(self, message: str, exit_code: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(neutralize(message))
         if exit_code is not None:
             self.exit_code = exit_code
 
@@ -31,3 +37,8 @@ class RunFailed(UserError):
     """The cluster, the collector or the machine failed the run (exit 1)."""
 
     exit_code = EXIT_FAILED
+
+
+def warning_line(text: str) -> str:
+    """A warning as the command line prints it (``warning: ...``), made safe the same way."""
+    return f"warning: {neutralize(text)}"

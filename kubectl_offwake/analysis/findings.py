@@ -27,6 +27,7 @@ from .model import Pending, Recording, Throttling
 from .naming import Namer
 from .report import Finding, Party, Report, ThreadSummary, Wakeup
 from .roles import ACCESS_LOG_FLUSH, MAIN, WORKER
+from .vocabulary import traced_seconds, with_comm
 
 
 def _cat(category_id: str) -> str:
@@ -145,7 +146,7 @@ class _Context:
         self.report = report
         self.namer = namer
         self.index = idx
-        self.duration_s = duration_s(recording.source)
+        self.duration_s = traced_seconds(recording.source)
         procs: Dict[str, _Process] = {}
         for (tk, category), ws in idx.cells.items():
             target = idx.threads[tk]
@@ -171,15 +172,6 @@ class _Context:
         return f" in {proc.name}" if self.several else ""
 
 
-def duration_s(source: Dict[str, object]) -> Optional[float]:
-    """How long the trace ran, from the source (a recording's elapsed, an import's banner)."""
-    for key in ("elapsed_s", "duration_s"):
-        value = source.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            return float(value)
-    return None
-
-
 def _waker_label(ctx: _Context, w: Wakeup) -> str:
     """The waker's name; its process comm too when it shares a container with the target
     (pilot-agent and Envoy both live in istio-proxy)."""
@@ -187,7 +179,7 @@ def _waker_label(ctx: _Context, w: Wakeup) -> str:
     if w.waker.name == w.target.name and w.waker.pid != w.target.pid:
         info = ctx.recording.processes.get(w.waker.pid) if w.waker.pid is not None else None
         comm = info.comm if info is not None and info.comm else w.waker.comm
-        return f"{comm} ({w.waker.name})"
+        return with_comm(w.waker.name, comm)
     return w.waker.name
 
 

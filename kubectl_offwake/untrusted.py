@@ -28,6 +28,8 @@ _UNSAFE_TEXT = re.compile(f"[{_C0}{_BEYOND_C0}]")
 #: The same, less the C0 controls: a JSON encoder escapes those inside strings itself,
 #: and a JSON document's own line breaks are C0 characters.
 _UNSAFE_IN_JSON = re.compile(f"[{_BEYOND_C0}]")
+#: The printable ASCII bytes (space to tilde).
+_ASCII_PRINTABLE = bytes(range(0x20, 0x7f))
 
 
 def _escape(match: re.Match) -> str:
@@ -40,14 +42,22 @@ def _json_escape(match: re.Match) -> str:
 
 
 def needs_neutralizing(text: str) -> bool:
-    """Whether :func:`neutralize` would change ``text`` (one scan, no copy)."""
-    return _UNSAFE_TEXT.search(text) is not None
+    """Whether :func:`neutralize` would change ``text`` (one scan, no copy).
+
+    Renderers ask this of every stack they write, so it is quick: ASCII text (almost all
+    of it) is checked by deleting its printable bytes in C; other text by
+    ``str.isprintable`` (every unsafe character is "not printable"), and only text that
+    fails that meets the regular expression.
+    """
+    if text.isascii():
+        return bool(text.encode("ascii").translate(None, _ASCII_PRINTABLE))
+    return not text.isprintable() and _UNSAFE_TEXT.search(text) is not None
 
 
 def neutralize(text: object) -> str:
     """``text`` with every unsafe character written out as ``\\xNN`` or ``\\uNNNN``."""
     value = text if isinstance(text, str) else str(text)
-    if _UNSAFE_TEXT.search(value) is None:  # the common case: nothing to copy
+    if not needs_neutralizing(value):  # the common case: nothing to copy
         return value
     return _UNSAFE_TEXT.sub(_escape, value)
 
@@ -59,6 +69,6 @@ def json_escaped(document: str) -> str:
     no character a terminal would act on. Applied to whole encoded chunks: outside strings
     JSON has only ASCII punctuation, digits and whitespace, none of which is touched.
     """
-    if _UNSAFE_IN_JSON.search(document) is None:
-        return document
+    if (document.isascii() and "\x7f" not in document) or not _UNSAFE_IN_JSON.search(document):
+        return document  # (two quick C scans answer for the usual all-ASCII chunk)
     return _UNSAFE_IN_JSON.sub(_json_escape, document)

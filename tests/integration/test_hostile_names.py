@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import select
 import shutil
 import subprocess
 import time
-import xml.etree.ElementTree as ET
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Tuple
 
 import pytest
 
 from tests.plugin_cli import plugin_cmd, plugin_env
+from tests.untrusted_checks import (
+    FOLDED_LINE,
+    assert_html_inert,
+    assert_svg_inert,
+    assert_terminal_safe,
+)
 
 pytestmark = [
     pytest.mark.root,
@@ -86,15 +89,6 @@ int main(void) {
     for (;;) nap(20);
 }
 """
-
-#: What may never reach a terminal as itself: C0 controls but line ends and ESC (checked
-#: apart), DEL, C1 controls, bidi marks, overrides and isolates.
-UNSAFE = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f\u061c\u200e\u200f"
-                    "\u202a-\u202e\u2066-\u2069]")
-#: What the display itself writes to a terminal: colours, cursor moves and line erases,
-#: cursor show/hide.
-OWN_SEQUENCES = re.compile("\x1b\\[(?:[0-9;]*[mAKG]|\\?25[lh])")
-
 
 @pytest.fixture(scope="module")
 def hostile_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -182,18 +176,11 @@ def _read_until_exit(master: int, proc: subprocess.Popen, timeout_s: float) -> s
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-def _assert_terminal_safe(text: str) -> None:
-    rest = OWN_SEQUENCES.sub("", text)
-    assert "\x1b" not in rest, repr(rest[max(0, rest.find("\x1b") - 80):rest.find("\x1b") + 80])
-    found = UNSAFE.search(rest)
-    assert found is None, repr(rest[max(0, found.start() - 80):found.end() + 80])
-
-
 def test_the_terminal_run_shows_the_names_escaped(traced: Tuple[Path, str, int]) -> None:
     saved, written, returncode = traced
     assert returncode == 0, written
     assert saved.exists()
-    _assert_terminal_safe(written)
+    assert_terminal_safe(written)
     assert "\x1b[2J" not in written
     assert "\\x1b[2Jclr" in written  # the names are there, escaped
     assert "[red]x" in written and HTML in written and "rlo\\u202e\\x9bx" in written
@@ -207,16 +194,22 @@ def _report(saved: Path, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def _written(source: Path, fmt: str, out: Path) -> str:
+    """``report SOURCE -o FMT --out OUT``, and what it wrote."""
+    _report(source, "-o", fmt, "--out", str(out))
+    return out.read_text(encoding="utf-8")
+
+
 def test_the_captured_table_and_json(traced: Tuple[Path, str, int]) -> None:
     saved = traced[0]
     table = _report(saved)
     for stream in (table.stdout, table.stderr):
         text = stream.decode("utf-8")
-        _assert_terminal_safe(text)
+        assert_terminal_safe(text)
         assert "\x1b" not in text  # not a terminal: no colour either
     assert b"\\x1b[2Jclr" in table.stdout and b"[red]x" in table.stdout
     data = _report(saved, "-o", "json").stdout.decode("utf-8")
-    _assert_terminal_safe(data.replace("\n", ""))
+    assert_terminal_safe(data.replace("\n", ""))
     report = json.loads(data)
     comms = {w["target"]["comm"] for w in report["wakeups"]}
     assert {ESCAPE, MARKUP, BIDI} <= comms  # exact, once decoded
@@ -224,50 +217,23 @@ def test_the_captured_table_and_json(traced: Tuple[Path, str, int]) -> None:
     assert {ESCAPE, MARKUP} <= wakers
 
 
-class _Tags(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: List[Tuple[str, Dict[str, Optional[str]]]] = []
-
-    def handle_starttag(self, tag: str, attrs: List[Tuple[str, Optional[str]]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-
 def test_html_and_svg_have_no_live_markup(traced: Tuple[Path, str, int],
                                           tmp_path: Path) -> None:
-    saved = traced[0]
-    page, picture = tmp_path / "vocab.html", tmp_path / "vocab.svg"
-    _report(saved, "-o", "html", "--out", str(page))
-    _report(saved, "-o", "svg", "--out", str(picture))
-    html = page.read_text(encoding="utf-8")
-    parser = _Tags()
-    parser.feed(html)
-    svgs = [attrs for tag, attrs in parser.tags if tag == "svg"]
-    assert [attrs.get("id") for attrs in svgs] == ["fg-svg"]  # only the flame graph
-    assert not any(name.startswith("on") for _tag, attrs in parser.tags for name in attrs)
+    html = _written(traced[0], "html", tmp_path / "vocab.html")
+    assert_html_inert(html)
     assert "&lt;svg onload=1&gt;" in html and "\\x1b[2Jclr" in html
-    svg = picture.read_text(encoding="utf-8")
-    root = ET.fromstring(svg.encode("utf-8"))
-    elements = list(root.iter())
-    assert sum(1 for e in elements if e.tag.endswith("}svg")) == 1
-    assert not any(name.startswith("on") for e in elements for name in e.attrib)
-    titles = " ".join(e.text or "" for e in elements if e.tag.endswith("}title"))
+    titles = assert_svg_inert(_written(traced[0], "svg", tmp_path / "vocab.svg"))
     assert HTML in titles and "\\x1b[2Jclr" in titles and "rlo\\u202e\\x9bx" in titles
-    for text in (html, svg):
-        assert not UNSAFE.search(text) and "\x1b" not in text
 
 
 def test_folded_output_re_imports_to_itself(traced: Tuple[Path, str, int],
                                            tmp_path: Path) -> None:
-    saved = traced[0]
-    first, second = tmp_path / "vocab-1.folded", tmp_path / "vocab-2.folded"
-    _report(saved, "-o", "folded", "--out", str(first))
-    _report(first, "-o", "folded", "--out", str(second))
-    text = first.read_text(encoding="utf-8")
-    assert second.read_text(encoding="utf-8") == text
-    assert not UNSAFE.search(text) and "\x1b" not in text
+    first = tmp_path / "vocab-1.folded"
+    text = _written(traced[0], "folded", first)
+    assert _written(first, "folded", tmp_path / "vocab-2.folded") == text
+    assert_terminal_safe(text)
     lines = text.splitlines()
-    assert lines and all(re.fullmatch(r"[^;]+;.*;--;.* \d+", line) for line in lines)
+    assert lines and all(FOLDED_LINE.fullmatch(line) for line in lines)
     comms = {line.split(";", 1)[0] for line in lines}
     assert {"\\x1b[2Jclr", "[red]x", "rlo\\u202e\\x9bx", HTML} <= comms, comms
 
@@ -282,5 +248,5 @@ def test_an_error_quoting_a_hostile_name_is_escaped(traced: Tuple[Path, str, int
     assert proc.returncode == 2
     stderr = proc.stderr.decode("utf-8")
     assert stderr.startswith("error:") and "\\x1b[2Jclr[red]x" in stderr
-    _assert_terminal_safe(stderr)
+    assert_terminal_safe(stderr)
     assert "\x1b" not in stderr

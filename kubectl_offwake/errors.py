@@ -9,6 +9,9 @@ is made, and whatever prints ``str(error)`` prints no control character.
 
 from __future__ import annotations
 
+import sys
+from typing import Optional, TextIO
+
 from .untrusted import neutralize
 
 EXIT_OK = 0
@@ -39,6 +42,9 @@ class RunFailed(UserError):
     exit_code = EXIT_FAILED
 
 
-def warning_line(text: str) -> str:
-    """A warning as the command line prints it (``warning: ...``), made safe the same way."""
-    return f"warning: {neutralize(text)}"
+def say(text: str, stream: Optional[TextIO] = None) -> None:
+    """One line for the user on standard error (progress, notes, warnings), neutralized:
+    such lines quote node and pod names and what a collector said."""
+    out = sys.stderr if stream is None else stream
+    out.write(neutralize(text) + "\n")
+    out.flush()

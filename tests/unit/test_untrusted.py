@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubectl_offwake.errors import BadInput, RunFailed, UserError, warning_line
+from kubectl_offwake.errors import BadInput, RunFailed, UserError, say
 from kubectl_offwake.untrusted import json_escaped, needs_neutralizing, neutralize
 from tests.golden_files import check_golden
 
@@ -63,7 +64,9 @@ def test_errors_are_neutralized_where_they_are_made() -> None:
         assert not UNSAFE.search(str(error)), str(error)
     assert str(RunFailed("pod x\x1b[2J failed")) == "pod x\\x1b[2J failed"
     assert RunFailed("x", exit_code=2).exit_code == 2
-    assert warning_line("lost \x1b[31m3") == "warning: lost \\x1b[31m3"
+    out = io.StringIO()
+    say("node-\x1b[2J: done", out)
+    assert out.getvalue() == "node-\\x1b[2J: done\n"
 
 
 def test_golden_update_mode_writes_and_fails(tmp_path: Path) -> None:

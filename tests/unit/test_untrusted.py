@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from kubectl_offwake.errors import BadInput, RunFailed, UserError, say
 from kubectl_offwake.untrusted import json_escaped, needs_neutralizing, neutralize
 from tests.golden_files import check_golden
+from tests.plugin_cli import plugin_env
 
 UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
                     "\ud800-\udfff\ufffe\uffff]")
@@ -78,3 +81,16 @@ def test_golden_update_mode_writes_and_fails(tmp_path: Path) -> None:
         check_golden("h1.txt", "other text\n", tmp_path, update=False)
     with pytest.raises(pytest.fail.Exception, match="missing"):
         check_golden("h2.txt", "x", tmp_path, update=False)
+
+
+def test_report_command_prints_input_warnings_neutralized(tmp_path: Path) -> None:
+    """What an input file says about itself reaches stderr escaped (the real CLI)."""
+    capture = tmp_path / "h1-capture.folded"
+    capture.write_text("envoy;epoll_wait;--;hrtimer_wakeup;swapper/0 120\n"
+                       "WARNING: 3 stack id\x1b[2J\u202e lost\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "kubectl_offwake", "report", str(capture)],
+                          capture_output=True, env=plugin_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    stderr = proc.stderr.decode("utf-8")
+    assert "warning: offwaketime: 3 stack id\\x1b[2J\\u202e lost" in stderr
+    assert not UNSAFE.search(stderr.replace("\n", ""))

@@ -3,7 +3,8 @@
 The page works offline and fetches nothing: CSS and JavaScript are inline, the flame graph is
 the SVG of :mod:`.svg` embedded inline and driven by the same ``assets/flamegraph.js``, and a
 Content-Security-Policy (``default-src 'none'``) stops the browser from loading anything
-even if a frame name smuggled in a URL. Every piece of text from the report is escaped.
+even if a frame name smuggled in a URL. Every piece of text from the report is neutralized
+and escaped (:func:`.svg.esc`), and the page's script sets text only as text.
 
 Sections, in the order an on-call engineer reads them: what was traced (where, how long),
 totals, findings, warnings, where the time went (categories with share bars), the

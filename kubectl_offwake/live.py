@@ -11,6 +11,10 @@ lines also say which collector flag to raise when the kernel side lost data.
         live.set_status("node-a", "stopping")
 
 ``StepPrinter`` shows set-up steps (the demo's, the Kubernetes path's) the same way.
+
+Everything shown (node and pod names, a collector's messages and counter names) may come
+from a node: it goes out neutralized (:mod:`.untrusted`) through consoles that interpret no
+rich markup and no emoji codes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .analysis.vocabulary import traced_field
+from .untrusted import neutralize
 from .wire.schema import distinct_losses, loss_sentences
 
 #: Statuses that records arriving late must not overwrite.
@@ -93,9 +99,7 @@ class SourceState:
             self.message = str(record.get("message"))
 
     def _set_elapsed(self, record: Dict[str, Any]) -> None:
-        tracing = _num(record.get("tracing_s"))
-        if tracing is None:
-            tracing = _num(record.get("elapsed_s"))
+        tracing = _num(traced_field(record))
         if tracing is not None:
             self.elapsed_s = tracing
             self._elapsed_at = time.monotonic()
@@ -121,7 +125,7 @@ class SourceState:
             parts.append(f"stopped: {self.end_reason}")
         losses = loss_sentences(self.lost)
         parts.append("; ".join(losses) if losses else "nothing lost")
-        return f"{self.name}: " + ", ".join(parts)
+        return neutralize(f"{self.name}: " + ", ".join(parts))
 
 
 def _num(value: Any) -> Optional[float]:
@@ -150,7 +154,7 @@ class LiveProgress:
                  live: Optional[bool] = None, refresh_per_second: float = 4.0) -> None:
         self.title = title
         self.stream = stream if stream is not None else sys.stderr
-        self.console = Console(file=self.stream, highlight=False)
+        self.console = _console(self.stream)
         self.live_enabled = self.console.is_terminal if live is None else live
         self.refresh_per_second = refresh_per_second
         self.sources: Dict[str, SourceState] = {}
@@ -200,7 +204,7 @@ class LiveProgress:
                 self.console.print(Text(line), soft_wrap=True)
 
     def __rich__(self) -> RenderableType:
-        table = Table(title=self.title, title_justify="left", box=None, pad_edge=False,
+        table = Table(title=_text(self.title), title_justify="left", box=None, pad_edge=False,
                       show_edge=False)
         for column, justify in (("source", "left"), ("status", "left"), ("elapsed", "right"),
                                 ("", "left"), ("remaining", "right"), ("wakeups", "right"),
@@ -214,31 +218,39 @@ class LiveProgress:
                          if state.duration_s and state.status == "tracing" else "")
             lost = sum(distinct_losses(state.lost).values())
             table.add_row(
-                state.name, state.status, f"{elapsed:.1f} s", _bar(elapsed, state.duration_s),
-                remaining, f"{state.wakeups:,}", f"{state.edges:,}",
-                Text(f"{lost:,}", style="bold red") if lost else "0",
+                _text(state.name), _text(state.status), f"{elapsed:.1f} s",
+                _bar(elapsed, state.duration_s), remaining, f"{state.wakeups:,}",
+                f"{state.edges:,}", Text(f"{lost:,}", style="bold red") if lost else "0",
             )
             notes.extend(f"{state.name}: {n}" for n in loss_sentences(state.lost))
             if state.message:
                 notes.append(f"{state.name}: {state.message}")
         if not notes:
             return table
-        return Group(table, *(Text(n, style="yellow") for n in notes))
+        return Group(table, *(_text(n, "yellow") for n in notes))
+
+
+def _console(stream: IO[str]) -> Console:
+    """A console that prints strings as they are: no markup, no emoji codes, no highlighting."""
+    return Console(file=stream, highlight=False, markup=False, emoji=False)
+
+
+def _text(text: str, style: str = "") -> Text:
+    return Text(neutralize(text), style=style)
 
 
 class StepPrinter:
     """Set-up steps: a spinner on a terminal while working, one line per finished step."""
 
     def __init__(self, stream: Optional[IO[str]] = None, live: Optional[bool] = None) -> None:
-        self.console = Console(file=stream if stream is not None else sys.stderr,
-                               highlight=False)
+        self.console = _console(stream if stream is not None else sys.stderr)
         self.live_enabled = self.console.is_terminal if live is None else live
 
     def done(self, text: str) -> None:
-        self.console.print(Text(f"✓ {text}"), soft_wrap=True)
+        self.console.print(_text(f"✓ {text}"), soft_wrap=True)
 
     def note(self, text: str) -> None:
-        self.console.print(Text(f"  {text}", style="dim"), soft_wrap=True)
+        self.console.print(_text(f"  {text}", "dim"), soft_wrap=True)
 
     def working(self, text: str) -> _Working:
         """A context manager showing ``text`` with a spinner until it exits."""
@@ -253,7 +265,7 @@ class _Working:
 
     def __enter__(self) -> _Working:
         if self.printer.live_enabled:
-            self._status = self.printer.console.status(self.text)
+            self._status = self.printer.console.status(_text(self.text))
             self._status.start()
         return self
 
@@ -264,5 +276,5 @@ class _Working:
 
     def update(self, text: str) -> None:
         if self._status is not None:
-            self._status.update(text)
+            self._status.update(_text(text))
 

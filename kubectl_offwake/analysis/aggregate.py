@@ -20,9 +20,8 @@ from .classify import CAUSE_INTERRUPT
 from .model import OnCpu, Recording, Task
 from .naming import Namer
 from .report import Group, Party, ThreadSummary, Totals, Wakeup
+from .vocabulary import waker_group, with_comm
 
-PREEMPTED_KEY_PREFIX = "preempted:"
-INTERRUPT_KEY_PREFIX = "interrupt:"
 _CATEGORY_ORDER = {c.id: i for i, c in enumerate(CATEGORIES)}
 
 
@@ -86,26 +85,6 @@ def share(part: int, whole: int) -> float:
     return part / whole if whole > 0 else 0.0
 
 
-def waker_key(w: Wakeup) -> Tuple[str, str]:
-    """The identity a wakeup is grouped under: the waker's process, or who preempted.
-
-    A wake that ran in an interrupt is not the interrupted task's doing (often the idle
-    ``swapper/N``, or a busy neighbour that happened to be on that CPU), so those are
-    grouped by what the interrupt did instead of crediting the bystander.
-    """
-    if w.cause == CAUSE_INTERRUPT:
-        return f"{INTERRUPT_KEY_PREFIX}{w.category}", f"interrupt ({w.category})"
-    if w.waker is not None:
-        pid = "" if w.waker.pid is None else str(w.waker.pid)
-        return f"{pid}:{w.waker.name}", w.waker.name
-    if w.preempted_by is not None:
-        return (PREEMPTED_KEY_PREFIX + w.preempted_by.name,
-                f"preempted by {w.preempted_by.name}")
-    if w.edge.preempted:
-        return PREEMPTED_KEY_PREFIX, "preempted"
-    return ":?", "(no waker)"
-
-
 def thread_key(task: Task) -> Tuple[object, ...]:
     """A target thread: by tid when known, else by (pid, comm)."""
     if task.tid is not None:
@@ -154,7 +133,7 @@ def index(wakeups: Iterable[Wakeup]) -> Index:
         threads.setdefault(tk, ws[0].target)
         cells.setdefault((tk, category), []).extend(ws)
     for ws in by_waker.values():
-        key, label = waker_key(ws[0])
+        key, label = waker_group(ws[0])
         labels.setdefault(key, label)
         wakers.setdefault(key, []).extend(ws)
     idx.cell_sums = {key: sums(ws) for key, ws in cells.items()}
@@ -211,7 +190,7 @@ def _waker_groups(idx: Index, grand_total: int, namer: Optional[Namer]) -> List[
     for key, label in labels.items():
         waker = idx.wakers[key][0].waker
         if seen[label] > 1 and waker is not None:
-            labels[key] = f"{label} ({_process_comm(waker, namer)})"
+            labels[key] = with_comm(label, _process_comm(waker, namer))
     groups = [sums(ws).group(k, labels[k], grand_total) for k, ws in idx.wakers.items()]
     groups.sort(key=lambda g: (-g.total_us, g.key))
     return groups

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import say
 from ..render import RenderOptions, guess_format, write_report
 from .options import Format, parse_duration
 
@@ -34,7 +35,7 @@ def demo(
     report = analyze(result.recording)
     write_report(report, chosen, out, RenderOptions(title="kubectl offwake demo"))
     for warning in result.recording.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        say(f"warning: {warning}")  # collector and input text: neutralized
     if out:
         typer.echo(f"report written to {out}", err=True)
     if keep_recording:

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import BadInput
+from ..errors import BadInput, say
 from ..render import RenderOptions, guess_format, write_report
 from .options import Format, parse_duration
 
@@ -66,7 +66,7 @@ def local(
     report = analyze(result.recording)
     write_report(report, chosen, out, RenderOptions())
     for warning in result.recording.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        say(f"warning: {warning}")  # collector and input text: neutralized
     if out:
         typer.echo(f"report written to {out}", err=True)
     typer.echo(

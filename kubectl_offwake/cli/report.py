@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from ..analysis import analyze
+from ..errors import say
 from ..importers import load_input
 from ..render import RenderOptions, guess_format, write_report
 from .options import Format
@@ -28,4 +29,4 @@ def report(
     chosen = fmt.value if fmt else guess_format(out)
     write_report(result, chosen, out, RenderOptions())
     for warning in recording.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        say(f"warning: {warning}")  # collector and input text: neutralized

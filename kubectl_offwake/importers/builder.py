@@ -24,6 +24,7 @@ from ..analysis.model import (
     Task,
     Throttling,
 )
+from ..analysis.vocabulary import traced_field
 
 _MISSING_VALUES = ("kernel", "user", "both")
 _ENVELOPE = ("type", "seq")
@@ -439,9 +440,7 @@ class RecordingBuilder:
     def _take_elapsed(self, record: dict) -> None:
         """How long the trace has run: ``tracing_s`` (from attach) when the collector sends
         it, else ``elapsed_s`` (from the collector's start, so including the BPF compile)."""
-        elapsed = _opt_float(record.get("tracing_s"))
-        if elapsed is None:
-            elapsed = _opt_float(record.get("elapsed_s"))
+        elapsed = _opt_float(traced_field(record))
         if elapsed is not None:
             self.recording.source["elapsed_s"] = elapsed
 

@@ -9,11 +9,12 @@ Every classified wakeup becomes one path from the root, weighted by its off-CPU 
         └ target stack, root→leaf where it slept (user frames, then kernel frames)
           └ --                    separator, as in BCC offwaketime / flamegraph.pl chain graphs
             └ waker stack, leaf→root  what the waker was doing (kernel frames, then user frames)
-              └ waker name        who woke it (`ns/pod/container [comm]`, `host: kubelet`, ...)
+              └ who woke it       `ns/pod/container (comm)`, `host: kubelet`, `interrupt (timer)`
 
 Putting the category first (unlike ``offwaketime -f``, which starts at the target) gives the
 answer "where did the time go" at the bottom of the graph: one wide frame per category.
-A preemption has no waker: its chain ends ``-- → preempted by: NAME`` (or ``preempted``).
+A preemption has no waker: its chain ends ``-- → preempted by NAME`` (or ``preempted``).
+Every label comes from :mod:`..analysis.vocabulary`, so the graph names what the table names.
 
 Siblings are ordered alphabetically (by name, then kind), as ``flamegraph.pl`` does after
 sorting its folded input, so the same report always gives the same picture. Frames
@@ -28,8 +29,17 @@ import weakref
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
+from ..analysis.classify import CAUSE_INTERRUPT
 from ..analysis.model import Stack
-from ..analysis.report import Party, Report, Wakeup
+from ..analysis.report import Report, Wakeup
+from ..analysis.vocabulary import (
+    NO_STACK,
+    missing_stack,
+    spans_pods,
+    thread_frame,
+    woken_by,
+)
+from ..analysis.vocabulary import SEPARATOR as SEPARATOR_NAME
 
 # Frame kinds: the renderers colour by kind.
 ROOT = "root"
@@ -50,9 +60,7 @@ WAKER_KINDS = frozenset({SEPARATOR, WAKER_KERNEL, WAKER_USER, WAKER_FRAME, WAKER
 KINDS = (CATEGORY, THREAD, TARGET_USER, TARGET_KERNEL, TARGET_FRAME, SEPARATOR, WAKER_KERNEL,
          WAKER_USER, WAKER_FRAME, WAKER)
 
-SEPARATOR_NAME = "--"
 ROOT_NAME = "all"
-NO_STACK = "[no stack]"
 
 #: A frame of a chain: (name, kind).
 Frame = Tuple[str, str]
@@ -81,24 +89,9 @@ class Layout:
     min_us: float = 0.0  # the cut-off that was applied
 
 
-def thread_label(target: Party, several_pods: bool) -> str:
-    """The target thread's frame: its comm, plus the pod when the report spans pods."""
-    if several_pods and target.pod:
-        return f"{target.comm} ({target.pod})"
-    return target.comm
-
-
-def waker_label(party: Party) -> str:
-    """The waker's frame: its display name, plus the thread's comm when the name hides it."""
-    name = party.name or party.comm
-    if party.comm and party.comm not in name:
-        return f"{name} [{party.comm}]"
-    return name
-
-
 def chain(wakeup: Wakeup, several_pods: bool) -> List[Frame]:
     """The (name, kind) frames of one wakeup's path above the root."""
-    frames = [(wakeup.category, CATEGORY), (thread_label(wakeup.target, several_pods), THREAD)]
+    frames = [(wakeup.category, CATEGORY), (thread_frame(wakeup.target, several_pods), THREAD)]
     frames += _frames(stack_runs(wakeup.edge.target_stack, True))
     frames.append((SEPARATOR_NAME, SEPARATOR))
     stack, has_waker, top = _tail_source(wakeup)
@@ -112,12 +105,10 @@ def chain(wakeup: Wakeup, several_pods: bool) -> List[Frame]:
 
 def _tail_source(wakeup: Wakeup) -> Tuple[Optional[Stack], bool, str]:
     """What the chain above ``--`` is made of: the waker stack (``None`` when there is
-    none), whether there is a waker at all, and the top frame's name."""
+    none), whether there is a waker at all, and the top frame's name (who woke it)."""
     if wakeup.waker is not None:
-        return wakeup.edge.waker_stack, True, waker_label(wakeup.waker)
-    if wakeup.preempted_by is not None:
-        return None, False, f"preempted by: {waker_label(wakeup.preempted_by)}"
-    return None, False, "preempted" if wakeup.edge.preempted else "[no waker]"
+        return wakeup.edge.waker_stack, True, woken_by(wakeup)
+    return None, False, woken_by(wakeup)
 
 
 #: Consecutive frames of one kind: (kind, names in chain order).
@@ -135,7 +126,7 @@ def stack_runs(stack: Stack, target: bool) -> List[Run]:
     """
     plain = TARGET_FRAME if target else WAKER_FRAME
     frames, depth, missing = tuple(stack.frames), stack.kernel_depth, stack.missing
-    marker = f"[{missing} stack missing]" if missing else NO_STACK
+    marker = missing_stack(missing) if missing else NO_STACK
     if not frames:
         return [(plain, (marker,))]
     if depth is None:
@@ -237,7 +228,7 @@ def _nth(runs: List[Run], i: int) -> Frame:
 
 def _chains(report: Report) -> _Chains:
     """Every wakeup's chain from shared parts, encoded as a key, merged and sorted."""
-    several_pods = len({w.target.pod for w in report.wakeups if w.target.pod}) > 1
+    several_pods = spans_pods(report.wakeups)
     parts: List[List[Run]] = [[(WAKER_FRAME, (NO_STACK,))]]
     part_ids: Dict[Tuple[int, bool], int] = {}
     heads: List[Tuple[str, str, int]] = []
@@ -258,7 +249,7 @@ def _chains(report: Report) -> _Chains:
     # are shared objects), so labels are built once per distinct head or tail; equal chains
     # reached through different objects still merge below, by their ranks.
     head_ids: Dict[Tuple[str, int, int], int] = {}
-    tail_ids: Dict[Tuple[int, int, bool], int] = {}
+    tail_ids: Dict[Tuple[int, int, bool, str], int] = {}
     for wakeup in report.wakeups:
         edge = wakeup.edge
         value = edge.total_us
@@ -268,11 +259,15 @@ def _chains(report: Report) -> _Chains:
         h = head_ids.get(head_key)
         if h is None:
             h = head_ids[head_key] = len(heads)
-            heads.append((wakeup.category, thread_label(wakeup.target, several_pods),
+            heads.append((wakeup.category, thread_frame(wakeup.target, several_pods),
                           part_of(edge.target_stack, True)))
         waker = wakeup.waker
-        tail_key = ((id(edge.waker_stack), id(waker), True) if waker is not None
-                    else (id(wakeup.preempted_by), 0, edge.preempted))
+        # An interrupt wake is named by what the interrupt did, so the category is part of
+        # the tail's identity there.
+        tail_key = ((id(edge.waker_stack), id(waker), True,
+                     wakeup.category if wakeup.cause == CAUSE_INTERRUPT else "")
+                    if waker is not None
+                    else (id(wakeup.preempted_by), 0, edge.preempted, wakeup.category))
         t = tail_ids.get(tail_key)
         if t is None:
             t = tail_ids[tail_key] = len(tails)

@@ -20,8 +20,15 @@ it. Decisions, and why:
 - Preemptions have no waker: the waker part is empty, so the line ends in ``--;`` before the
   value, exactly what ``offwaketime`` prints for a wakeup whose waker it did not see. The
   preemption is still recognisable from the target's kernel frames.
-- Frame names never contain ``;`` or a line break (C++ templates and Go closures can);
-  both are replaced with ``:`` so every consumer splits the line the same way.
+- Names (frames and comms) come from a node and can hold anything. They are neutralized
+  (:func:`~kubectl_offwake.untrusted.neutralize`: a line break, an escape sequence or a bidi
+  override is written out as ``\\x0a``, ``\\x1b``, ``\\u202e``), and ``;`` (C++ templates
+  and Go closures have it) becomes ``:``, so every consumer splits the line the same way and
+  the file is safe on a terminal. Spaces stay: the value is what follows the *last* space.
+  Written this way, a folded file re-imports to the same names and renders the same lines.
+- The comms are the tasks' own, as ``offwaketime`` prints them, including for a wake that
+  ran in an interrupt (the other views name the interrupt there and call this task the
+  bystander): a re-import classifies such a wake from its stack again.
 - Identical lines (the same stacks seen for different threads with the same comm) are
   summed, lines with no time are dropped, and lines are sorted, so the output is stable.
 - Waker frames are not suffixed with ``_[w]``. ``flamegraph.pl --colors=chain`` would paint
@@ -37,10 +44,11 @@ from typing import Dict, Iterable, List, Optional, TextIO, Tuple
 
 from ..analysis.model import Stack
 from ..analysis.report import Report, Wakeup
+from ..analysis.vocabulary import SEPARATOR
+from ..untrusted import needs_neutralizing, neutralize
 from . import RenderOptions
 
 DELIMITER = "-"
-SEPARATOR = "--"
 MISSED_USER = "[Missed User Stack]"
 MISSED_KERNEL = "[Missed Kernel Stack]"
 
@@ -154,14 +162,13 @@ def _join(first: List[str], second: List[str], stack: Stack) -> List[str]:
 def _clean_all(frames: Iterable[str]) -> List[str]:
     """:func:`clean` of every frame; one scan of the joined names finds the (rare) need."""
     found = list(frames)
-    joined = "\0".join(found)
-    if ";" in joined or "\n" in joined or "\r" in joined:
+    joined = " ".join(found)
+    if ";" in joined or needs_neutralizing(joined):
         return [clean(f) for f in found]
     return found
 
 
-def clean(frame: str) -> str:
-    """A frame name safe inside a folded line: no ``;`` and no line breaks."""
-    if ";" in frame or "\n" in frame or "\r" in frame:
-        return frame.replace("\r\n", ":").replace(";", ":").replace("\n", ":").replace("\r", ":")
-    return frame
+def clean(name: str) -> str:
+    """A frame name or comm safe inside a folded line (see the module's docstring)."""
+    value = neutralize(name)
+    return value.replace(";", ":") if ";" in value else value

@@ -3,7 +3,8 @@
 The page works offline and fetches nothing: CSS and JavaScript are inline, the flame graph is
 the SVG of :mod:`.svg` embedded inline and driven by the same ``assets/flamegraph.js``, and a
 Content-Security-Policy (``default-src 'none'``) stops the browser from loading anything
-even if a frame name smuggled in a URL. Every piece of text from the report is escaped.
+even if a frame name smuggled in a URL. Every piece of text from the report is neutralized
+and escaped (:func:`.svg.esc`), and the page's script sets text only as text.
 
 Sections, in the order an on-call engineer reads them: what was traced (where, how long),
 totals, findings, warnings, where the time went (categories with share bars), the
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import Dict, List, Sequence, TextIO, Tuple
+from typing import Dict, Sequence, TextIO, Tuple
 
 from ..analysis.categories import CATEGORY_BY_ID, CAUSES
 from ..analysis.report import Finding, Group, Party, Report, ThreadSummary
+from ..analysis.vocabulary import Fact, source_facts, target_names, thread_name, total_facts
 from ..units import fmt_count, fmt_seconds, fmt_share, fmt_timestamp, fmt_us
 from . import RenderOptions
 from . import flamegraph as fg
@@ -94,70 +96,25 @@ def _source_value(key: str, value: object) -> str:
     return _value(value)
 
 
-def _targets(report: Report) -> List[str]:
-    """What was traced: the source's own words, else the target threads' containers."""
-    named = report.source.get("target")
-    if named:
-        return [str(named)]
-    names = {t.target.name or t.target.comm for t in report.by_thread}
-    names |= {w.target.name or w.target.comm for w in report.wakeups}
-    return sorted(names)
-
-
-def _what(report: Report) -> str:
-    """The one line under the title: what was traced, where, for how long."""
-    src = report.source
-    parts: List[str] = []
-    targets = _targets(report)
-    if targets:
-        shown = ", ".join(f"<b>{esc(t)}</b>" for t in targets[:3])
-        if len(targets) > 3:
-            shown += f" and {len(targets) - 3} more"
-        threads = report.totals.threads
-        parts.append(f"Traced {shown}" + (f" ({threads} threads)" if threads else ""))
-    else:
-        parts.append("Off-CPU wakeups")
-    if src.get("node"):
-        parts.append(f"on node <b>{esc(src['node'])}</b>")
-    if src.get("kernel"):
-        parts.append(f"(kernel {esc(src['kernel'])})")
-    elapsed = src.get("elapsed_s", src.get("duration_s"))
-    if isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool):
-        parts.append(f"for <b>{esc(fmt_seconds(elapsed))}</b>")
-    started = fmt_timestamp(src.get("started"))
-    if started:
-        parts.append(f"from {esc(started)}")
-    line = " ".join(parts)
-    if src.get("end_reason") and src.get("end_reason") != "duration":
-        line += f"; stopped by {esc(src['end_reason'])}"
-    if src.get("input"):
-        line += f" — read from {esc(src['input'])}"
-    return line
-
-
 def _header(report: Report, options: RenderOptions) -> str:
+    """The title, then what was traced (in bold) and the run's facts, as the table says them."""
+    targets = target_names(report)
+    line = [", ".join(f"<b>{esc(t)}</b>" for t in targets)] if targets else []
+    line += [esc(fact) for fact in source_facts(report.source)]
+    what = " · ".join(line) or "Off-CPU wakeups"
     return (f"<header><h1>{esc(options.title)}: why the threads were off the CPU</h1>"
-            f'<p class="what">{_what(report)}</p></header>')
+            f'<p class="what">{what}</p></header>')
 
 
 def _cards(report: Report) -> str:
-    t = report.totals
-    cards: List[Tuple[str, str]] = [
-        (fmt_us(t.off_cpu_us), "off-CPU time"),
-        (fmt_count(t.wakeups), "wakeups"),
-        (fmt_count(t.threads), "target threads"),
-        (fmt_count(t.edges), "distinct stack pairs"),
-    ]
-    if t.blocked_us is not None:
-        cards.append((fmt_us(t.blocked_us), "blocked (waiting for an event)"))
-    if t.runq_us is not None:
-        cards.append((fmt_us(t.runq_us), "run-queue wait (woken, no CPU)"))
-    lost = sum(v for v in t.lost.values() if isinstance(v, int))
-    if t.lost:
-        detail = ", ".join(f"{k} {v:,}" for k, v in t.lost.items() if v)
-        cards.append((fmt_count(lost), "lost" + (f" ({detail})" if detail else "")))
-    body = "".join(f'<div class="card"><div class="v">{esc(v)}</div>'
-                   f'<div class="l">{esc(label)}</div></div>' for v, label in cards)
+    cards = total_facts(report.totals)
+    lost = report.totals.lost
+    if lost:
+        detail = ", ".join(f"{k} {v:,}" for k, v in lost.items() if v)
+        cards.append(Fact(fmt_count(sum(v for v in lost.values() if isinstance(v, int))),
+                          "lost" + (f" ({detail})" if detail else "")))
+    body = "".join(f'<div class="card" title="{esc(card.hint)}"><div class="v">{esc(card.value)}'
+                   f'</div><div class="l">{esc(card.label)}</div></div>' for card in cards)
     return f'<section id="totals"><h2>Totals</h2><div class="cards">{body}</div></section>'
 
 
@@ -273,15 +230,11 @@ def _wakers(report: Report) -> str:
 
 
 def _thread(party: Party) -> str:
-    """A target thread: its comm first (the pod is the same for most rows), then the rest."""
-    extra = []
-    if party.role:
-        extra.append(esc(party.role))
-    if party.tid is not None:
-        extra.append(f"tid {party.tid}")
+    """A target thread: its name first (the pod is the same for most rows), then the rest."""
+    extra = [esc(party.role)] if party.role else []
     if party.name and party.name != party.comm:
         extra.append(esc(party.name))
-    return f'<b>{esc(party.comm)}</b> <span class="muted">{" · ".join(extra)}</span>'
+    return f'<b>{esc(thread_name(party))}</b> <span class="muted">{" · ".join(extra)}</span>'
 
 
 def _thread_row(thread: ThreadSummary, longest_us: int) -> str:
@@ -338,10 +291,8 @@ def _pending(report: Report) -> str:
         return ""
     rows = []
     for item in report.pending:
-        task = item.task
         state = "runnable (preempted)" if item.preempted else "blocked"
-        tid = f" (tid {task.tid})" if task.tid is not None else ""
-        rows.append(f"<tr><td>{esc(task.comm)}{tid}</td><td>{state}</td>"
+        rows.append(f"<tr><td>{esc(thread_name(item.task))}</td><td>{state}</td>"
                     f'<td class="n">{esc(fmt_us(item.waiting_us))}</td>'
                     f"<td>{_stack_cell(item.stack.frames)}</td></tr>")
     return ('<section id="pending"><h2>Still off the CPU when tracing stopped'
@@ -383,7 +334,7 @@ def _source(report: Report) -> str:
 
 
 def render(report: Report, out: TextIO, options: RenderOptions) -> None:
-    targets = _targets(report)
+    targets = target_names(report)
     title = options.title + (f" — {', '.join(targets[:3])}" if targets else "")
     script = flame_script() + _asset("report.js")
     if "</script" in script.lower():  # never true for our own asset; keeps the page parseable

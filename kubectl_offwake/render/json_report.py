@@ -5,6 +5,11 @@ Other people's scripts and runbooks read this, so the shape is explicit here (no
 Keys come out in a fixed order, free-form maps (source, evidence, counters) sorted, so the
 same report always gives the same bytes. The fields beyond §3.3 are described in
 docs/report-json.md.
+
+Names are kept exact (this is data), but the characters a terminal would act on are written
+as JSON escapes (:func:`~kubectl_offwake.untrusted.json_escaped`), so ``-o json`` on a
+terminal is as safe as the table. An interrupt wake's ``waker`` is the interrupt, named as
+in every view; the task it ran on is the ``bystander``.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Text
 
 from .. import __version__
 from ..analysis.categories import CATEGORY_BY_ID
+from ..analysis.classify import CAUSE_INTERRUPT
 from ..analysis.model import OnCpu, Pending, Stack, Task, Throttling
 from ..analysis.report import Finding, Group, Party, Report, ThreadSummary, Wakeup
+from ..analysis.vocabulary import bystander, interrupt_label, woken_by
+from ..untrusted import json_escaped
 from . import RenderOptions
 
 SCHEMA = "offwake.report/1"
@@ -55,7 +63,17 @@ def render(report: Report, out: TextIO, options: RenderOptions) -> None:
             party_cache[(id(value), is_target)] = found
         return found
 
-    doc = report_dict(report, frames, lazy=True, party=party)
+    interrupts: Dict[str, _Raw] = {}
+
+    def interrupt(category: str) -> _Raw:
+        found = interrupts.get(category)
+        if found is None:
+            pieces = _Parts(None)
+            _pretty(_interrupt_waker(category), _WAKEUP_VALUE_INDENT, pieces)
+            found = interrupts[category] = _Raw("".join(pieces))
+        return found
+
+    doc = report_dict(report, frames, lazy=True, party=party, interrupt=interrupt)
     parts = _Parts(out)
     _pretty(doc, "", parts)
     parts.append("\n")
@@ -101,7 +119,7 @@ class _Parts(List[str]):
 
     def flush(self) -> None:
         if self.out is not None:
-            self.out.write("".join(self))
+            self.out.write(json_escaped("".join(self)))
             self.clear()
 
 
@@ -240,14 +258,24 @@ def _party_dict(party: Optional[Party], is_target: bool) -> Optional[Dict[str, A
 
 
 _PartyFn = Callable[[Optional[Party], bool], Any]
+_InterruptFn = Callable[[str], Any]
+
+
+def _interrupt_waker(category: str) -> Dict[str, Any]:
+    """The ``waker`` of an interrupt wake: the interrupt, which is no task (§3.3's keys,
+    ``null`` where a task would have values)."""
+    return {"comm": None, "pid": None, "tid": None, "pod": None, "container": None,
+            "name": interrupt_label(category), "role": None}
 
 
 def report_dict(report: Report, frames: Callable[[Optional[Stack]], Any] = _frame_list,
-                lazy: bool = False, party: _PartyFn = _party_dict) -> Dict[str, Any]:
+                lazy: bool = False, party: _PartyFn = _party_dict,
+                interrupt: _InterruptFn = _interrupt_waker) -> Dict[str, Any]:
     """The whole document as plain JSON values, keys in their documented order.
 
-    ``frames`` turns a stack into its JSON list (the renderer passes a memoising one);
-    ``lazy`` leaves ``wakeups`` as a list built item by item while writing.
+    ``frames`` turns a stack into its JSON list, ``party`` a party and ``interrupt`` an
+    interrupt into theirs (the renderer passes memoising ones); ``lazy`` leaves
+    ``wakeups`` as a list built item by item while writing.
     """
     parties = _parties_by_thread(report)
     return {
@@ -263,8 +291,10 @@ def report_dict(report: Report, frames: Callable[[Optional[Stack]], Any] = _fram
             "threads": report.totals.threads,
             "lost": _sorted_map(report.totals.lost),
         },
-        "wakeups": (_Lazy(report.wakeups, lambda w: _Flat(wakeup_values(w, frames, party)))
-                    if lazy else [wakeup_dict(w, frames, party) for w in report.wakeups]),
+        "wakeups": (_Lazy(report.wakeups,
+                          lambda w: _Flat(wakeup_values(w, frames, party, interrupt)))
+                    if lazy else [wakeup_dict(w, frames, party, interrupt)
+                                  for w in report.wakeups]),
         "findings": [finding_dict(f) for f in report.findings],
         "by_category": [_category_group(g) for g in report.by_category],
         "by_waker": [_waker_group(g) for g in report.by_waker],
@@ -280,27 +310,35 @@ WAKEUP_KEYS = (
     "category", "detail", "cause", "waker", "target", "count", "total_us", "max_us",
     "blocked_us", "runq_us", "preempted_by", "waker_stack", "target_stack", "rule",
     "preempted", "waker_stack_kernel_depth", "target_stack_kernel_depth",
-    "waker_stack_missing", "target_stack_missing",
+    "waker_stack_missing", "target_stack_missing", "woken_by", "bystander",
 )
 
 
 def wakeup_dict(wakeup: Wakeup, frames: Callable[[Optional[Stack]], Any] = _frame_list,
-                party: _PartyFn = _party_dict) -> Dict[str, Any]:
+                party: _PartyFn = _party_dict,
+                interrupt: _InterruptFn = _interrupt_waker) -> Dict[str, Any]:
     """One ``wakeups[]`` entry."""
-    return dict(zip(WAKEUP_KEYS, wakeup_values(wakeup, frames, party)))
+    return dict(zip(WAKEUP_KEYS, wakeup_values(wakeup, frames, party, interrupt)))
 
 
 def wakeup_values(wakeup: Wakeup, frames: Callable[[Optional[Stack]], Any] = _frame_list,
-                  party: _PartyFn = _party_dict) -> Tuple[Any, ...]:
+                  party: _PartyFn = _party_dict,
+                  interrupt: _InterruptFn = _interrupt_waker) -> Tuple[Any, ...]:
     """The values of one ``wakeups[]`` entry, in the order of :data:`WAKEUP_KEYS`."""
     edge = wakeup.edge
     waker_stack = edge.waker_stack
     target_stack = edge.target_stack
+    if edge.preempted:
+        waker = None
+    elif wakeup.cause == CAUSE_INTERRUPT:
+        waker = interrupt(wakeup.category)
+    else:
+        waker = party(wakeup.waker, False)
     return (
         wakeup.category,
         wakeup.detail,
         wakeup.cause,
-        party(wakeup.waker, False) if not edge.preempted else None,
+        waker,
         party(wakeup.target, True),
         edge.count,
         edge.total_us,
@@ -316,6 +354,8 @@ def wakeup_values(wakeup: Wakeup, frames: Callable[[Optional[Stack]], Any] = _fr
         target_stack.kernel_depth,
         waker_stack.missing if waker_stack is not None else None,
         target_stack.missing,
+        woken_by(wakeup),
+        party(bystander(wakeup), False),
     )
 
 

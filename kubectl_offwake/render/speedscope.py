@@ -10,6 +10,8 @@ then the waker's kernel frames leaf..root, its user frames leaf..root and the wa
 on top. Reading a flame upward therefore goes "this thread slept here, and was woken by
 this code path of this process". Preemptions end in ``--`` and a "preempted by ..." frame.
 Kernel frames carry ``file: "[kernel]"`` so speedscope's detail view tells the halves apart.
+Thread and waker frames are named as in every other view (:mod:`..analysis.vocabulary`);
+names are kept exact, with characters a terminal would act on written as JSON escapes.
 """
 
 from __future__ import annotations
@@ -17,17 +19,17 @@ from __future__ import annotations
 import functools
 import io
 import json
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from ..analysis.categories import CATEGORY_BY_ID
 from ..analysis.model import Stack
-from ..analysis.report import Party, Report, Wakeup
+from ..analysis.report import Report, Wakeup
+from ..analysis.vocabulary import SEPARATOR, spans_pods, target_names, thread_frame, woken_by
+from ..untrusted import json_escaped
 from . import RenderOptions
-from .summary import target_names
 
 SCHEMA_URL = "https://www.speedscope.app/file-format-schema.json"
 EXPORTER = "kubectl-offwake"
-SEPARATOR = "--"
 KERNEL_FILE = "[kernel]"
 
 _FrameKey = Tuple[str, Optional[str]]
@@ -95,19 +97,26 @@ def render(report: Report, out: TextIO, options: RenderOptions) -> None:
     """Exactly ``json.dumps(speedscope_dict(...), separators=(",", ":"))``, written from
     pre-encoded samples (100k chains of ~60 frames would otherwise be 6M list items)."""
     frames = _Frames()
-    profiles = [_profile(category, wakeups, frames)
+    several_pods = spans_pods(report.wakeups)
+    profiles = [_profile(category, wakeups, frames, several_pods)
                 for category, wakeups in _by_category(report)]
-    out.write(f'{{"$schema":{_dumps(SCHEMA_URL)},"name":{_dumps(_name(report, options))},'
+    write = _escaping_writer(out)
+    write(f'{{"$schema":{_dumps(SCHEMA_URL)},"name":{_dumps(_name(report, options))},'
               f'"exporter":{_dumps(EXPORTER)},"activeProfileIndex":0,'
               f'"shared":{{"frames":{_dumps(frames.frames)}}},"profiles":[')
     for i, (meta, samples, weights) in enumerate(profiles):
         text = _dumps(meta)
-        out.write(("," if i else "") + text[:-1])
-        out.write(',"samples":[')
+        write(("," if i else "") + text[:-1])
+        write(',"samples":[')
         for start in range(0, len(samples), _CHUNK):
-            out.write(("," if start else "") + ",".join(samples[start:start + _CHUNK]))
-        out.write(f'],"weights":{_dumps(weights)}}}')
-    out.write("]}\n")
+            write(("," if start else "") + ",".join(samples[start:start + _CHUNK]))
+        write(f'],"weights":{_dumps(weights)}}}')
+    write("]}\n")
+
+
+def _escaping_writer(out: TextIO) -> Callable[[str], object]:
+    """``out.write`` of JSON text with the characters a terminal acts on escaped."""
+    return lambda text: out.write(json_escaped(text))
 
 
 #: Samples written per ``out.write``.
@@ -133,10 +142,10 @@ def _by_category(report: Report) -> List[Tuple[str, List[Wakeup]]]:
     return [(category, by_category[category]) for category in order]
 
 
-def _profile(category: str, wakeups: List[Wakeup],
-             frames: _Frames) -> Tuple[Dict[str, Any], List[str], List[int]]:
+def _profile(category: str, wakeups: List[Wakeup], frames: _Frames,
+             several_pods: bool) -> Tuple[Dict[str, Any], List[str], List[int]]:
     """(the profile's fields before ``samples``, the samples as JSON, the weights)."""
-    samples = [_chain(wakeup, frames) for wakeup in wakeups]
+    samples = [_chain(wakeup, frames, several_pods) for wakeup in wakeups]
     weights = [wakeup.edge.total_us for wakeup in wakeups]
     known = CATEGORY_BY_ID.get(category)
     meta = {
@@ -149,31 +158,18 @@ def _profile(category: str, wakeups: List[Wakeup],
     return meta, samples, weights
 
 
-def _chain(wakeup: Wakeup, frames: _Frames) -> str:
-    """One sample as JSON: thread, target stack, ``--``, waker stack and name (or the
-    preemptor). Frame indices are handed out in this order, the first time a frame is seen."""
+def _chain(wakeup: Wakeup, frames: _Frames, several_pods: bool) -> str:
+    """One sample as JSON: thread, target stack, ``--``, waker stack and who woke it (or
+    the preemptor). Frame indices are handed out in this order, the first time a frame is
+    seen."""
     edge = wakeup.edge
-    thread = frames.label(_thread_label(wakeup.target))
+    thread = frames.label(thread_frame(wakeup.target, several_pods))
     target = frames.stack(edge.target_stack, True)
     separator = frames.label(SEPARATOR)
     if edge.preempted or wakeup.waker is None or edge.waker_stack is None:
-        by = wakeup.preempted_by
-        top = frames.label(f"preempted by {by.name}" if by else "preempted")
-        return f"[{thread[1:]}{target}{separator}{top}]"
+        return f"[{thread[1:]}{target}{separator}{frames.label(woken_by(wakeup))}]"
     waker = frames.stack(edge.waker_stack, False)
-    top = frames.label(_waker_label(wakeup.waker))
-    return f"[{thread[1:]}{target}{separator}{waker}{top}]"
-
-
-def _thread_label(party: Party) -> str:
-    return f"{party.comm} ({party.role})" if party.role else party.comm
-
-
-def _waker_label(party: Party) -> str:
-    """The waker's display name, plus its comm when the name does not already say it."""
-    if party.name.endswith(party.comm):
-        return party.name
-    return f"{party.name} ({party.comm})"
+    return f"[{thread[1:]}{target}{separator}{waker}{frames.label(woken_by(wakeup))}]"
 
 
 def _name(report: Report, options: RenderOptions) -> str:

@@ -11,7 +11,9 @@ frames red-yellow and kernel frames orange; the waker side (above ``--``) is coo
 blue and kernel frames aqua (when the source did not mark the kernel/user boundary, all
 frames take the user colour of their side); category frames get a fixed, well-separated
 pastel colour each. The same functions colour the HTML report's tables, so a category looks
-the same everywhere.
+the same everywhere. Frames that are markers rather than code (``[no stack]``,
+``[user stack missing]``, see :func:`~..analysis.vocabulary.is_marker`) carry the class
+``marker`` and are set in italics.
 
 The HTML renderer embeds :func:`svg_element` inline, with its own controls.
 """
@@ -19,7 +21,6 @@ The HTML renderer embeds :func:`svg_element` inline, with its own controls.
 from __future__ import annotations
 
 import colorsys
-import re
 import zlib
 from dataclasses import dataclass
 from importlib import resources
@@ -27,7 +28,9 @@ from typing import Dict, List, Optional, TextIO
 
 from ..analysis.categories import CATEGORIES, CATEGORY_BY_ID
 from ..analysis.report import Report
+from ..analysis.vocabulary import is_marker, total_facts
 from ..units import fmt_share, fmt_us
+from ..untrusted import neutralize
 from . import RenderOptions
 from . import flamegraph as fg
 
@@ -43,27 +46,11 @@ MAX_FRAMES = 15_000  # beyond this the cut-off rises: ~4 MB of SVG, still quick 
 FONT = "'DejaVu Sans Mono', Menlo, Consolas, 'Liberation Mono', monospace"
 HIGHLIGHT = "rgb(230,0,230)"
 
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-
-
-def clean(text: object) -> str:
-    """Text XML can carry: control characters and lone surrogates become ``\\xNN``/``\\uNNNN``.
-
-    Frame names come from symbol tables and process names, which can hold any byte; a
-    raw control character would make the file unparseable even when escaped.
-    """
-    value = str(text)
-
-    def replace(match: re.Match) -> str:
-        code = ord(match.group(0))
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-    return _XML_INVALID.sub(replace, value)
-
-
 def esc(text: object) -> str:
-    """Escape for XML and HTML text and attribute values (both quote kinds)."""
-    return (clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Neutralized, then escaped for XML and HTML text and attribute values (both quote
+    kinds). Frame and process names can hold any byte: a raw control character would make
+    the file unparseable, a bidi override would reorder what a reader sees."""
+    return (neutralize(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace('"', "&quot;").replace("'", "&#39;"))
 
 
@@ -115,7 +102,7 @@ def frame_color(name: str, kind: str, category: Optional[str] = None) -> str:
         return _rgb(50 + 60 * v1, 165 + 55 * v1, 165 + 55 * v1)
     if kind in (fg.WAKER_USER, fg.WAKER_FRAME):  # flamegraph.pl "blue" (chain waker side)
         return _rgb(80 + 60 * v1, 80 + 60 * v1, 190 + 55 * v2)
-    return _rgb(150 + 40 * v1, 130 + 40 * v2, 215 + 40 * v3)  # waker name: lavender
+    return _rgb(150 + 30 * v1, 130 + 40 * v2, 225 + 30 * v3)  # waker name: lavender
 
 
 KIND_LABELS = {
@@ -170,17 +157,21 @@ def _frame(rect: fg.Rect, layout: fg.Layout, geo: Geometry) -> str:
     x = PAD + rect.x * scale
     w = rect.width * scale
     y = geo.frames_top + (layout.max_depth - rect.depth) * FRAME_HEIGHT
-    tooltip = f"{rect.name}\n{KIND_LABELS.get(rect.kind, rect.kind)}"
+    # Lines of the tooltip are escaped one by one: the line breaks between them are ours.
+    kind = KIND_LABELS.get(rect.kind, rect.kind)
     if rect.kind == fg.CATEGORY:
         known = CATEGORY_BY_ID.get(rect.name)
         if known is not None:
-            tooltip += f": {known.meaning}"
-    tooltip += f"\n{rect.width:,} µs ({fmt_us(rect.width)}), {format_share(rect.width, total)}"
+            kind += f": {known.meaning}"
+    tooltip = "\n".join(map(esc, (
+        rect.name, kind,
+        f"{rect.width:,} µs ({fmt_us(rect.width)}), {format_share(rect.width, total)}")))
     fill = frame_color(rect.name, rect.kind, rect.category)
-    label = fit_text(rect.name, w)
+    label = fit_text(neutralize(rect.name), w)  # as the page script fits the shown name
+    marker = " marker" if is_marker(rect.name) else ""
     return (
-        f'<g class="fr k-{rect.kind}" data-x="{rect.x}" data-w="{rect.width}" '
-        f'data-d="{rect.depth}"><title>{esc(tooltip)}</title>'
+        f'<g class="fr k-{rect.kind}{marker}" data-x="{rect.x}" data-w="{rect.width}" '
+        f'data-d="{rect.depth}"><title>{tooltip}</title>'
         f'<rect x="{x:.2f}" y="{y}" width="{max(w - 0.5, 0.1):.2f}" '
         f'height="{FRAME_HEIGHT - 1}" fill="{fill}" rx="2" ry="2"/>'
         f'<text x="{x + 3:.2f}" y="{y + FRAME_HEIGHT - 4}">{esc(label)}</text></g>'
@@ -191,6 +182,7 @@ STYLE = f"""
 .fr text {{ font-family: {FONT}; font-size: {FONT_SIZE}px; fill: #000; pointer-events: none; }}
 .fr {{ cursor: pointer; }}
 .k-category text, .k-waker text {{ font-weight: bold; }}
+.marker text {{ font-style: italic; }}
 .fr:hover rect {{ stroke: #000; stroke-width: 0.5; }}
 .fr.parent {{ opacity: 0.55; }}
 .fr.hl rect {{ fill: {HIGHLIGHT}; }}
@@ -226,11 +218,9 @@ _SVG_INIT = """
 
 
 def subtitle(report: Report, layout: fg.Layout) -> str:
-    """One line: how much time, how many wakeups, and what was cut."""
-    parts = [f"{fmt_us(layout.total_us)} off the CPU"]
-    if report.totals.wakeups is not None:
-        parts.append(f"{report.totals.wakeups:,} wakeups")
-    parts.append(f"{len(report.wakeups):,} distinct stack pairs")
+    """One line: how much time, how many wakeups and paths, and what was cut."""
+    shown = ("off the CPU", "wakeups", "distinct wake paths")
+    parts = [str(fact) for fact in total_facts(report.totals) if fact.label in shown]
     if layout.elided_frames:
         min_px = layout.min_us * (WIDTH - 2 * PAD) / layout.total_us if layout.total_us else 0
         parts.append(f"{layout.elided_frames:,} frames narrower than {min_px:.2g} px "

@@ -7,13 +7,15 @@ wake paths, threads still waiting at the end, CPU throttling, and what the trace
 
 Written with rich to the given stream. Without ``options.color`` no escape codes are
 written at all, so saved output (and the golden files) are plain text; the layout fits
-``options.width`` columns (100-120 is the design width).
+``options.width`` columns (100-120 is the design width). Every string goes in through
+:func:`_text` or :func:`_row`, which neutralize it (names from a node can carry escape
+sequences) and never interpret rich markup; the words are the vocabulary's.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, TextIO, Tuple, Union
 
 from rich import box
 from rich.console import Console, RenderableType
@@ -24,10 +26,19 @@ from rich.text import Text
 
 from ..analysis.categories import CATEGORY_BY_ID, ROLES
 from ..analysis.model import Pending, Stack, Throttling
-from ..analysis.report import Group, Party, Report, ThreadSummary, Wakeup
+from ..analysis.report import Group, Report, ThreadSummary, Wakeup
+from ..analysis.vocabulary import (
+    cause_phrase,
+    source_facts,
+    target_names,
+    thread_name,
+    total_facts,
+    waker_group,
+    woken_by,
+)
 from ..units import bar, fmt_count, fmt_share, fmt_us
+from ..untrusted import neutralize
 from . import RenderOptions
-from .summary import source_facts, target_names
 
 #: How many rows the long sections show before summarising the rest.
 TOP_WAKERS = 10
@@ -39,13 +50,6 @@ _SCHED_FRAMES = frozenset({
     "schedule_hrtimeout_range_clock", "schedule_hrtimeout_range", "schedule_hrtimeout",
     "io_schedule", "finish_task_switch", "finish_task_switch.isra.0",
 })
-#: How a wake path's cause reads after its category.
-_CAUSE_PHRASE = {
-    "waker": ", by the waker's own code path",
-    "interrupt": ", in an interrupt (the waker was a bystander)",
-    "ksoftirqd": ", deferred to ksoftirqd (sender unknown)",
-    "none": ", no waker: preempted",
-}
 _SEVERITY_STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
 _SEVERITY_MARK = {"critical": "!!", "warning": "! ", "info": "i "}
 
@@ -67,22 +71,15 @@ def render(report: Report, out: TextIO, options: RenderOptions) -> None:
 # ----------------------------------------------------------------------------- sections
 
 def _header(report: Report, console: Console, options: RenderOptions) -> None:
-    title = Text(options.title, style="bold")
+    title = _text(options.title, "bold")
     targets = target_names(report)
     if targets:
-        title.append(" · " + ", ".join(targets))
+        title.append(_text(" · " + ", ".join(targets)))
     console.print(title, overflow="fold")
     facts = source_facts(report.source)
     if facts:
-        console.print(Text(" · ".join(facts), style="dim"), overflow="fold")
-    totals = report.totals
-    parts = [f"off-CPU {fmt_us(totals.off_cpu_us)} in {totals.threads} thread(s)"]
-    if totals.wakeups is not None:
-        parts.append(f"{fmt_count(totals.wakeups)} wakeups")
-    parts.append(f"{fmt_count(totals.edges)} distinct wake paths")
-    if totals.blocked_us is not None and totals.runq_us is not None:
-        parts.append(f"blocked {fmt_us(totals.blocked_us)}, run queue {fmt_us(totals.runq_us)}")
-    console.print(" · ".join(parts))
+        console.print(_text(" · ".join(facts), "dim"), overflow="fold")
+    console.print(_text(" · ".join(map(str, total_facts(report.totals)))), overflow="fold")
 
 
 def _categories(report: Report, console: Console, options: RenderOptions) -> None:
@@ -105,7 +102,7 @@ def _categories(report: Report, console: Console, options: RenderOptions) -> Non
         table.add_column("", no_wrap=True)
     for group in report.by_category:
         category = CATEGORY_BY_ID.get(group.key)
-        row = [
+        row: List[str] = [
             category.id if category else group.key,
             (", ".join if options.width >= 110 else _first_of)(causes.get(group.key, ())),
             fmt_count(group.count), fmt_us(group.total_us), fmt_us(group.runq_us),
@@ -115,7 +112,7 @@ def _categories(report: Report, console: Console, options: RenderOptions) -> Non
         row.append(fmt_share(group.share))
         if width:
             row.append(bar(group.share, width))
-        table.add_row(*row)
+        _row(table, *row)
     console.print()
     console.print(table)
 
@@ -146,18 +143,18 @@ def _wakers(report: Report, console: Console, options: RenderOptions) -> None:
         table.add_column("", no_wrap=True)
     table.add_column("Mostly", ratio=1)
     for group in report.by_waker[:TOP_WAKERS]:
-        mostly = categories.get(group.key) or categories.get(group.label) or ()
+        mostly = categories.get(group.key, ())
         row = [group.label, fmt_count(group.count), fmt_us(group.total_us),
                fmt_share(group.share)]
         if wide:
             row.append(bar(group.share, 12))
         row.append(", ".join(mostly[:2]) if wide else _first_of(mostly))
-        table.add_row(*row)
+        _row(table, *row)
     rest = report.by_waker[TOP_WAKERS:]
     if rest:
         row = [f"… {len(rest)} more", fmt_count(_sum_counts(rest)),
                fmt_us(sum(g.total_us for g in rest)), fmt_share(sum(g.share for g in rest))]
-        table.add_row(*row, *([""] * (2 if wide else 1)))
+        _row(table, *row, *([""] * (2 if wide else 1)))
     console.print()
     console.print(table)
 
@@ -170,33 +167,15 @@ def _first_of(items: Sequence[str]) -> str:
 
 
 def _categories_by_waker(wakeups: Iterable[Wakeup]) -> Dict[str, Tuple[str, ...]]:
-    """Each waker's categories, heaviest first, under every key its group may carry.
-
-    Groups are keyed by the analysis (``PID:NAME``, ``preempted:NAME``) and labelled by
-    name; both spellings are indexed so a lookup by either finds the row's categories.
-    """
+    """Each waker group's categories (by group key), heaviest first."""
     sums: Dict[str, Dict[str, int]] = {}
     for wakeup in wakeups:
-        for key in _waker_keys(wakeup):
-            per = sums.setdefault(key, {})
-            per[wakeup.category] = per.get(wakeup.category, 0) + wakeup.edge.total_us
+        per = sums.setdefault(waker_group(wakeup)[0], {})
+        per[wakeup.category] = per.get(wakeup.category, 0) + wakeup.edge.total_us
     return {
-        name: tuple(c for c, _ in sorted(per.items(), key=lambda kv: (-kv[1], kv[0])))
-        for name, per in sums.items()
+        key: tuple(c for c, _ in sorted(per.items(), key=lambda kv: (-kv[1], kv[0])))
+        for key, per in sums.items()
     }
-
-
-def _waker_keys(wakeup: Wakeup) -> Tuple[str, ...]:
-    waker = wakeup.waker
-    if waker is not None:
-        pid = "" if waker.pid is None else str(waker.pid)
-        return (f"{pid}:{waker.name}",)
-    by = wakeup.preempted_by
-    return (f"preempted:{by.name}" if by else "preempted:", _preempt_label(wakeup))
-
-
-def _preempt_label(wakeup: Wakeup) -> str:
-    return f"preempted by {wakeup.preempted_by.name}" if wakeup.preempted_by else "preempted"
 
 
 def _threads(report: Report, console: Console, options: RenderOptions) -> None:
@@ -214,11 +193,11 @@ def _threads(report: Report, console: Console, options: RenderOptions) -> None:
         mostly = ", ".join(
             f"{g.key} {_percent(g.total_us, thread.total_us)}" for g in thread.by_category[:3]
         )
-        cell: RenderableType = Text(_thread_name(thread.target), style="bold")
+        cell: RenderableType = _text(thread_name(thread.target), "bold")
         if mostly:
-            cell = RichGroup(cell, Padding(Text(mostly, style="dim"), (0, 0, 0, 2)))
-        table.add_row(
-            cell, thread.target.role or "-", fmt_us(thread.total_us), fmt_us(thread.runq_us),
+            cell = RichGroup(cell, Padding(_text(mostly, "dim"), (0, 0, 0, 2)))
+        _row(
+            table, cell, thread.target.role or "-", fmt_us(thread.total_us), fmt_us(thread.runq_us),
             fmt_us(oncpu.total_us) if oncpu else "-", fmt_us(oncpu.max_us) if oncpu else "-",
         )
     console.print()
@@ -232,10 +211,6 @@ def _ordered_threads(threads: Sequence[ThreadSummary]) -> List[ThreadSummary]:
                                           t.target.comm, t.target.tid or 0))
 
 
-def _thread_name(party: Party) -> str:
-    return f"{party.comm} ({party.tid})" if party.tid is not None else party.comm
-
-
 def _percent(part: int, whole: int) -> str:
     """A whole-number percentage, for compact lists of shares."""
     if not whole:
@@ -246,7 +221,7 @@ def _percent(part: int, whole: int) -> str:
 
 def _findings(report: Report, console: Console, options: RenderOptions) -> None:
     console.print()
-    console.print(Text("Findings", style="bold"))
+    console.print(_text("Findings", "bold"))
     if not report.findings:
         console.print("  Nothing stands out.")
         return
@@ -254,14 +229,14 @@ def _findings(report: Report, console: Console, options: RenderOptions) -> None:
         line = Text("  ")
         line.append(_SEVERITY_MARK.get(finding.severity, "  "),
                     style=_SEVERITY_STYLE.get(finding.severity, ""))
-        line.append(f" {finding.title}", style="bold")
+        line.append_text(_text(f" {finding.title}", "bold"))
         console.print(line)
         console.print(_indented(finding.text, 6, options.width))
 
 
 def _indented(text: str, indent: int, width: int) -> Text:
     """Word-wrapped text with a hanging indent (rich wraps, we indent every line)."""
-    lines = Text(text).wrap(Console(width=max(20, width - indent), color_system=None,
+    lines = _text(text).wrap(Console(width=max(20, width - indent), color_system=None,
                                     markup=False, highlight=False, emoji=False),
                             max(20, width - indent))
     out = Text()
@@ -282,28 +257,24 @@ def _paths(report: Report, console: Console, options: RenderOptions) -> None:
     table.add_column("Max", justify="right", no_wrap=True)
     table.add_column("Thread ← woken by; category, cause", ratio=1)
     for wakeup in report.wakeups[:TOP_PATHS]:
-        table.add_row(fmt_us(wakeup.edge.total_us), fmt_count(wakeup.edge.count),
-                      fmt_us(wakeup.edge.max_us), _path_text(wakeup))
+        _row(table, fmt_us(wakeup.edge.total_us), fmt_count(wakeup.edge.count),
+             fmt_us(wakeup.edge.max_us), _path_text(wakeup))
     rest = len(report.wakeups) - TOP_PATHS
     console.print()
     console.print(table)
     if rest > 0:
-        console.print(Text(f"  … and {rest} more; --format json or html lists every path.",
-                           style="dim"))
+        console.print(_text(f"  … and {rest} more; --format json or html lists every path.",
+                            "dim"))
 
 
 def _path_text(wakeup: Wakeup) -> Text:
-    waker = wakeup.waker
-    if wakeup.edge.preempted or waker is None:
-        who = _preempt_label(wakeup)
-    elif waker.name.endswith(waker.comm):
-        who = waker.name
-    else:
-        who = f"{waker.name} ({waker.comm})"
-    text = Text(_thread_name(wakeup.target), style="bold")
-    text.append(f" ← {who}\n")
-    text.append(wakeup.category + (f" ({wakeup.detail})" if wakeup.detail else ""))
-    text.append(_CAUSE_PHRASE.get(wakeup.cause, f", cause {wakeup.cause}"), style="dim")
+    """``THREAD ← WHO`` over ``category (detail), cause``; an interrupt's bystander is in
+    the cause, never in the waker's place."""
+    text = _text(thread_name(wakeup.target), "bold")
+    text.append_text(_text(f" ← {woken_by(wakeup)}"))
+    text.append("\n")
+    text.append_text(_text(wakeup.category + (f" ({wakeup.detail})" if wakeup.detail else "")))
+    text.append_text(_text(f", {cause_phrase(wakeup)}", "dim"))
     return text
 
 
@@ -319,11 +290,8 @@ def _pending(report: Report, console: Console, options: RenderOptions) -> None:
     for item in sorted(report.pending, key=lambda p: (-p.waiting_us, p.task.comm,
                                                        p.task.tid or 0)):
         party = names.get((item.task.pid, item.task.tid))
-        name = _thread_name(party) if party else (
-            f"{item.task.comm} ({item.task.tid})" if item.task.tid is not None else item.task.comm
-        )
-        table.add_row(name, "runnable" if item.preempted else "blocked",
-                      fmt_us(item.waiting_us), _where(item))
+        _row(table, thread_name(party or item.task), "runnable" if item.preempted else "blocked",
+             fmt_us(item.waiting_us), _where(item))
     console.print()
     console.print(table)
 
@@ -360,7 +328,7 @@ def _throttling(report: Report, console: Console, options: RenderOptions) -> Non
     if not lines:
         return
     console.print()
-    console.print(Text("CPU throttling (cpu.stat of the target's cgroup)", style="bold"))
+    console.print(_text("CPU throttling (cpu.stat of the target's cgroup)", "bold"))
     for line in lines:
         console.print(_indented(line, 2, options.width))
 
@@ -392,7 +360,7 @@ def _losses(report: Report, console: Console, options: RenderOptions) -> None:
     if not lost and not report.warnings:
         return
     console.print()
-    console.print(Text("Warnings", style="bold yellow"))
+    console.print(_text("Warnings", "bold yellow"))
     if lost:
         console.print(_indented(
             "lost: " + ", ".join(f"{name} {fmt_count(count)}" for name, count in lost), 2,
@@ -408,6 +376,16 @@ def _bar_width(options: RenderOptions) -> int:
     if options.width >= 110:
         return 16
     return 10 if options.width >= 100 else 0
+
+
+def _text(text: str, style: str = "") -> Text:
+    """Text for the console: neutralized, and never parsed for rich markup."""
+    return Text(neutralize(text), style=style)
+
+
+def _row(table: Table, *cells: Union[str, RenderableType]) -> None:
+    """A table row whose plain-string cells go in as :func:`_text`."""
+    table.add_row(*(_text(cell) if isinstance(cell, str) else cell for cell in cells))
 
 
 def _table(title: str) -> Table:

@@ -19,7 +19,6 @@ from kubectl_offwake.analysis import report
 from kubectl_offwake.analysis.findings import (
     DETECTORS,
     connections,
-    context,
     control,
     cpu,
     evidence,
@@ -143,18 +142,6 @@ def test_each_traced_process_gets_its_own_finding_in_order() -> None:
     assert [f.evidence["wakeups"] for f in storms] == [1142, 300]
     assert " in app/productpage-v1/istio-proxy " in storms[0].text
     assert " in app/reviews-v2/istio-proxy " in storms[1].text
-
-
-@pytest.mark.parametrize("source,expected", [
-    ({"elapsed_s": 12.5, "duration_s": 30}, 12.5),  # how long it ran, not how long it was asked
-    ({"duration_s": 30}, 30.0),  # an import's banner
-    ({"elapsed_s": 0, "duration_s": 5}, 5.0),
-    ({"elapsed_s": True}, None),
-    ({"elapsed_s": "30"}, None),
-    ({}, None),
-])
-def test_traced_duration_rule(source, expected) -> None:
-    assert context.duration_s(source) == expected
 
 
 def test_severities_and_causes_are_the_documented_strings() -> None:

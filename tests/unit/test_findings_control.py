@@ -63,7 +63,7 @@ def test_xds_churn() -> None:
     f = one(m.report(), "xds-churn")
     assert f.evidence["unix_wakeups"] == 188 and f.evidence["workers_reached"] == 2
     assert f.evidence["eventfd_wakeups"] == 192
-    assert f.text.startswith("pilot-agent (app/productpage-v1/istio-proxy) woke")
+    assert f.text.startswith("app/productpage-v1/istio-proxy (pilot-agent) woke")
 
 
 @pytest.mark.parametrize("unix,workers", [

@@ -47,7 +47,8 @@ def _load_or_bad_input(data: bytes) -> None:
         return
     assert isinstance(recording.warnings, list)
     for edge in recording.edges:
-        assert edge.total_us >= 0 or edge.total_us < 0  # an int, whatever the input said
+        # Whole microseconds, whatever the input said (never a float, a bool or a string).
+        assert type(edge.total_us) is int, edge
 
 
 @SETTINGS

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
+import select
 
 from rich.console import Console
 
 from kubectl_offwake.live import LiveProgress, SourceState, StepPrinter
 from kubectl_offwake.wire.schema import loss_sentences
+from tests.untrusted_checks import assert_terminal_safe
 
 
 def hello(**extra: object) -> dict:
@@ -121,3 +124,54 @@ def test_late_records_do_not_undo_stopping() -> None:
     assert state.status == "stopping"
     state.feed({"type": "end", "reason": "signal", "elapsed_s": 3.0})
     assert state.status == "done"
+
+
+HOSTILE = "\x1b[2J[red]x<svg onload=1>\u202e\x9b"
+
+def _feed_hostile(live: LiveProgress) -> None:
+    name = "node" + HOSTILE
+    live.feed(name, hello())
+    live.feed(name, {"type": "progress", "elapsed_s": 1.0, "wakeups": 5, "edges": 2,
+                     "lost": {"stack_enomem" + HOSTILE: 3}})
+    live.feed(name, {"type": "log", "level": "warning", "message": "said" + HOSTILE})
+    live.feed(name, {"type": "end", "reason": "error" + HOSTILE, "elapsed_s": 2.0})
+
+
+def test_hostile_names_are_neutralized_and_never_markup() -> None:
+    live = LiveProgress("tracing" + HOSTILE, stream=io.StringIO(), live=False)
+    _feed_hostile(live)
+    # Even a console that interprets markup (rich's default) shows the names as text.
+    console = Console(file=io.StringIO(), width=200, force_terminal=True,
+                      color_system="standard")
+    console.print(live)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert_terminal_safe(text)
+    assert "\x1b[2J" not in text and "[red]x<svg onload=1>" in text
+    stream = io.StringIO()
+    with LiveProgress("t", stream=stream, live=False) as quiet:
+        _feed_hostile(quiet)
+    assert "node\\x1b[2J[red]x" in stream.getvalue()
+    assert_terminal_safe(stream.getvalue())
+
+
+def test_live_display_on_a_terminal_writes_no_hostile_byte() -> None:
+    master, slave = os.openpty()
+    try:
+        with os.fdopen(os.dup(slave), "w", encoding="utf-8") as tty:
+            live = LiveProgress("tracing" + HOSTILE, stream=tty, refresh_per_second=20)
+            assert live.live_enabled  # a real terminal: the redrawing display
+            with live:
+                _feed_hostile(live)  # stopping draws the table once more, then the summary
+        written = _drain(master)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert "node" in written and "said" in written
+    assert_terminal_safe(written)
+
+
+def _drain(fd: int) -> str:
+    chunks = []
+    while select.select([fd], [], [], 0)[0]:
+        chunks.append(os.read(fd, 65536))
+    return b"".join(chunks).decode("utf-8", "replace")

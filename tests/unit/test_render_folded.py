@@ -80,7 +80,7 @@ def test_odd_frames_missing_halves_and_unknown_boundaries() -> None:
         assert "\n" not in stack
         assert all(";" not in part for part in stack.split(";"))
     assert any("operator()() const:with:semicolons" in ln for ln in lines)
-    assert any("Envoy::Something:with a newline" in ln for ln in lines)
+    assert any("Envoy::Something\\x0awith a newline" in ln for ln in lines)
     assert any(";[Missed User Stack];do_epoll_wait;" in ln for ln in lines)
     assert any(";--;[Missed Kernel Stack];write;main;mystery " in ln for ln in lines)
     # Unknown boundary: one run of frames, no delimiter, waker leaf first.
@@ -97,7 +97,9 @@ def test_stack_halves_directly() -> None:
         w = waker_frames(stack)
         if stack.kernel_depth is None:
             assert t == list(reversed(stack.frames)) and w == list(stack.frames)
-    assert clean("a;b\nc\r\nd") == "a:b:c:d"
+    assert clean("a;b\nc\r\nd e") == "a:b\\x0ac\\x0d\\x0ad e"
+    assert clean("\x1b[2J\u202e") == "\\x1b[2J\\u202e"
+    assert clean(clean("a;\x1b")) == clean("a;\x1b")  # a second pass changes nothing
 
 
 def test_identical_lines_are_summed() -> None:

@@ -1,11 +1,8 @@
 """Golden files: the sample recording, analysed, in every text format.
 
 The sample (tests/sample_recording.py) goes through the real ``analyze`` and the real
-renderers; the output must equal tests/golden/sample.* byte for byte. When a change to the
-analysis or a renderer is intended, regenerate the files and review the diff::
-
-    OFFWAKE_UPDATE_GOLDEN=1 python -m pytest tests/unit/test_render_golden.py -q
-    git diff tests/golden/
+renderers; the output must equal tests/golden/sample.* byte for byte (the ``golden``
+fixture, tests/golden_files.py, says how to regenerate them and why that run fails).
 
 Nothing in the output may depend on the clock, the machine or dict ordering, so the same
 tree always renders the same bytes; the determinism tests below guard that separately from
@@ -15,10 +12,8 @@ the golden comparison (which only says *whether* the bytes changed).
 from __future__ import annotations
 
 import io
-import os
 import random
-from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import pytest
 
@@ -26,9 +21,6 @@ from kubectl_offwake.analysis import analyze
 from kubectl_offwake.analysis.report import Report
 from kubectl_offwake.render import RenderOptions, render
 from tests.sample_recording import build_sample_recording
-
-GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
-UPDATE = os.environ.get("OFFWAKE_UPDATE_GOLDEN") == "1"
 
 #: golden file name -> (format, options)
 CASES: Dict[str, Tuple[str, Optional[RenderOptions]]] = {
@@ -52,19 +44,10 @@ def sample_report() -> Report:
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_golden(sample_report: Report, name: str) -> None:
+def test_golden(sample_report: Report, name: str,
+                golden: Callable[[str, str], None]) -> None:
     fmt, options = CASES[name]
-    text = _render(sample_report, fmt, options)
-    path = GOLDEN_DIR / name
-    if UPDATE:
-        GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(text.encode("utf-8"))
-    assert path.exists(), f"{path} is missing; run with OFFWAKE_UPDATE_GOLDEN=1 to create it"
-    expected = path.read_bytes().decode("utf-8")
-    assert text == expected, (
-        f"{name} differs from the golden file; if the change is intended, regenerate with "
-        "OFFWAKE_UPDATE_GOLDEN=1 and review `git diff tests/golden/`"
-    )
+    golden(name, _render(sample_report, fmt, options))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -1,15 +1,12 @@
 """The self-contained HTML report.
 
 The golden file is the sample recording (tests/sample_recording.py) through the real
-analysis; regenerate it with
-``OFFWAKE_UPDATE_GOLDEN=1 python -m pytest tests/unit/test_render_html.py``
-after an intended change, and look at the diff.
+analysis, checked by the ``golden`` fixture (tests/golden_files.py says how to regenerate it).
 """
 
 from __future__ import annotations
 
 import io
-import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -33,7 +30,6 @@ from kubectl_offwake.units import fmt_share, fmt_us
 from tests.sample_recording import build_sample_recording
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = ROOT / "tests" / "golden" / "sample.html"
 
 #: Attributes through which a page makes the browser fetch something.
 FETCHING_ATTRIBUTES = {"src", "href", "srcset", "action", "formaction", "poster", "data",
@@ -125,11 +121,8 @@ def hostile_report() -> Report:
 
 # --------------------------------------------------------------------------- tests
 
-def test_golden(sample_html):
-    if os.environ.get("OFFWAKE_UPDATE_GOLDEN") == "1":
-        GOLDEN.write_text(sample_html, encoding="utf-8")
-    assert GOLDEN.exists(), "run with OFFWAKE_UPDATE_GOLDEN=1 once to create the golden file"
-    assert sample_html == GOLDEN.read_text(encoding="utf-8")
+def test_golden(sample_html, golden):
+    golden("sample.html", sample_html)
 
 
 def test_same_input_gives_the_same_bytes(sample_html):

@@ -134,7 +134,7 @@ def test_samples_are_wake_chains_root_first(sample: Report) -> None:
     udp = next(p for p in doc["profiles"] if p["name"].endswith("(udp-receive)"))
     (chain,) = udp["samples"]
     labels = [frames[i]["name"] for i in chain]
-    assert labels[0] == "envoy (main)"
+    assert labels[0] == "envoy"
     assert labels[1] == "_start"
     sep = labels.index("--")
     assert labels[sep - 1] == "__schedule" and frames[chain[sep - 1]]["file"] == "[kernel]"

@@ -1,9 +1,7 @@
 """The chain flame graph model and the SVG renderer.
 
 The golden file is the sample recording (tests/sample_recording.py) through the real
-analysis; regenerate it with
-``OFFWAKE_UPDATE_GOLDEN=1 python -m pytest tests/unit/test_render_svg.py``
-after an intended change, and look at the diff.
+analysis, checked by the ``golden`` fixture (tests/golden_files.py says how to regenerate it).
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ from kubectl_offwake.render import flamegraph as fg
 from tests.sample_recording import build_sample_recording
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = ROOT / "tests" / "golden" / "sample.svg"
 NS = "{http://www.w3.org/2000/svg}"
 
 HOSTILE = [
@@ -121,7 +118,7 @@ def test_preemption_chain_names_the_preemptor():
     report.wakeups[0].preempted_by = party("cruncher", 9, "batch/noisy-7d9/stress")
     frames = fg.chain(report.wakeups[0], several_pods=False)
     assert frames[-2:] == [("--", fg.SEPARATOR),
-                           ("preempted by: batch/noisy-7d9/stress [cruncher]", fg.WAKER)]
+                           ("preempted by batch/noisy-7d9/stress (cruncher)", fg.WAKER)]
 
 
 def test_thread_label_gets_the_pod_only_when_several_pods_are_traced():
@@ -189,12 +186,8 @@ def test_empty_report_lays_out_only_the_root():
 
 # --------------------------------------------------------------------------- the SVG
 
-def test_golden(sample_report):
-    text = to_svg(sample_report)
-    if os.environ.get("OFFWAKE_UPDATE_GOLDEN") == "1":
-        GOLDEN.write_text(text, encoding="utf-8")
-    assert GOLDEN.exists(), "run with OFFWAKE_UPDATE_GOLDEN=1 once to create the golden file"
-    assert text == GOLDEN.read_text(encoding="utf-8")
+def test_golden(sample_report, golden):
+    golden("sample.svg", to_svg(sample_report))
 
 
 def test_svg_is_well_formed_and_has_one_group_per_frame(sample_report):

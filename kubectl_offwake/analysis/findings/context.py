@@ -19,19 +19,7 @@ from ..model import OnCpu, Recording
 from ..naming import Namer
 from ..report import Finding, Party, Report, ThreadSummary, Wakeup
 from ..roles import WORKER
-
-
-def duration_s(source: Dict[str, object]) -> Optional[float]:
-    """How long the trace ran, from the source (a recording's elapsed, an import's banner).
-
-    Rates ("DNS answers a second") divide by it, so a source without one gets no rates
-    rather than a guess.
-    """
-    for key in ("elapsed_s", "duration_s"):
-        value = source.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            return float(value)
-    return None
+from ..vocabulary import traced_seconds
 
 
 def thread_id(party: Party) -> object:
@@ -126,7 +114,7 @@ def build(recording: Recording, report: Report, namer: Namer, idx: Index) -> Con
     for t in report.by_thread:
         process_of(t.target).threads.append(t)
     processes = tuple(g.freeze() for g in gathered.values())
-    return Context(recording, report, namer, idx, duration_s(recording.source), processes)
+    return Context(recording, report, namer, idx, traced_seconds(recording.source), processes)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, cast
 from ..categories import CATEGORIES, CATEGORY_BY_ID
 from ..model import Recording
 from ..report import CAUSE_WAKER, Wakeup
+from ..vocabulary import with_comm
 
 
 def category(category_id: str) -> str:
@@ -47,7 +48,7 @@ def waker_label(recording: Recording, w: Wakeup) -> str:
     if w.waker.name == w.target.name and w.waker.pid != w.target.pid:
         info = recording.processes.get(w.waker.pid) if w.waker.pid is not None else None
         comm = info.comm if info is not None and info.comm else w.waker.comm
-        return f"{comm} ({w.waker.name})"
+        return with_comm(w.waker.name, comm)
     return w.waker.name
 
 

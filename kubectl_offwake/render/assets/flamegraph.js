@@ -6,6 +6,9 @@
  *   <g class="fr" data-x="µs offset" data-w="µs width" data-d="depth"><title>name\n...</title>
  *      <rect/><text/></g>
  * Usage: offwakeFlame(svgElement, {matched: el, details: el, unzoom: el}) -> controller.
+ * Frame names come from the traced node: they are read from <title> text (already escaped
+ * and neutralized by the renderer) and only ever written back as textContent or attribute
+ * values, never parsed as markup.
  */
 (function () {
   "use strict";

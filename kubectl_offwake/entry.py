@@ -3,11 +3,13 @@
 ``kubectl-offwake`` is the plugin; ``kubectl_complete-offwake`` is what kubectl >= 1.26 runs
 for ``kubectl offwake <TAB>``. ``kubectl-offwake __complete WORDS...`` answers the same way,
 so the single-file plugin (one executable) can serve completion through a two-line script.
+
+The single file runs under whatever python3 is on PATH, so this module still parses on old
+Pythons (no ``from __future__ import annotations``) and tells the user what to do.
 """
 
-from __future__ import annotations
-
 import sys
+from typing import List
 
 COMPLETE_WORD = "__complete"
 #: pyproject's requires-python (a unit test keeps them equal). pip enforces it for installs;
@@ -41,7 +43,7 @@ def complete() -> None:
     _complete(sys.argv[1:])
 
 
-def _complete(words: list[str]) -> None:
+def _complete(words: List[str]) -> None:
     try:
         from .cli.complete import main as complete_main
 

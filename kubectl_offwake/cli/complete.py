@@ -116,7 +116,9 @@ def _quiet(cmd: List[str]) -> List[str]:
         return []
     if proc.returncode != 0:
         return []
-    return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    # names from a cluster go to the user's shell: only plain, printable words
+    return [word for word in (line.strip() for line in proc.stdout.splitlines())
+            if word and word.isprintable() and not any(c.isspace() for c in word)]
 
 
 @dataclass

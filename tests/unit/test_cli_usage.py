@@ -75,3 +75,15 @@ def test_the_app_has_exactly_the_listed_commands():
     assert registered == [c.name for c in COMMANDS]
     assert {c.name for c in COMMANDS} == {
         "report", "trace", "local", "demo", "setup", "cleanup", "version"}
+
+
+def test_the_minimum_python_is_pyprojects():
+    """entry.MIN_PYTHON guards the single-file plugin; pip reads requires-python."""
+    import re
+    from pathlib import Path
+
+    from kubectl_offwake.entry import MIN_PYTHON
+
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    requires = re.findall(r'^requires-python = "([^"]+)"$', pyproject, re.M)
+    assert requires == [">=" + ".".join(map(str, MIN_PYTHON))]

@@ -23,16 +23,15 @@ import typer.main
 from ..k8s.targets import KINDS
 from . import app, route
 
-# cobra's ShellCompDirective bits (what the shell does besides offering the candidates)
-DEFAULT = 0  # also complete file names
-NO_SPACE = 2
+# cobra's ShellCompDirective values: what the shell does besides offering the candidates
+DEFAULT = 0  # it also completes file names (as cobra does for a value it knows nothing of)
 NO_FILE = 4
 
 #: The longest a completion waits for the cluster (kubectl's own request timeout is shorter).
 CLUSTER_TIMEOUT_S = 3.0
 REQUEST_TIMEOUT = "2s"
 
-_VALUE_FILES = {"--out", "--save", "--kubeconfig", "--keep-recording"}
+# kubectl's flags that pick the cluster: passed on to the kubectl that lists names
 _CLUSTER_FLAGS = ("--context", "--kubeconfig")
 
 
@@ -56,9 +55,11 @@ class Spec:
         return next((o for o in self.options if name in o.names), None)
 
 
-def _enum_choices(function: object, name: str) -> List[str]:
-    """The values of an Enum-typed parameter (``--format``), from the function's type hints."""
-    hint = typing.get_type_hints(function).get(name)
+def _enum_choices(function: Any, name: str) -> List[str]:
+    """The values of an Enum-typed parameter (``--format``), from its annotation alone."""
+    hint = getattr(function, "__annotations__", {}).get(name)
+    if isinstance(hint, str):  # `from __future__ import annotations`
+        hint = eval(hint, function.__globals__)  # as typing.get_type_hints does, for one
     for candidate in (hint, *typing.get_args(hint)):
         if inspect.isclass(candidate) and issubclass(candidate, enum.Enum):
             return [str(member.value) for member in candidate]
@@ -123,17 +124,16 @@ def _quiet(cmd: List[str]) -> List[str]:
 
 @dataclass
 class Typed:
-    """What the words before the current one say: the command, option values, arguments."""
+    """What the words before the current one say: option values, options used, arguments."""
 
-    command: str
     values: Dict[str, str] = field(default_factory=dict)
     used: List[str] = field(default_factory=list)
     arguments: List[str] = field(default_factory=list)
     pending: Optional[Option] = None  # the last word was an option still waiting for its value
 
 
-def _read(words: Sequence[str], spec: Spec, command: str) -> Typed:
-    typed = Typed(command)
+def _read(words: Sequence[str], spec: Spec) -> Typed:
+    typed = Typed()
     for word in words:
         if typed.pending is not None:
             typed.values[typed.pending.names[0]] = word
@@ -161,14 +161,14 @@ def complete(words: Sequence[str]) -> Tuple[List[str], int]:
     before, current = words[:-1], words[-1]
     if not before and not current.startswith("-"):
         first = [f"{name}\t{commands[name].help}" for name in visible if name.startswith(current)]
-        return first + _targets(current, Typed("trace")), NO_FILE
+        return first + _targets(current, Typed()), NO_FILE
     routed = route(before) if before else ["trace"]
     command, rest = routed[0], routed[1:]
     spec = commands[command]
     if not before:  # the first word: TARGET's options or the top level's (--version)
         extra = [o for o in top.options if not spec.option(o.names[0])]
         spec = Spec(spec.help, spec.options + extra, spec.arguments)
-    typed = _read(rest, spec, command)
+    typed = _read(rest, spec)
 
     if typed.pending is not None:
         return _values(typed.pending, current, typed)
@@ -202,14 +202,12 @@ def _values(option: Option, current: str, typed: Typed) -> Tuple[List[str], int]
     name = option.names[0]
     if option.choices:
         return [c for c in option.choices if c.startswith(current)], NO_FILE
-    if name in _VALUE_FILES:
-        return [], DEFAULT
     if name == "--namespace":
         found = _kubectl_names("namespaces", None, _cluster_flags(typed))
     elif name == "--context":
         found = _contexts(_cluster_flags(typed))
     else:
-        return [], NO_FILE
+        return [], DEFAULT
     return [n for n in found if n.startswith(current)], NO_FILE
 
 

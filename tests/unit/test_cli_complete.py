@@ -77,14 +77,16 @@ def test_format_value_after_equals_and_with_a_prefix():
 
 
 @pytest.mark.parametrize("words", [["report", ""], ["report", "-o", "json", ""],
-                                   ["report", "x", "--out", ""], ["istio-proxy", "--save", ""]])
-def test_file_arguments_leave_it_to_the_shell(words):
+                                   ["report", "x", "--out", ""], ["istio-proxy", "--save", ""],
+                                   ["istio-proxy", "--kubeconfig", ""],
+                                   ["istio-proxy", "--duration", ""]])
+def test_file_arguments_and_free_values_leave_it_to_the_shell(words):
     assert complete(words) == ([], DEFAULT)
 
 
 @pytest.mark.parametrize("words", [
     ["-n", ""], ["istio-proxy", "--context", ""], ["istio-proxy", "-n", "app", ""],
-    ["deploy/"], ["istio-proxy", "--duration", ""], ["report", "x", ""], ["version", ""],
+    ["deploy/"], ["report", "x", ""], ["version", ""],
 ])
 def test_without_a_cluster_nothing_is_offered_and_nothing_fails(words):
     assert complete(words) == ([], NO_FILE)

@@ -1,18 +1,23 @@
-"""The ``kubectl-offwake`` command line (DESIGN.md §3.1): a typer app with thin commands.
+"""The ``kubectl-offwake`` command line: a typer app with thin commands.
 
 ``kubectl offwake TARGET`` has no subcommand word, so :func:`main` routes any first
-argument that is not a known command to the hidden ``trace`` command.
+argument that is not a command or a top-level option to the hidden ``trace`` command.
+Errors reach the user as one ``error:`` line and an exit code, never a traceback: usage
+errors (typer's, and :class:`~kubectl_offwake.errors.BadInput`) exit 2, failed runs 1.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 import typer
 
+from .. import __version__
 from ..errors import EXIT_USAGE, UserError
-from . import report as report_cmd
+from .commands import COMMANDS
+
+PROG = "kubectl offwake"
 
 app = typer.Typer(
     name="kubectl-offwake",
@@ -30,62 +35,68 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-app.command("report")(report_cmd.report)
+for _command in COMMANDS:
+    app.command(_command.name, hidden=_command.hidden)(_command.function)
 
 
-@app.command("version")
-def version() -> None:
-    """Print the plugin's version."""
-    from .. import __version__
-
-    typer.echo(f"kubectl-offwake {__version__}")
-
-_COMMANDS = {"report", "local", "cleanup", "setup", "demo", "trace", "version"}
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"kubectl-offwake {__version__}")
+        raise typer.Exit()
 
 
-def _register_optional_commands() -> None:
-    """Commands whose modules may pull heavier imports register here, lazily ordered."""
-    from . import commands
+@app.callback()
+def _top_level(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True,
+        help="Print the plugin's version and exit.",
+    ),
+) -> None:
+    """Options before the command word (kubectl offwake --version)."""
 
-    commands.register(app)
+
+# Words that stay in front: a command, or an option of the top level itself.
+TOP_LEVEL_WORDS = frozenset(
+    {command.name for command in COMMANDS} | {"--version", "-h", "--help"}
+)
 
 
 def route(argv: List[str]) -> List[str]:
     """Insert ``trace`` before a bare TARGET so typer sees a subcommand."""
-    if not argv:
-        return argv
-    first = argv[0]
-    if first in _COMMANDS or first in ("-h", "--help"):
+    if not argv or argv[0] in TOP_LEVEL_WORDS:
         return argv
     return ["trace", *argv]
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    args = route(list(sys.argv[1:] if argv is None else argv))
-    _register_optional_commands()
-    try:
-        result = app(args=args, prog_name="kubectl offwake", standalone_mode=False)
-    except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors and friends
-        import click
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(message, err=True)
+    sys.exit(code)
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            typer.echo("aborted", err=True)
-            sys.exit(130)
-        raise
+
+def _usage_error(exc: typer.TyperException) -> NoReturn:
+    """typer's own errors (unknown option, missing argument, bad choice) as one line."""
+    message = exc.format_message().strip()
+    if not message:  # NoArgsIsHelpError: typer has printed the help already
+        sys.exit(exc.exit_code)
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else PROG
+    hint = f" See '{command} --help'." if exc.exit_code == EXIT_USAGE else ""
+    _fail(f"error: {message.rstrip('.')}.{hint}", exc.exit_code)
+
+
+def main(argv: Optional[List[str]] = None) -> NoReturn:
+    args = route(list(sys.argv[1:] if argv is None else argv))
+    try:
+        result = app(args=args, prog_name=PROG, standalone_mode=False)
+    except UserError as exc:
+        _fail(f"error: {exc}", exc.exit_code)
+    except typer.TyperException as exc:
+        _usage_error(exc)
+    except (KeyboardInterrupt, typer.Abort):
+        _fail("interrupted", 130)
     if isinstance(result, int) and result:
         # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns the code.
         if result == 130:
-            typer.echo("interrupted", err=True)
+            _fail("interrupted", 130)
         sys.exit(result)
     sys.exit(0)

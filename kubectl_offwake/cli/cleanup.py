@@ -32,7 +32,3 @@ def cleanup(
         typer.echo(f"deleted {name}", err=True)
     typer.echo(f"removed {len(removed)} leftover object(s) from namespace "
                f"{collector_namespace}", err=True)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("cleanup")(cleanup)

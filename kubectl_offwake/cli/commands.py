@@ -1,19 +1,40 @@
-"""Registers the commands other than ``report`` (kept apart so each stays one module)."""
+"""The plugin's commands: one explicit list, in the order ``--help`` shows them.
+
+The typer app (``cli/__init__``), the TARGET routing and shell completion all read this
+list, so a command added here is known everywhere and a missing module fails at import.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable, Tuple
+
 import typer
 
+from . import cleanup, demo, local, report, setup, trace
 
-def register(app: typer.Typer) -> None:
-    """Each command module, when it exists, exposes ``register(app)``."""
-    import importlib
 
-    for name in ("trace", "local", "demo", "cleanup", "setup"):
-        try:
-            module = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__package__}.{name}":
-                continue
-            raise
-        module.register(app)
+@dataclass(frozen=True)
+class Command:
+    name: str
+    function: Callable[..., Any]
+    hidden: bool = False
+
+
+def version() -> None:
+    """Print the plugin's version."""
+    from .. import __version__
+
+    typer.echo(f"kubectl-offwake {__version__}")
+
+
+COMMANDS: Tuple[Command, ...] = (
+    Command("report", report.report),
+    # ``kubectl offwake TARGET``: cli.route inserts this word, so it is not listed in help.
+    Command("trace", trace.trace, hidden=True),
+    Command("local", local.local),
+    Command("demo", demo.demo),
+    Command("setup", setup.setup),
+    Command("cleanup", cleanup.cleanup),
+    Command("version", version),
+)

@@ -40,7 +40,3 @@ def demo(
         typer.echo(f"report written to {out}", err=True)
     if keep_recording:
         typer.echo(f"recording saved to {keep_recording}", err=True)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("demo")(demo)

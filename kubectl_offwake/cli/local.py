@@ -73,7 +73,3 @@ def local(
         f"recording saved to {save_path} (re-analyse with: kubectl offwake report {save_path})",
         err=True,
     )
-
-
-def register(app: typer.Typer) -> None:
-    app.command("local")(local)

@@ -37,7 +37,3 @@ def setup(
     for line in admin.apply(cluster, collector_namespace):
         typer.echo(line, err=True)
     typer.echo(f"ready: collector pods will run in namespace {collector_namespace}", err=True)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("setup")(setup)

@@ -75,7 +75,3 @@ def trace(
     if code:
         # SystemExit, not typer.Exit: with standalone_mode=False click would swallow the code
         sys.exit(code)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("trace", hidden=True)(trace)

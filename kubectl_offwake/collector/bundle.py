@@ -13,6 +13,7 @@ import os
 import zipfile
 from typing import List, Optional, Tuple
 
+from .. import __version__
 from .bpfprog import SOURCE_NAME, bpf_source
 
 _PKG_INIT = '"""kubectl-offwake collector (zipapp)."""\n\n__version__ = "{version}"\n'
@@ -37,15 +38,6 @@ def _sources(sub: str) -> List[Tuple[str, str]]:
     return out
 
 
-def _version() -> str:
-    try:
-        from .. import __version__
-
-        return str(__version__)
-    except ImportError:
-        return "0.0.0"
-
-
 def build_zipapp(version: Optional[str] = None) -> bytes:
     """The zipapp's bytes (with a ``#!/usr/bin/env python3`` line)."""
     buf = io.BytesIO()
@@ -58,7 +50,7 @@ def build_zipapp(version: Optional[str] = None) -> bytes:
             zf.writestr(info, data.encode("utf-8"))
 
         add("__main__.py", _MAIN)
-        add("kubectl_offwake/__init__.py", _PKG_INIT.format(version=version or _version()))
+        add("kubectl_offwake/__init__.py", _PKG_INIT.format(version=version or __version__))
         for sub in ("wire", "collector"):
             for arcname, path in _sources(sub):
                 with open(path, encoding="utf-8") as f:

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Dict, List, Optional, Sequence
 
-from .. import wire
+from .. import __version__, wire
 from ..wire import WireWriter
 from ..wire.schema import loss_sentences
 from .cgroups import cpu_stat_path, read_cgroup, read_cpu_stat
@@ -28,17 +28,7 @@ if TYPE_CHECKING:  # bcc is imported only once tracing starts
     from .bpfprog import Program
     from .snapshot import Snapshotter
 
-TOOL_VERSION = "0.1.0"
 POLL_S = 0.1
-
-
-def _tool_version() -> str:
-    try:
-        from .. import __version__
-
-        return str(__version__)
-    except ImportError:
-        return TOOL_VERSION
 
 
 def ensure_tracefs() -> Optional[str]:
@@ -75,7 +65,7 @@ class Collector:
 
     def _hello(self, headers: Optional[Headers]) -> None:
         fields: Dict[str, object] = {
-            "schema": wire.SCHEMA_VERSION, "tool_version": _tool_version(),
+            "schema": wire.SCHEMA_VERSION, "tool_version": __version__,
             "collector": "bcc", "kernel": platform.release(),
             "node": self.opts.node_name or socket.gethostname(),
             "started": round(time.time(), 3), "interval_s": self.opts.interval_s,

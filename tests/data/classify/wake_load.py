@@ -43,7 +43,7 @@ def waiting(comm: str, wait: Callable[[], object]) -> Callable[[], None]:
         while running():
             try:
                 wait()
-            except socket.timeout:
+            except TimeoutError:
                 pass
     return loop
 
@@ -77,7 +77,7 @@ def main() -> None:
             try:
                 if not conn.recv(100):
                     break
-            except socket.timeout:
+            except TimeoutError:
                 pass
 
     def tcp_client() -> None:

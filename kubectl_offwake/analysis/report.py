@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from .model import Edge, OnCpu, Pending, Throttling
+from .model import Edge, EnvoyStats, OnCpu, Pending, Throttling
 
 
 @dataclass(frozen=True)
@@ -104,4 +104,5 @@ class Report:
     findings: List[Finding]
     pending: List[Pending] = field(default_factory=list)
     throttling: List[Throttling] = field(default_factory=list)
+    envoy_stats: List[EnvoyStats] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)

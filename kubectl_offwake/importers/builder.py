@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ..analysis.model import (
     Edge,
+    EnvoyStats,
     OnCpu,
     Pending,
     ProcessInfo,
@@ -65,6 +66,7 @@ class RecordingBuilder:
         self._oncpu: Dict[int, OnCpu] = {}
         self._pending: Dict[int, int] = {}  # tid -> index in recording.pending
         self._throttling: Dict[Tuple[Any, Any], Throttling] = {}
+        self._envoy_stats: Dict[Optional[int], int] = {}  # pid -> index in recording.envoy_stats
         self._target_pids: set = set()
         self._collector_warnings: List[str] = []
         self._emitted: List[str] = []
@@ -79,6 +81,7 @@ class RecordingBuilder:
             "oncpu": self._oncpu_record,
             "pending": self._pending_record,
             "cgroup_stat": self._cgroup_stat,
+            "envoy_stats": self._envoy_stats_record,
             "snapshot": self._snapshot,
             "end": self._end,
             "log": self._log,
@@ -417,6 +420,20 @@ class RecordingBuilder:
             throttling.start = counters
         else:
             throttling.end = counters
+
+    def _envoy_stats_record(self, record: dict) -> None:
+        pid = _opt_int(record.get("pid"))
+        admin = record.get("admin")
+        stats = EnvoyStats(
+            pid, _str(admin) if admin is not None else None, _opt_float(record.get("window_s")),
+            _int_dict(record.get("delta") or {}), _int_dict(record.get("listeners") or {}))
+        # A state, not a delta: a later record of the same Envoy replaces the earlier one.
+        index = self._envoy_stats.get(pid)
+        if index is None:
+            self._envoy_stats[pid] = len(self.recording.envoy_stats)
+            self.recording.envoy_stats.append(stats)
+        else:
+            self.recording.envoy_stats[index] = stats
 
     def _snapshot(self, record: dict) -> None:
         self.snapshots += 1

@@ -6,6 +6,8 @@ is worded from those settings, so the words cannot drift from what runs). ``heal
 the baseline the faults start from: light load, no neighbour, Istio-like intervals (DNS
 refresh 5 s as Envoy's default, stats flush 5 s, no xDS pushes, probes every second).
 ``mixed`` is ``kubectl offwake demo`` without ``--scenario``: many things at once.
+``connection-churn`` is ``accept-herd``'s control: the same new connection per request on
+Envoy's default listeners (a socket per worker), where no herd may be reported.
 ``kubectl offwake demo --list-scenarios``, the scenario tests and the runbook read this
 table; nothing else describes a scenario.
 """
@@ -50,6 +52,11 @@ HEALTHY = MeshSettings(
     hog_nice=None,
 )
 
+#: A new connection per request, one at a time: with a shared listener every connection
+#: finds both workers waiting (two concurrent connections kept one worker busy while the
+#: other accepted, and the herd did not show).
+CHURN = Load(connections=1, delay_ms=5, new_connection=True)
+
 SCENARIOS: Tuple[Scenario, ...] = (
     Scenario(
         "mixed", "Many things at once: the default demo",
@@ -65,7 +72,7 @@ SCENARIOS: Tuple[Scenario, ...] = (
         "cpu-throttled", "A CPU limit below the load: CFS throttling",
         ("cpu-throttling",),
         replace(HEALTHY, load=Load(connections=2, delay_ms=5),
-                cpu_quota=CpuQuota(quota_us=10_000, period_us=100_000)),
+                cpu_quota=CpuQuota(quota_us=2_000, period_us=100_000)),
     ),
     Scenario(
         "noisy-neighbour", "Another process takes Envoy's CPU",
@@ -85,8 +92,12 @@ SCENARIOS: Tuple[Scenario, ...] = (
     Scenario(
         "accept-herd", "One listening socket shared by every worker",
         ("accept-herd",),
-        replace(HEALTHY, reuse_port=False,
-                load=Load(connections=2, delay_ms=10, new_connection=True)),
+        replace(HEALTHY, reuse_port=False, load=CHURN),
+    ),
+    Scenario(
+        "connection-churn", "A new connection per request, on per-worker listeners",
+        (),
+        replace(HEALTHY, load=CHURN),
     ),
     Scenario(
         "slow-upstream", "The app is slow, not the sidecar",
@@ -102,8 +113,8 @@ SCENARIOS: Tuple[Scenario, ...] = (
     Scenario(
         "access-log-contention", "Workers and the flush thread fight over the access log",
         ("access-log-flush",),
-        replace(HEALTHY, load=Load(connections=4, delay_ms=4, header_bytes=1024),
-                access_log=AccessLog(flush_ms=1, loggers=4, log_headers=True)),
+        replace(HEALTHY, load=Load(connections=4, delay_ms=2, header_bytes=1024),
+                access_log=AccessLog(flush_ms=1, loggers=8, log_headers=True)),
     ),
 )
 

@@ -175,7 +175,7 @@ def test_every_scenario_but_the_default_has_a_test_here() -> None:
 
 
 @pytest.mark.parametrize("name", list(BY_NAME))
-def test_scenario_bootstraps_are_valid_envoy_config(name: str, tmp_path: Path) -> None:
+def test_bootstrap_of_each_scenario_is_valid_envoy_config(name: str, tmp_path: Path) -> None:
     """Envoy itself validates each scenario's bootstrap (``--mode validate``)."""
     settings = BY_NAME[name].settings
     config = envoy_config.EnvoyConfig(

@@ -391,12 +391,7 @@ class RecordingBuilder:
         pending = Pending(task, waiting, stack, preempted=record.get("state") == "preempted",
                           whole_run=bool(record.get("whole_run")))
         # Pending is a state, not a delta: a later report of the same thread replaces it.
-        index = self._pending.get(tid)
-        if index is None:
-            self._pending[tid] = len(self.recording.pending)
-            self.recording.pending.append(pending)
-        else:
-            self.recording.pending[index] = pending
+        _put(self._pending, self.recording.pending, tid, pending)
 
     def _cgroup_stat(self, record: dict) -> None:
         phase = record["phase"]
@@ -428,12 +423,7 @@ class RecordingBuilder:
             pid, _str(admin) if admin is not None else None, _opt_float(record.get("window_s")),
             _int_dict(record.get("delta") or {}), _int_dict(record.get("listeners") or {}))
         # A state, not a delta: a later record of the same Envoy replaces the earlier one.
-        index = self._envoy_stats.get(pid)
-        if index is None:
-            self._envoy_stats[pid] = len(self.recording.envoy_stats)
-            self.recording.envoy_stats.append(stats)
-        else:
-            self.recording.envoy_stats[index] = stats
+        _put(self._envoy_stats, self.recording.envoy_stats, pid, stats)
 
     def _snapshot(self, record: dict) -> None:
         self.snapshots += 1
@@ -466,6 +456,16 @@ class RecordingBuilder:
         self.recording.logs.append(
             {"level": _str(record["level"]), "message": _str(record["message"])}
         )
+
+
+def _put(positions: Dict[Any, int], items: List[Any], key: Any, item: Any) -> None:
+    """Add ``item`` to ``items``, or replace the one added before under ``key``."""
+    index = positions.get(key)
+    if index is None:
+        positions[key] = len(items)
+        items.append(item)
+    else:
+        items[index] = item
 
 
 # -- field coercion ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -74,7 +75,12 @@ def run_demo_cli(args: List[str], cwd: Path, on_ready: Optional[Callable[[Steps]
             steps.lines.append(line)
             if READY_STEP in line:
                 if on_ready is not None:
-                    on_ready(steps)
+                    try:
+                        on_ready(steps)
+                    except BaseException:
+                        os.kill(proc.pid, signal.SIGINT)  # let the demo clean up first
+                        proc.communicate(timeout=timeout)
+                        raise
                 break
         stdout, rest = proc.communicate(timeout=timeout)
     finally:

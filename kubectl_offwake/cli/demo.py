@@ -20,7 +20,7 @@ def demo(
     duration: str = typer.Option("5s", "--duration", "-d", help="How long to trace: 5, 5s, 1m."),
     scenario: str = typer.Option(
         DEFAULT, "--scenario", "-s", metavar="NAME",
-        help="The condition to set up (see --list-scenarios); default: many at once.",
+        help="The condition to set up (see --list-scenarios); mixed: many at once.",
     ),
     list_scenarios: bool = typer.Option(
         False, "--list-scenarios", help="List the scenarios and what each sets up, then exit."),

@@ -292,3 +292,27 @@ def test_unknown_scenario_is_bad_usage() -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and len(proc.stderr.splitlines()) == 1
     assert "--list-scenarios" in proc.stderr
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root")
+def test_a_killed_demos_cpu_limit_group_is_removed_by_the_next_demo() -> None:
+    """A cpu-throttled demo killed with SIGKILL leaves Envoy's limit group behind; the next
+    demo's clean-up of stale demos removes it (and leaves a live demo's alone)."""
+    from kubectl_offwake.demo.stale import remove_stale
+
+    controller = find_cpu_controller()
+    assert controller is not None, "no cgroup cpu controller on this host"
+    dead = next(pid for pid in range(4_000_000, 4_100_000) if not os.path.exists(f"/proc/{pid}"))
+    stale = os.path.join(controller.root, f"offwake-demo-{dead}-envoy")
+    mine = os.path.join(controller.root, f"offwake-demo-{os.getpid()}-envoy")
+    os.mkdir(stale)
+    os.mkdir(mine)
+    try:
+        assert dead in remove_stale(current_pid=0)
+        assert not os.path.exists(stale)
+        assert os.path.exists(mine)  # this process is alive: not stale
+    finally:
+        for path in (stale, mine):
+            if os.path.exists(path):
+                os.rmdir(path)

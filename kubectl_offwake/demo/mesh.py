@@ -239,7 +239,7 @@ class DemoMesh:
             "--admin-socket", info.admin_socket, "--interval", str(settings.agent_interval_s),
             "--stats-every", str(settings.agent_stats_every), "--xds-socket", xds_socket,
             *(["--xds-push"] if settings.xds_push else []),
-            *[arg for cpu in self._envoy_cpus(info) for arg in ("--cpu", str(cpu))],
+            "--cpu", str(info.cpu),
             "--envoy-log", os.path.join(info.workdir, "envoy.log"),
         ]
         agent = sup.start("pilot-agent", sup.python_module("agent", *agent_args, "--",
@@ -251,21 +251,14 @@ class DemoMesh:
         pushes = (f"pushing a cluster change on every poll, every {settings.xds_refresh_ms} ms"
                   if settings.xds_push else
                   f"polled every {settings.xds_refresh_ms} ms, no changes")
-        where = f"pinned to CPU {info.cpu}" if settings.pin_envoy else "on every CPU"
         self.on_step(
             f"envoy (pid {info.envoy_pid}, {len(info.envoy_threads)} threads, "
-            f"{settings.concurrency} workers, {where}) started by the pilot-agent stand-in "
+            f"{settings.concurrency} workers, pinned to CPU {info.cpu}) started by the "
+            "pilot-agent stand-in "
             f"(pid {agent.pid}): xDS over a unix socket ({pushes}), admin on a unix socket")
         self._wait_upstream_resolved(info)
         self.on_step(f"envoy resolved {envoy_config.UPSTREAM_HOST} through dnsmasq "
                      f"(re-resolving every {settings.dns_refresh_ms} ms)")
-
-    def _envoy_cpus(self, info: MeshInfo) -> List[int]:
-        """Envoy's CPUs: the hog's one, or every CPU the demo may use (the agent, which
-        starts it, runs on the others only)."""
-        if self.settings.pin_envoy:
-            return [info.cpu]
-        return sorted(os.sched_getaffinity(0))
 
     def _limit_cpu(self, info: MeshInfo) -> None:
         """The scenario's CPU limit on Envoy's cgroup, as a container's limit is."""

@@ -69,8 +69,6 @@ class MeshSettings:
 
     #: Envoy's worker threads.
     concurrency: int = 2
-    #: Envoy on one CPU of its own (the hog's), or free to run on every CPU.
-    pin_envoy: bool = True
     load: Load = field(default_factory=Load)
     #: kubelet's readiness probes (new connection each) from the host.
     probe_interval_s: float = 0.1
@@ -106,7 +104,6 @@ def _knobs(s: MeshSettings) -> Dict[str, str]:
     log = s.access_log
     return {
         "concurrency": f"{s.concurrency} Envoy workers",
-        "cpus": "Envoy pinned to one CPU" if s.pin_envoy else "Envoy free to run on every CPU",
         "load": f"at most {load.approx_rate()} requests/s on {load.connections} "
                 f"connection{'s' if load.connections != 1 else ''}{how}{pad}",
         "probes": f"kubelet probes every {s.probe_interval_s:g} s",

@@ -18,6 +18,7 @@ only, and never fatal: what cannot be read becomes a ``log`` record.
 from __future__ import annotations
 
 import ctypes
+import errno
 import http.client
 import json
 import os
@@ -116,6 +117,38 @@ def admin_of_bootstrap(bootstrap: object) -> Optional[AdminAddress]:
     return None
 
 
+def in_root(root: str, path: str, max_links: int = 40) -> str:
+    """``path`` as a process whose root directory is ``root`` sees it.
+
+    ``/proc/PID/root`` leads into a container's filesystem, but an absolute symlink met on
+    the way (Debian's ``/var/run`` → ``/run``) would lead back into ours; so each link
+    is followed here, inside ``root``.
+    """
+    todo = [p for p in path.split("/") if p]
+    done: List[str] = []
+    links = 0
+    while todo:
+        part = todo.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        try:
+            target = os.readlink(os.path.join(root, *done, part))
+        except OSError:  # not a link, or not there (the open that follows says so)
+            done.append(part)
+            continue
+        links += 1
+        if links > max_links:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+        if target.startswith("/"):
+            done = []
+        todo = [p for p in target.split("/") if p] + todo
+    return os.path.join(root, *done)
+
+
 def _bootstrap_admin(pid: int, proc: str) -> Optional[AdminAddress]:
     try:
         with open(f"{proc}/{pid}/cmdline", "rb") as handle:
@@ -125,7 +158,7 @@ def _bootstrap_admin(pid: int, proc: str) -> Optional[AdminAddress]:
             return None
         if not path.startswith("/"):
             path = os.path.join(os.readlink(f"{proc}/{pid}/cwd"), path)
-        with open(f"{proc}/{pid}/root{path}", "rb") as handle:
+        with open(in_root(f"{proc}/{pid}/root", path), "rb") as handle:
             data = handle.read(MAX_BOOTSTRAP_BYTES + 1)
     except OSError:
         return None
@@ -231,8 +264,8 @@ def _setns(fd: int) -> None:
         return
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.setns(fd, _CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 def enter_netns(pid: int, proc: str = PROC) -> None:
@@ -251,7 +284,7 @@ def fetch_counters(pid: int, admin: AdminAddress, timeout: float = TIMEOUT_S,
     """GET the kept counters; call it from a thread of its own (it may join PID's netns)."""
     conn: http.client.HTTPConnection
     if admin.path and not admin.path.startswith("@"):
-        path = f"{proc}/{pid}/root{admin.path}"  # Envoy's filesystem, from ours
+        path = in_root(f"{proc}/{pid}/root", admin.path)  # Envoy's filesystem, from ours
         if len(path) > _UNIX_PATH_MAX:
             raise OSError(f"the socket path {path} is too long to connect to")
         conn = _UnixHTTPConnection(path, timeout)

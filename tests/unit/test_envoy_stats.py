@@ -330,3 +330,55 @@ def test_malformed_record_is_skipped_not_fatal():
     builder.add({"type": "envoy_stats", "pid": 2, "delta": {"a": 3}, "listeners": {}})
     assert [s.pid for s in builder.recording.envoy_stats] == [2]
     assert builder.malformed == 1
+
+
+def test_paths_inside_a_containers_root_follow_its_own_symlinks(tmp_path):
+    root = tmp_path / "root"
+    (root / "run" / "istio").mkdir(parents=True)
+    (root / "var").mkdir()
+    (root / "etc").mkdir()
+    os.symlink("/run", root / "var" / "run")  # absolute: must stay inside root
+    os.symlink("../run/istio", root / "etc" / "istio")  # relative
+    os.symlink("loop", root / "loop")
+    base = str(root)
+    assert envoy_stats.in_root(base, "/var/run/istio/admin.sock") == \
+        f"{base}/run/istio/admin.sock"
+    assert envoy_stats.in_root(base, "/etc/istio/./x/../admin.sock") == \
+        f"{base}/run/istio/admin.sock"
+    assert envoy_stats.in_root(base, "/../../var/run") == f"{base}/run"
+    assert envoy_stats.in_root(base, "/no/such/file") == f"{base}/no/such/file"
+    with pytest.raises(OSError):
+        envoy_stats.in_root(base, "/loop/x")
+
+
+def test_admin_socket_behind_var_run_is_found_and_dialled_inside_the_root(tmp_path):
+    """Debian's /var/run is a link to /run: the socket is dialled in the container's /run."""
+    import socket as socketlib
+
+    proc = fake_proc(tmp_path, argv=["envoy"], files={"/run/envoy/.keep": ""},
+                     tcp=[(hex_of("0.0.0.0", 15006), 33)],
+                     unix=[("/var/run/envoy/admin.sock", 41)], own=[33, 41])
+    (tmp_path / "root" / "var").mkdir()
+    os.symlink("/run", tmp_path / "root" / "var" / "run")
+    admin = envoy_stats.find_admin(PID, proc)
+    assert admin == AdminAddress(path="/var/run/envoy/admin.sock")
+    server = socketlib.socket(socketlib.AF_UNIX)
+    server.bind(str(tmp_path / "root" / "run" / "envoy" / "admin.sock"))
+    server.listen(1)
+    served = threading.Thread(target=lambda: _answer_once(server, "workers.watchdog_miss: 2\n"))
+    served.start()
+    try:
+        assert envoy_stats.fetch_counters(PID, admin, 2.0, proc) == {"workers.watchdog_miss": 2}
+    finally:
+        served.join(5)
+        server.close()
+
+
+def _answer_once(server, body: str) -> None:
+    conn, _ = server.accept()
+    with conn:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        data = body.encode()
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data) + data)

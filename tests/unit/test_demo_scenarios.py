@@ -165,3 +165,34 @@ def test_xds_answers_push_a_new_version_or_repeat_one():
     assert one["version_info"] == "1" and two["version_info"] == "2"
     assert one["resources"][0]["name"] == two["resources"][0]["name"] == PUSHED_CLUSTER
     assert one["resources"][0] != two["resources"][0]  # a push modifies the cluster
+
+
+def test_cpu_limit_uses_v2_only_where_it_offers_cpu(tmp_path):
+    """This machine's v2 tree has no cpu controller (it is bound to v1): the demo then
+    writes the v1 quota; where v2 offers cpu it writes ``cpu.max``."""
+    from kubectl_offwake.demo.cpulimit import CpuController, CpuLimitGroup, find_cpu_controller
+
+    v2 = tmp_path / "unified"
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("hugetlb\n")
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "30 25 0:26 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
+        "31 25 0:27 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+        "32 25 0:28 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n")
+    assert find_cpu_controller(str(v2), str(mountinfo)) == CpuController("/sys/fs/cgroup/cpu", 1)
+    (v2 / "cgroup.controllers").write_text("cpu io memory pids\n")
+    assert find_cpu_controller(str(v2), str(mountinfo)) == CpuController(str(v2), 2)
+
+    (v2 / "cgroup.subtree_control").write_text("")
+    group = CpuLimitGroup("offwake-demo-1", CpuController(str(v2), 2))
+    quota_file = group.create(2_000, 100_000)
+    assert quota_file == str(v2 / "offwake-demo-1-envoy" / "cpu.max")
+    assert (v2 / "offwake-demo-1-envoy" / "cpu.max").read_text() == "2000 100000\n"
+    assert (v2 / "cgroup.subtree_control").read_text() == "+cpu\n"
+    v1 = tmp_path / "cpu"
+    v1.mkdir()
+    group = CpuLimitGroup("offwake-demo-1", CpuController(str(v1), 1))
+    assert group.create(2_000, 50_000) == str(v1 / "offwake-demo-1-envoy" / "cpu.cfs_quota_us")
+    assert (v1 / "offwake-demo-1-envoy" / "cpu.cfs_period_us").read_text() == "50000\n"
+    assert (v1 / "offwake-demo-1-envoy" / "cpu.cfs_quota_us").read_text() == "2000\n"

@@ -68,6 +68,7 @@ def _analyze(recording: Recording) -> Report:
         findings=[],
         pending=list(recording.pending),
         throttling=list(recording.throttling),
+        envoy_stats=list(recording.envoy_stats),
         warnings=list(recording.warnings),
     )
     report.findings = find(recording, report, namer, sums.index)

@@ -174,6 +174,22 @@ class Throttling:
 
 
 @dataclass
+class EnvoyStats:
+    """What Envoy itself said about the traced window: its admin counters' rise and its
+    listening sockets (the collector's ``envoy_stats`` record)."""
+
+    pid: Optional[int]
+    #: The admin address read, or ``None`` when the counters could not be read.
+    admin: Optional[str] = None
+    #: Seconds between the two reads of the counters (a little more than the trace).
+    window_s: Optional[float] = None
+    #: Counters that rose, by how much (``listener.0.0.0.0_15006.downstream_cx_total``: 292).
+    delta: Dict[str, int] = field(default_factory=dict)
+    #: Listening sockets per TCP address at the end (reuse_port: one per worker).
+    listeners: Dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class Recording:
     """Everything one trace (or one imported capture) says."""
 
@@ -184,6 +200,7 @@ class Recording:
     oncpu: List[OnCpu] = field(default_factory=list)
     pending: List[Pending] = field(default_factory=list)
     throttling: List[Throttling] = field(default_factory=list)
+    envoy_stats: List[EnvoyStats] = field(default_factory=list)
     totals: Dict[str, int] = field(default_factory=dict)
     lost: Dict[str, int] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)

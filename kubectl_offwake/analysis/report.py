@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Final, List, Literal, Optional, Tuple
 
-from .model import Edge, OnCpu, Pending, Throttling
+from .model import Edge, EnvoyStats, OnCpu, Pending, Throttling
 
 #: Who is responsible for a wakeup, decided by the classifier from the waker's kernel stack:
 #: the waker's own code path, an interrupt (the task on the CPU was a bystander), the
@@ -121,4 +121,5 @@ class Report:
     findings: List[Finding]
     pending: List[Pending] = field(default_factory=list)
     throttling: List[Throttling] = field(default_factory=list)
+    envoy_stats: List[EnvoyStats] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)

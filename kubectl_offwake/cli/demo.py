@@ -1,5 +1,8 @@
 """``kubectl offwake demo``: a real Envoy in a small mesh node of its own, traced for a few
-seconds, then the report — and nothing left behind. Needs root."""
+seconds, then the report — and nothing left behind. Needs root.
+
+``--scenario NAME`` sets up one real condition instead of the mixed default (the table is
+``demo/scenarios.py``); ``--list-scenarios`` prints that table and needs nothing."""
 
 from __future__ import annotations
 
@@ -7,13 +10,20 @@ from typing import Optional
 
 import typer
 
-from ..errors import say
+from ..demo.scenarios import BY_NAME, DEFAULT, SCENARIOS, Scenario
+from ..errors import BadInput, say
 from ..render import RenderOptions, guess_format, write_report
 from .options import Format, parse_duration
 
 
 def demo(
     duration: str = typer.Option("5s", "--duration", "-d", help="How long to trace: 5, 5s, 1m."),
+    scenario: str = typer.Option(
+        DEFAULT, "--scenario", "-s", metavar="NAME",
+        help="The condition to set up (see --list-scenarios); mixed: many at once.",
+    ),
+    list_scenarios: bool = typer.Option(
+        False, "--list-scenarios", help="List the scenarios and what each sets up, then exit."),
     fmt: Optional[Format] = typer.Option(
         None, "--format", "-o", help="Output format (default: from --out's suffix, else table)."
     ),
@@ -24,19 +34,44 @@ def demo(
     ),
 ) -> None:
     """Run Envoy with a pilot-agent, kubelet probes, DNS, load and a noisy neighbour in a
-    network namespace; trace it and show why its threads were off the CPU."""
+    network namespace (or one scenario's condition); trace it and show why its threads
+    were off the CPU."""
+    if list_scenarios:
+        typer.echo(scenario_listing())
+        return
+    chosen_scenario = _scenario(scenario)
     seconds = parse_duration(duration)
     chosen = fmt.value if fmt else guess_format(out)
 
     from ..analysis import analyze
     from ..demo.run import run_demo
 
-    result = run_demo(seconds, keep_recording)
+    result = run_demo(seconds, chosen_scenario, keep_recording)
     report = analyze(result.recording)
-    write_report(report, chosen, out, RenderOptions(title="kubectl offwake demo"))
+    title = "kubectl offwake demo" + (f": {scenario}" if scenario != DEFAULT else "")
+    write_report(report, chosen, out, RenderOptions(title=title))
     for warning in result.recording.warnings:
         say(f"warning: {warning}")  # collector and input text: neutralized
     if out:
         typer.echo(f"report written to {out}", err=True)
     if keep_recording:
         typer.echo(f"recording saved to {keep_recording}", err=True)
+
+
+def _scenario(name: str) -> Scenario:
+    found = BY_NAME.get(name)
+    if found is None:
+        raise BadInput(f"--scenario {name!r} is not a scenario; choose one of "
+                       f"{', '.join(BY_NAME)} (kubectl offwake demo --list-scenarios)")
+    return found
+
+
+def scenario_listing() -> str:
+    """The scenario table as text: name, summary, what it sets up, expected findings."""
+    lines = []
+    for s in SCENARIOS:
+        default = " (default)" if s.name == DEFAULT else ""
+        lines.append(f"{s.name}{default}: {s.summary}")
+        lines.append(f"    sets up: {'; '.join(s.sets_up())}")
+        lines.append(f"    expected findings: {', '.join(s.expected) or 'none'}")
+    return "\n".join(lines)

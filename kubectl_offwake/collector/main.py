@@ -21,6 +21,7 @@ from ..wire import WireWriter
 from ..wire.schema import loss_sentences
 from .cgroups import cpu_stat_path, read_cgroup, read_cpu_stat
 from .cli import Options, parse_args
+from .envoy_stats import EnvoyStatsReader
 from .headers import Headers, find_headers
 from .targets import Resolution, Target, resolve
 
@@ -187,6 +188,7 @@ class Collector:
             for t in self.targets:
                 snap.sym.warm(t.pid)
                 snap.process(t.pid, t.comm, with_threads=True)
+            envoy = EnvoyStatsReader.read_start(self.targets, self.log)
             program.set_targets([t.pid for t in self.targets])
             self.attached_mono = snap.attached_mono = time.monotonic()
             self.log("info", f"BPF compiled and attached in {program.load_s * 1000:.0f} ms")
@@ -200,6 +202,7 @@ class Collector:
                 reason = "error"
             counters = program.counters()
             snap.take(counters)
+            envoy.finish(self.writer.emit)
             n_pending = snap.pending([t.pid for t in self.targets if t.alive()],
                                      self.attached_mono)
             for t in self.targets:

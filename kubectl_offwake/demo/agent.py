@@ -1,13 +1,14 @@
 """The pilot-agent stand-in: Envoy's parent, talking to it over a unix socket.
 
-Like Istio's pilot-agent it starts Envoy as its child and keeps checking on it through
-Envoy's admin interface: ``/ready`` often, and ``/stats`` (which makes Envoy merge its
-workers' histograms) less often. Now and then it pushes a change (a runtime key, standing
-in for the xDS updates pilot-agent relays), which Envoy's main thread hands to every
-worker. The admin API listens on a unix socket here, so every
-poll wakes Envoy's main thread with a unix-socket write whose waker is this process.
+Like Istio's pilot-agent it starts Envoy as its child, serves Envoy's configuration over
+a unix socket (``xds.py``: REST xDS, optionally pushing a change on every poll, which
+Envoy's main thread hands to every worker), and keeps checking on Envoy through its admin
+interface: ``/ready`` often, and ``/stats`` less often. The admin API listens on a unix
+socket here too, so every poll and every xDS answer wakes Envoy's main thread with a
+unix-socket write whose waker is this process.
 
-Run as ``python -m kubectl_offwake.demo.agent --admin-socket PATH [...] -- ENVOY ARGS``.
+Run as ``python -m kubectl_offwake.demo.agent --admin-socket PATH [--xds-socket PATH
+[--xds-push]] [...] -- ENVOY ARGS``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from typing import List, Optional
 
 from .proctitle import die_with_parent, pin, set_comm
+from .xds import XdsServer
 
 COMM = "pilot-agent"
 
@@ -41,19 +43,17 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def admin_get(path: str, conn: UnixHTTPConnection, method: str = "GET") -> tuple[int, bytes]:
-    conn.request(method, path)
+def admin_get(path: str, conn: UnixHTTPConnection) -> tuple[int, bytes]:
+    conn.request("GET", path)
     response = conn.getresponse()
     return response.status, response.read()
 
 
 class Agent:
-    def __init__(self, admin_socket: str, interval: float, stats_every: int,
-                 push_every: int = 0) -> None:
+    def __init__(self, admin_socket: str, interval: float, stats_every: int) -> None:
         self.admin_socket = admin_socket
         self.interval = interval
         self.stats_every = stats_every
-        self.push_every = push_every
         self.stopping = False
         self.envoy: Optional[subprocess.Popen] = None
 
@@ -78,11 +78,7 @@ class Agent:
             try:
                 if conn is None:
                     conn = UnixHTTPConnection(self.admin_socket)
-                if self.push_every and polls % self.push_every == self.push_every // 2:
-                    # A configuration push (as pilot-agent relays xDS): Envoy's main thread
-                    # applies it and posts the new snapshot to every worker.
-                    admin_get(f"/runtime_modify?offwake.demo.generation={polls}", conn, "POST")
-                elif polls % self.stats_every == 0:
+                if polls % self.stats_every == 0:
                     admin_get("/stats?usedonly", conn)
                 else:
                     admin_get("/ready", conn)
@@ -114,8 +110,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--stats-every", type=int, default=10,
                         help="every Nth poll asks for /stats instead of /ready")
-    parser.add_argument("--push-every", type=int, default=0,
-                        help="every Nth poll pushes a runtime change (0: never)")
+    parser.add_argument("--xds-socket", help="serve Envoy's clusters (REST xDS) here")
+    parser.add_argument("--xds-push", action="store_true",
+                        help="change a cluster on every xDS answer (a push per poll)")
     parser.add_argument("--cpu", type=int, action="append", help="pin Envoy to this CPU")
     parser.add_argument("--envoy-log", default=os.devnull)
     parser.add_argument("envoy", nargs=argparse.REMAINDER)
@@ -125,15 +122,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("give the Envoy command after --")
     set_comm(COMM)
     die_with_parent()
-    agent = Agent(args.admin_socket, args.interval, max(1, args.stats_every),
-                  max(0, args.push_every))
+    agent = Agent(args.admin_socket, args.interval, max(1, args.stats_every))
     signal.signal(signal.SIGTERM, agent.stop)
     signal.signal(signal.SIGINT, agent.stop)
+    xds = XdsServer(args.xds_socket, args.xds_push) if args.xds_socket else None
+    if xds is not None:
+        xds.start()  # before Envoy: its first fetch waits for an answer
     agent.start_envoy(envoy_argv, args.cpu, args.envoy_log)
     try:
         return agent.poll_forever()
     finally:
         agent.stop_envoy()
+        if xds is not None:
+            xds.close()
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@
     with DemoMesh(on_step=print) as mesh:
         mesh.envoy_pid, mesh.envoy_threads, mesh.node_ip ...
 
-Inside a network namespace of its own: Envoy (child of the pilot-agent stand-in, admin on
-a unix socket), ``dnsmasq`` answering the STRICT_DNS cluster Envoy re-resolves every
-100 ms, the upstream app, and ``wrk`` sending rate-limited load through Envoy. On the
-host side of a veth pair: the kubelet stand-in probing Envoy's health port over fresh
-connections, and a CPU hog pinned to Envoy's CPU.
+Inside a network namespace of its own: Envoy (child of the pilot-agent stand-in, which
+serves it clusters over REST xDS on a unix socket; admin on a unix socket too),
+``dnsmasq`` answering the STRICT_DNS cluster Envoy keeps re-resolving, the upstream app,
+and ``wrk`` sending rate-limited load through Envoy. On the host side of a veth pair: the
+kubelet stand-in probing Envoy's health port over fresh connections, and (in the mixed
+demo and ``noisy-neighbour``) a CPU hog pinned to Envoy's CPU. How much of each, and the
+faults of the scenarios (a CPU limit, a shared listener, a slow upstream, ...), come from
+one ``MeshSettings`` (``settings.py``).
 
 Teardown runs on success, on errors and on Ctrl-C (SIGTERM is turned into the same path):
 processes by PID, then whatever is left in the demo's cgroup, then the veth pair, the
@@ -30,8 +33,10 @@ from . import envoy_config, loadgen
 from .agent import UnixHTTPConnection, admin_get
 from .binaries import DemoBinaries
 from .cgroup import DemoCgroup
+from .cpulimit import CpuLimitGroup
 from .network import NodeNetwork
 from .processes import Supervisor, wait_until
+from .settings import MeshSettings
 from .stale import remove_stale
 
 StepCallback = Callable[[str], None]
@@ -54,6 +59,8 @@ class MeshInfo:
     pids: Dict[str, int] = field(default_factory=dict)
     envoy_threads: Dict[int, str] = field(default_factory=dict)
     other_cpus: List[int] = field(default_factory=list)  # everything else runs here
+    #: The file Envoy's CPU quota was written to, when the settings set one.
+    cpu_quota_file: Optional[str] = None
 
     @property
     def envoy_pid(self) -> int:
@@ -107,24 +114,17 @@ class DemoMesh:
     """Context manager for the demo node (see the module docstring)."""
 
     def __init__(self, on_step: Optional[StepCallback] = None, load_seconds: float = 60.0,
-                 rate_per_connection_ms: int = 5, prefix: Optional[str] = None,
-                 probe_interval: float = 0.1, agent_interval: float = 0.1,
-                 dns_refresh_ms: int = 100, hog_nice: int = -5,
+                 prefix: Optional[str] = None, settings: Optional[MeshSettings] = None,
                  binaries: Optional[DemoBinaries] = None) -> None:
         self.prefix = prefix or f"offwake-demo-{os.getpid()}"
         self.on_step = on_step or (lambda _text: None)
         self.load_seconds = load_seconds
-        self.rate_per_connection_ms = rate_per_connection_ms
-        self.probe_interval = probe_interval
-        self.agent_interval = agent_interval
-        self.dns_refresh_ms = dns_refresh_ms
-        #: The hog's nice value: -5 weighs about 3x a default task, like a neighbour pod
-        #: whose CPU request is three times the sidecar's.
-        self.hog_nice = hog_nice
+        self.settings = settings or MeshSettings()
         self._binaries = binaries
         self.info: Optional[MeshInfo] = None
         self.workdir: Optional[str] = None
         self.cgroup: Optional[DemoCgroup] = None
+        self.cpu_limit: Optional[CpuLimitGroup] = None
         self.network: Optional[NodeNetwork] = None
         self.supervisor: Optional[Supervisor] = None
         self._old_sigterm: object = None
@@ -159,6 +159,7 @@ class DemoMesh:
         self._start_dns(info, binaries)
         self._start_upstream(info)
         self._start_envoy(info, binaries)
+        self._limit_cpu(info)
         self._start_neighbours(info, binaries)
         info.envoy_threads = _thread_names(info.envoy_pid)
         return info
@@ -203,71 +204,106 @@ class DemoMesh:
     def _start_upstream(self, info: MeshInfo) -> None:
         assert self.supervisor is not None and self.network is not None
         sup = self.supervisor
+        delay = self.settings.upstream_delay_ms
         upstream = sup.start("upstream", sup.python_module(
-            "upstream", "--port", str(envoy_config.UPSTREAM_PORT)),
+            "upstream", "--port", str(envoy_config.UPSTREAM_PORT), "--delay-ms", str(delay)),
             netns_prefix=self.network.exec_prefix(), cpus=self._others)
         info.pids["upstream"] = upstream.pid
-        self.on_step(f"upstream app on 127.0.0.1:{envoy_config.UPSTREAM_PORT} "
+        slow = f", answering after {delay} ms" if delay else ""
+        self.on_step(f"upstream app on 127.0.0.1:{envoy_config.UPSTREAM_PORT}{slow} "
                      f"(pid {upstream.pid})")
 
     def _start_envoy(self, info: MeshInfo, binaries: DemoBinaries) -> None:
         """Envoy, as the child of the pilot-agent stand-in, pinned to the demo's CPU."""
         assert self.supervisor is not None and self.network is not None
         sup = self.supervisor
+        settings = self.settings
+        xds_socket = os.path.join(info.workdir, "xds.sock")
         config = envoy_config.EnvoyConfig(
             admin_socket=info.admin_socket, access_log=info.access_log, dns_ip=DNS_IP,
-            dns_refresh_ms=self.dns_refresh_ms,
+            dns_refresh_ms=settings.dns_refresh_ms, stats_flush_ms=settings.stats_flush_ms,
+            xds_socket=xds_socket, xds_refresh_ms=settings.xds_refresh_ms,
+            reuse_port=settings.reuse_port, lua_stall=settings.lua_stall,
+            access_logging=settings.access_log,
         )
-        config_path = os.path.join(info.workdir, "envoy.yaml")
+        config_path = os.path.join(info.workdir, "envoy.json")
         with open(config_path, "w") as handle:
-            handle.write(config.to_yaml())
+            handle.write(config.to_json())
         envoy_argv = [
-            binaries.envoy, "-c", config_path, "--concurrency", "2", "--disable-hot-restart",
-            "--base-id", str(os.getpid() % 100000 + 100000), "--log-level", "warning",
-            "--file-flush-interval-msec", "200",
+            binaries.envoy, "-c", config_path, "--concurrency", str(settings.concurrency),
+            "--disable-hot-restart", "--base-id", str(os.getpid() % 100000 + 100000),
+            "--log-level", "warning",
+            "--file-flush-interval-msec", str(settings.access_log.flush_ms),
         ]
-        agent = sup.start("pilot-agent", sup.python_module(
-            "agent", "--admin-socket", info.admin_socket, "--interval", str(self.agent_interval),
-            "--push-every", "5", "--cpu", str(info.cpu),
-            "--envoy-log", os.path.join(info.workdir, "envoy.log"), "--", *envoy_argv,
-        ), netns_prefix=self.network.exec_prefix(), cpus=self._others)
+        agent_args = [
+            "--admin-socket", info.admin_socket, "--interval", str(settings.agent_interval_s),
+            "--stats-every", str(settings.agent_stats_every), "--xds-socket", xds_socket,
+            *(["--xds-push"] if settings.xds_push else []),
+            "--cpu", str(info.cpu),
+            "--envoy-log", os.path.join(info.workdir, "envoy.log"),
+        ]
+        agent = sup.start("pilot-agent", sup.python_module("agent", *agent_args, "--",
+                                                           *envoy_argv),
+                          netns_prefix=self.network.exec_prefix(), cpus=self._others)
         info.pids["pilot-agent"] = agent.pid
         self._wait_envoy_ready(info)
         info.envoy_threads = _thread_names(info.envoy_pid)
+        pushes = (f"pushing a cluster change on every poll, every {settings.xds_refresh_ms} ms"
+                  if settings.xds_push else
+                  f"polled every {settings.xds_refresh_ms} ms, no changes")
         self.on_step(
-            f"envoy (pid {info.envoy_pid}, {len(info.envoy_threads)} threads, pinned to CPU "
-            f"{info.cpu}) started by the pilot-agent stand-in (pid {agent.pid}), admin on a "
-            "unix socket")
+            f"envoy (pid {info.envoy_pid}, {len(info.envoy_threads)} threads, "
+            f"{settings.concurrency} workers, pinned to CPU {info.cpu}) started by the "
+            "pilot-agent stand-in "
+            f"(pid {agent.pid}): xDS over a unix socket ({pushes}), admin on a unix socket")
         self._wait_upstream_resolved(info)
         self.on_step(f"envoy resolved {envoy_config.UPSTREAM_HOST} through dnsmasq "
-                     f"(re-resolving every {self.dns_refresh_ms} ms)")
+                     f"(re-resolving every {settings.dns_refresh_ms} ms)")
+
+    def _limit_cpu(self, info: MeshInfo) -> None:
+        """The scenario's CPU limit on Envoy's cgroup, as a container's limit is."""
+        quota = self.settings.cpu_quota
+        if quota is None:
+            return
+        self.cpu_limit = CpuLimitGroup(self.prefix)
+        info.cpu_quota_file = self.cpu_limit.create(quota.quota_us, quota.period_us)
+        self.cpu_limit.add(info.envoy_pid)
+        self.on_step(f"envoy limited to {quota.describe()} ({info.cpu_quota_file})")
 
     def _start_neighbours(self, info: MeshInfo, binaries: DemoBinaries) -> None:
         """The hog on Envoy's CPU, the kubelet stand-in on the host, and the load."""
         assert self.supervisor is not None and self.network is not None
         sup = self.supervisor
-        hog = sup.start("cpu-hog", sup.python_module(
-            "hog", "--cpu", str(info.cpu), "--nice", str(self.hog_nice)))
-        info.pids["cpu-hog"] = hog.pid
-        self.on_step(f"cpu-hog busy on CPU {info.cpu} next to envoy, nice {self.hog_nice} "
-                     f"(pid {hog.pid})")
+        settings = self.settings
+        if settings.hog_nice is not None:
+            # nice -5 weighs about 3x a default task, like a neighbour pod whose CPU
+            # request is three times the sidecar's
+            hog = sup.start("cpu-hog", sup.python_module(
+                "hog", "--cpu", str(info.cpu), "--nice", str(settings.hog_nice)))
+            info.pids["cpu-hog"] = hog.pid
+            self.on_step(f"cpu-hog busy on CPU {info.cpu} next to envoy, nice "
+                         f"{settings.hog_nice} (pid {hog.pid})")
 
         prober = sup.start("kubelet", sup.python_module(
             "prober", "--host", info.node_ip, "--port", str(envoy_config.HEALTH_PORT),
-            "--interval", str(self.probe_interval)), cpus=self._others)
+            "--interval", str(settings.probe_interval_s)), cpus=self._others)
         info.pids["kubelet"] = prober.pid
         self.on_step(f"kubelet stand-in probing http://{info.node_ip}:"
-                     f"{envoy_config.HEALTH_PORT}/healthz/ready from the host "
-                     f"(pid {prober.pid})")
+                     f"{envoy_config.HEALTH_PORT}/healthz/ready from the host every "
+                     f"{settings.probe_interval_s:g} s (pid {prober.pid})")
 
-        script = loadgen.write_script(info.workdir, self.rate_per_connection_ms)
+        load = settings.load
+        script = loadgen.write_script(info.workdir, load)
         wrk = sup.start("wrk", loadgen.command(
             binaries.wrk, f"http://127.0.0.1:{envoy_config.INBOUND_PORT}/", script,
-            self.load_seconds), netns_prefix=self.network.exec_prefix(), cpus=self._others)
+            self.load_seconds, load), netns_prefix=self.network.exec_prefix(),
+            cpus=self._others)
         info.pids["wrk"] = wrk.pid
         self._wait_traffic(info)
-        self.on_step(f"wrk sending load through envoy (pid {wrk.pid}, paced to at most "
-                     f"{loadgen.approx_rate(self.rate_per_connection_ms)} requests/s)")
+        how = ", a new connection per request" if load.new_connection else ""
+        conns = f"{load.connections} connection{'s' if load.connections != 1 else ''}"
+        self.on_step(f"wrk sending load through envoy (pid {wrk.pid}, {conns} paced to at "
+                     f"most {load.approx_rate()} requests/s{how})")
 
     def stop(self) -> None:
         """Remove everything this mesh created; safe to call more than once."""
@@ -294,6 +330,11 @@ class DemoMesh:
             except OSError as exc:
                 problems.append(f"cgroup {self.cgroup.path}: {exc.strerror}")
             self.cgroup = None
+        if self.cpu_limit is not None:
+            problem = self.cpu_limit.remove()
+            if problem:
+                problems.append(problem)
+            self.cpu_limit = None
         if self.network is not None:
             problem = self.network.remove()
             if problem:

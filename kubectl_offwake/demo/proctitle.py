@@ -1,19 +1,39 @@
-"""Small process-level helpers for the demo's stand-in processes.
+"""Small process-level helpers for the demo's stand-in processes (and the local collector).
 
 A stand-in names itself (``/proc/self/comm``) so the report shows ``pilot-agent`` or
 ``kubelet`` as the waker instead of ``python3``, and asks the kernel to kill it when its
 parent dies, so a crashed demo leaves no orphan behind.
+
+:func:`die_with_parent` also runs as ``preexec_fn``, between fork and exec, while other
+threads of the parent (rich's refresh thread, readers) may hold locks. So ``prctl`` is
+looked up here, once, when the parent imports this module: the child only calls it.
+``ctypes.util.find_library`` would run ``ldconfig`` in a subprocess; ``CDLL(None)`` opens
+the symbols already loaded into this process (libc among them) and runs nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 _PR_SET_PDEATHSIG = 1
+
+
+def _resolve_prctl() -> Optional[Any]:
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+#: libc's ``prctl``, resolved in the parent at import (``None`` where there is no libc).
+_PRCTL = _resolve_prctl()
 
 
 def set_comm(name: str) -> None:
@@ -26,12 +46,12 @@ def set_comm(name: str) -> None:
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """Have the kernel send ``sig`` when the parent exits (``PR_SET_PDEATHSIG``)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    except OSError:
-        pass
+    """Have the kernel send ``sig`` when the parent exits (``PR_SET_PDEATHSIG``).
+
+    Safe as ``preexec_fn``: it makes one system call and starts nothing.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
 def pin(cpus: Optional[Iterable[int]]) -> None:

@@ -12,6 +12,7 @@ from ..live import LiveProgress, StepPrinter
 from ..localrun import CollectorRun, collector_command, find_collector_python
 from .binaries import DemoBinaries
 from .mesh import DemoMesh, MeshInfo, require_root
+from .scenarios import Scenario
 
 #: Seconds of load before tracing starts, so connections and caches are warm.
 WARMUP_S = 1.0
@@ -20,6 +21,7 @@ WARMUP_S = 1.0
 @dataclass
 class DemoResult:
     recording: Recording
+    scenario: Scenario
     info: MeshInfo
     saved_path: Optional[str]
     interrupted: bool
@@ -41,14 +43,15 @@ def identity_records(info: MeshInfo) -> List[dict]:
             for name, label in labels.items() if name in info.pids]
 
 
-def run_demo(duration_s: float, keep_recording: Optional[str] = None,
+def run_demo(duration_s: float, scenario: Scenario, keep_recording: Optional[str] = None,
              steps: Optional[StepPrinter] = None, interval_s: float = 1.0) -> DemoResult:
     require_root()
     steps = steps or StepPrinter()
     binaries = DemoBinaries.find()
     python = find_collector_python()
     mesh = DemoMesh(on_step=steps.done, load_seconds=duration_s + WARMUP_S + 60,
-                    binaries=binaries)
+                    settings=scenario.settings, binaries=binaries)
+    steps.note(f"scenario {scenario.name}: {scenario.summary}")
     with steps.working("setting up the demo node…"):
         info = mesh.__enter__()
     try:
@@ -69,5 +72,5 @@ def run_demo(duration_s: float, keep_recording: Optional[str] = None,
                         + "; ".join(mesh.cleanup_problems))
     steps.done(f"removed the demo node ({info.netns}, its veth, cgroup, processes and "
                "temporary files)")
-    return DemoResult(result.recording, info, keep_recording, result.interrupted,
+    return DemoResult(result.recording, scenario, info, keep_recording, result.interrupted,
                       mesh.cleanup_problems)

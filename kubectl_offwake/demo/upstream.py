@@ -1,6 +1,8 @@
 """The application behind the sidecar: a small HTTP/1.1 server with keep-alive.
 
-Run as ``python -m kubectl_offwake.demo.upstream --port 8080``.
+Run as ``python -m kubectl_offwake.demo.upstream --port 8080 [--delay-ms N]``; with a
+delay it thinks that long before each answer (a slow upstream: Envoy's worker waits for
+it, idle, while the request is in flight).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import List, Optional
 
@@ -22,8 +25,11 @@ class Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, the body would wait for
     # Envoy's delayed ACK (40 ms) on every keep-alive request.
     disable_nagle_algorithm = True
+    delay_s = 0.0
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.delay_s:
+            time.sleep(self.delay_s)
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(BODY)))
@@ -38,7 +44,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="demo upstream")
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--delay-ms", type=float, default=0.0,
+                        help="think this long before each answer")
     args = parser.parse_args(argv)
+    Handler.delay_s = max(0.0, args.delay_ms) / 1000.0
     set_comm(COMM)
     die_with_parent()
     server = ThreadingHTTPServer((args.address, args.port), Handler)

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ..analysis.model import (
     Edge,
+    EnvoyStats,
     OnCpu,
     Pending,
     ProcessInfo,
@@ -66,6 +67,7 @@ class RecordingBuilder:
         self._oncpu: Dict[int, OnCpu] = {}
         self._pending: Dict[int, int] = {}  # tid -> index in recording.pending
         self._throttling: Dict[Tuple[Any, Any], Throttling] = {}
+        self._envoy_stats: Dict[Optional[int], int] = {}  # pid -> index in recording.envoy_stats
         self._target_pids: set = set()
         self._collector_warnings: List[str] = []
         self._emitted: List[str] = []
@@ -80,6 +82,7 @@ class RecordingBuilder:
             "oncpu": self._oncpu_record,
             "pending": self._pending_record,
             "cgroup_stat": self._cgroup_stat,
+            "envoy_stats": self._envoy_stats_record,
             "snapshot": self._snapshot,
             "end": self._end,
             "log": self._log,
@@ -389,12 +392,7 @@ class RecordingBuilder:
         pending = Pending(task, waiting, stack, preempted=record.get("state") == "preempted",
                           whole_run=bool(record.get("whole_run")))
         # Pending is a state, not a delta: a later report of the same thread replaces it.
-        index = self._pending.get(tid)
-        if index is None:
-            self._pending[tid] = len(self.recording.pending)
-            self.recording.pending.append(pending)
-        else:
-            self.recording.pending[index] = pending
+        _put(self._pending, self.recording.pending, tid, pending)
 
     def _cgroup_stat(self, record: dict) -> None:
         phase = record["phase"]
@@ -418,6 +416,15 @@ class RecordingBuilder:
             throttling.start = counters
         else:
             throttling.end = counters
+
+    def _envoy_stats_record(self, record: dict) -> None:
+        pid = _opt_int(record.get("pid"))
+        admin = record.get("admin")
+        stats = EnvoyStats(
+            pid, _str(admin) if admin is not None else None, _opt_float(record.get("window_s")),
+            _int_dict(record.get("delta") or {}), _int_dict(record.get("listeners") or {}))
+        # A state, not a delta: a later record of the same Envoy replaces the earlier one.
+        _put(self._envoy_stats, self.recording.envoy_stats, pid, stats)
 
     def _snapshot(self, record: dict) -> None:
         self.snapshots += 1
@@ -448,6 +455,16 @@ class RecordingBuilder:
         self.recording.logs.append(
             {"level": _str(record["level"]), "message": _str(record["message"])}
         )
+
+
+def _put(positions: Dict[Any, int], items: List[Any], key: Any, item: Any) -> None:
+    """Add ``item`` to ``items``, or replace the one added before under ``key``."""
+    index = positions.get(key)
+    if index is None:
+        positions[key] = len(items)
+        items.append(item)
+    else:
+        items[index] = item
 
 
 # -- field coercion ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Text
 from .. import __version__
 from ..analysis.categories import CATEGORY_BY_ID
 from ..analysis.classify import CAUSE_INTERRUPT
-from ..analysis.model import OnCpu, Pending, Stack, Task, Throttling
+from ..analysis.model import EnvoyStats, OnCpu, Pending, Stack, Task, Throttling
 from ..analysis.report import Finding, Group, Party, Report, ThreadSummary, Wakeup
 from ..analysis.vocabulary import bystander, interrupt_label, woken_by
 from ..untrusted import json_escaped
@@ -301,6 +301,7 @@ def report_dict(report: Report, frames: Callable[[Optional[Stack]], Any] = _fram
         "by_thread": [_thread(t) for t in report.by_thread],
         "pending": [_pending(p, parties, frames) for p in report.pending],
         "throttling": [_throttling(t) for t in report.throttling],
+        "envoy_stats": [_envoy_stats(e) for e in report.envoy_stats],
         "warnings": list(report.warnings),
     }
 
@@ -464,6 +465,11 @@ def _throttling(throttling: Throttling) -> Dict[str, Any]:
         "end": _sorted_map(throttling.end),
         "delta": {name: throttling.delta(name) for name in counters},
     }
+
+
+def _envoy_stats(stats: EnvoyStats) -> Dict[str, Any]:
+    return {"pid": stats.pid, "admin": stats.admin, "window_s": stats.window_s,
+            "delta": _sorted_map(stats.delta), "listeners": _sorted_map(stats.listeners)}
 
 
 def _parties_by_thread(report: Report) -> Dict[Tuple[Optional[int], Optional[int]], Party]:

@@ -28,6 +28,11 @@ pending    tid, pid, comm, state ("blocked" | "runq": woken, not yet run | "pree
            whole_run? (true: off the CPU for the whole trace, waiting_us is then a lower bound)
 cgroup_stat pid, cgroup, phase ("start" | "end"), nr_periods, nr_throttled, throttled_usec,
            file? (the cpu.stat read)
+envoy_stats pid, listeners {"host:port": listening sockets} (Envoy's TCP listeners at the end),
+           admin? (the admin address read), window_s? (seconds between the two reads),
+           delta? {counter: rise} — Envoy's admin counters (collector/envoy_stats.py
+           FAMILIES) that rose between a read just before tracing and one after the last
+           snapshot; admin, window_s and delta are absent when the admin could not be read
 snapshot   snap, elapsed_s, tracing_s? — commits the deltas sent since the previous snapshot
 end        reason ("duration" | "signal" | "target-exit" | "error" | "resolve-only"), elapsed_s,
            tracing_s?,
@@ -53,6 +58,7 @@ RECORD_TYPES: Dict[str, FrozenSet[str]] = {
     "oncpu": frozenset({"tid", "comm", "count", "total_us", "max_us"}),
     "pending": frozenset({"tid", "comm", "waiting_us"}),
     "cgroup_stat": frozenset({"phase"}),
+    "envoy_stats": frozenset({"pid"}),
     "snapshot": frozenset({"snap"}),
     "end": frozenset({"reason"}),
     "log": frozenset({"level", "message"}),

@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Set, Tuple
+from typing import List, Set, Tuple
 
 import pytest
 
-from kubectl_offwake.demo.cgroup import find_v2_root
 from kubectl_offwake.demo.mesh import DemoMesh
-from kubectl_offwake.demo.network import link_exists, netns_exists
+from kubectl_offwake.demo.network import netns_exists
+from tests.integration.demo_helpers import Steps, alive, assert_nothing_left
 from tests.plugin_cli import plugin_cmd, plugin_env
 
 pytestmark = [
@@ -35,8 +34,6 @@ pytestmark = [
 ]
 
 
-
-
 @dataclass
 class DemoRun:
     cli_pid: int
@@ -44,33 +41,6 @@ class DemoRun:
     report: dict
     stderr: str
     recording: Path
-
-
-def _pids_in_steps(stderr: str) -> Set[int]:
-    """Every ``(pid N)`` the set-up steps printed: the demo's own processes."""
-    return {int(n) for n in re.findall(r"\bpid (\d+)", stderr)}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except OSError:
-        return False
-
-
-def assert_nothing_left(cli_pid: int, pids: Iterable[int]) -> None:
-    prefix = f"offwake-demo-{cli_pid}"
-    assert not netns_exists(prefix), f"network namespace {prefix} is still there"
-    assert not link_exists(f"owd{cli_pid % 10**8}h"), "the demo's veth is still there"
-    root = find_v2_root()
-    if root is not None:
-        assert not os.path.exists(os.path.join(root, prefix)), "the demo's cgroup remains"
-    leftovers = [p for p in os.listdir("/tmp") if p.startswith(prefix)]
-    assert not leftovers, f"temporary files remain: {leftovers}"
-    alive = [pid for pid in pids if _alive(pid)]
-    assert not alive, f"demo processes still running: {alive}"
 
 
 @pytest.fixture(scope="module")
@@ -176,10 +146,26 @@ def test_workers_woken_by_main_thread_over_eventfd(demo_run: DemoRun) -> None:
     assert found
     envoy_pid = found[0]["target"]["pid"]
     assert all(w["waker"]["pid"] == envoy_pid for w in found)  # always a thread of Envoy
-    # The pilot-agent stand-in pushes a change twice a second; the main thread posts it
-    # to both workers.
+    # The pilot-agent stand-in pushes a changed cluster (xDS) twice a second; the main
+    # thread posts it to both workers.
     from_main = [w for w in found if w["waker"]["comm"] == "envoy"]
     assert count(from_main) >= 3, count(from_main)
+
+
+def test_envoys_own_counters_beside_the_wakeups(demo_run: DemoRun) -> None:
+    """The collector read Envoy's admin (a unix socket, found through Envoy's JSON
+    bootstrap) before and after tracing: the xDS pushes, DNS refreshes and connections it
+    counted itself are in the report, and so are its listening sockets."""
+    [stats] = demo_run.report["envoy_stats"]
+    envoy_pids = {w["target"]["pid"] for w in demo_run.report["wakeups"]}
+    assert stats["pid"] in envoy_pids
+    assert stats["admin"].startswith("unix:") and stats["admin"].endswith("/admin.sock")
+    delta = stats["delta"]
+    assert delta["cluster_manager.cds.update_success"] >= 3, delta  # a push every 500 ms
+    assert delta["cluster_manager.cluster_modified"] >= 3, delta
+    assert delta["cluster.upstream.update_attempt"] >= 10, delta  # DNS every 100 ms
+    assert delta["listener.0.0.0.0_15021.downstream_cx_total"] >= 5, delta  # the probes
+    assert stats["listeners"] == {"0.0.0.0:15006": 2, "0.0.0.0:15021": 2}
 
 
 def test_access_log_flush_thread_runs(demo_run: DemoRun) -> None:
@@ -198,7 +184,7 @@ def test_envoy_threads_preempted_by_the_hog(demo_run: DemoRun) -> None:
 
 
 def test_nothing_of_the_demo_remains(demo_run: DemoRun) -> None:
-    pids = _pids_in_steps(demo_run.stderr)
+    pids = Steps([demo_run.stderr]).pids()
     envoy_pids = {w["target"]["pid"] for w in demo_run.report["wakeups"]}
     assert len(pids) >= 7  # dnsmasq, upstream, envoy, pilot-agent, hog, kubelet, wrk
     assert envoy_pids <= pids
@@ -241,7 +227,7 @@ def test_ctrl_c_mid_trace_still_reports_and_cleans_up(tmp_path: Path) -> None:
     assert report["source"]["end_reason"] == "signal"
     assert report["source"]["elapsed_s"] < 40
     assert rows(report, category="tcp-receive", target_role="worker", waker_comm="wrk")
-    assert_nothing_left(pid, _pids_in_steps(stderr))
+    assert_nothing_left(pid, Steps([stderr]).pids())
 
 
 def test_ctrl_c_during_set_up_removes_what_was_made(tmp_path: Path) -> None:
@@ -250,7 +236,7 @@ def test_ctrl_c_during_set_up_removes_what_was_made(tmp_path: Path) -> None:
     assert code == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert stdout == ""
-    assert_nothing_left(pid, _pids_in_steps(stderr))
+    assert_nothing_left(pid, Steps([stderr]).pids())
 
 
 def test_killed_demo_leaves_no_process_and_the_next_one_removes_the_rest(
@@ -272,12 +258,12 @@ def test_killed_demo_leaves_no_process_and_the_next_one_removes_the_rest(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    pids = _pids_in_steps("".join(lines))
+    pids = Steps(lines).pids()
     assert len(pids) >= 7
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [p for p in pids if _alive(p)]
+    assert not [p for p in pids if alive(p)]
     assert netns_exists(f"offwake-demo-{proc.pid}")  # what only the next demo can remove
 
     steps: List[str] = []

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
+from ..wire.schema import TargetBy, TargetProcess
 from .cgroups import matches_container, read_cgroup
 from .identity import comm_of, exe_of, start_time, stat_fields
 
@@ -21,7 +22,7 @@ ENVOY_NAMES = ("envoy",)
 class Target:
     pid: int
     comm: str
-    by: str
+    by: TargetBy
     exe: Optional[str] = None
     container_id: Optional[str] = None
     runtime: Optional[str] = None
@@ -29,12 +30,19 @@ class Target:
     cgroup: Optional[str] = None
     start_time: Optional[int] = None
 
-    def record(self) -> dict:
-        out: Dict[str, object] = {"pid": self.pid, "comm": self.comm, "by": self.by}
-        for name in ("exe", "container_id", "runtime", "pod_uid", "cgroup"):
-            value = getattr(self, name)
-            if value:
-                out[name] = value
+    def record(self) -> TargetProcess:
+        """This target as one entry of the ``target`` record (empty fields left out)."""
+        out: TargetProcess = {"pid": self.pid, "comm": self.comm, "by": self.by}
+        if self.exe:
+            out["exe"] = self.exe
+        if self.container_id:
+            out["container_id"] = self.container_id
+        if self.runtime:
+            out["runtime"] = self.runtime
+        if self.pod_uid:
+            out["pod_uid"] = self.pod_uid
+        if self.cgroup:
+            out["cgroup"] = self.cgroup
         return out
 
     def alive(self, proc: str = "/proc") -> bool:
@@ -60,7 +68,7 @@ def _pids(proc: str) -> List[int]:
         return []
 
 
-def _make(pid: int, by: str, proc: str) -> Optional[Target]:
+def _make(pid: int, by: TargetBy, proc: str) -> Optional[Target]:
     comm = comm_of(pid, proc)
     if comm is None:
         return None

@@ -25,6 +25,7 @@ from ..wire.schema import (
     HelloRecord,
     LogLevel,
     LossCounts,
+    TargetRecord,
     loss_sentences,
 )
 from .cgroups import cpu_stat_path, read_cgroup, read_cpu_stat
@@ -167,9 +168,7 @@ class Collector:
         if not res.targets:
             return self._fail("no target process found (" + "; ".join(res.notes) + ")")
         self.targets = res.targets
-        by = sorted({t.by for t in res.targets})
-        self.writer.emit({"type": "target", "processes": [t.record() for t in res.targets],
-                          "by": by[0] if len(by) == 1 else by})
+        self.writer.emit(target_record(res.targets))
         if self.opts.resolve_only:
             from .identity import describe
 
@@ -283,6 +282,14 @@ class Collector:
                     next_snap = now + self.opts.interval_s
             wake = min(x for x in (next_snap, end_at, now + POLL_S) if x is not None)
             time.sleep(max(0.0, wake - time.monotonic()))
+
+
+def target_record(targets: List[Target]) -> TargetRecord:
+    """The ``target`` record: every target, and what named them (one word when it was the
+    same for all)."""
+    by = sorted({t.by for t in targets})
+    return {"type": "target", "processes": [t.record() for t in targets],
+            "by": by[0] if len(by) == 1 else by}
 
 
 def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) -> int:

@@ -20,7 +20,7 @@ Python. So optional keys are spelled as a ``total=False`` subclass of the requir
 
 from __future__ import annotations
 
-from typing import Any, Dict, FrozenSet, List, Literal, Optional, Tuple, TypedDict, Union
+from typing import Dict, FrozenSet, List, Literal, Optional, Tuple, TypedDict, Union
 
 SCHEMA_VERSION = 1
 
@@ -235,16 +235,6 @@ class PreemptedWakeupRecord(_PreemptedWakeupFields, total=False):
 #: One ``wakeup`` record: which of the two its ``state`` says.
 WakeupRecord = Union[BlockedWakeupRecord, PreemptedWakeupRecord]
 
-
-def _keys(shape: Any) -> FrozenSet[str]:
-    """Every key of a TypedDict, required or not."""
-    return frozenset(shape.__required_keys__ | shape.__optional_keys__)
-
-
-#: The fields only one kind of wakeup has: a record with the other kind's fields too does not
-#: have the shape its ``state`` claims.
-WAKER_FIELDS = _keys(BlockedWakeupRecord) - _keys(_WakeupFields) - {"state"}
-PREEMPTOR_FIELDS = _keys(PreemptedWakeupRecord) - _keys(_WakeupFields) - {"state"}
 
 
 # -- oncpu --------------------------------------------------------------------------------------

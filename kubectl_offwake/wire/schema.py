@@ -13,6 +13,11 @@ writes against the same classes at run time. :data:`RECORD_SHAPES` lists them by
 :data:`RECORD_TYPES` says which fields a reader cannot do without (fewer: a reader keeps
 what it can of a record from an older or foreign writer).
 
+A new field goes into its record's TypedDict (required only if every writer sends it);
+a new record type gets a block of its own here, in stream order, and a line in
+:data:`WireRecord`, :data:`RECORD_SHAPES` and :data:`RECORD_TYPES` (the tests check that
+the three agree). Writers then build it as a dict literal and pass it to ``emit``.
+
 Standard library only, Python 3.9: the collector imports this under the node's system
 Python. So optional keys are spelled as a ``total=False`` subclass of the required ones
 (``NotRequired`` needs 3.11), which also keeps ``__required_keys__`` right at run time.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional
 
-from ..wire.schema import ProcessRecord
+from ..wire.schema import ProcessPlace, ProcessRecord
 from .cgroups import read_cgroup
 
 PF_KTHREAD = 0x00200000
@@ -89,6 +89,27 @@ def threads_of(pid: int, proc: str = PROC) -> Dict[int, str]:
     return out
 
 
+def place_of(pid: int, proc: str = PROC, kernel_thread: bool = False) -> ProcessPlace:
+    """Where a process runs: its container and pod (from its cgroups) and its executable
+    (a kernel thread has none); what is unknown is left out."""
+    out: ProcessPlace = {}
+    cg = read_cgroup(pid, proc)
+    if cg is not None:
+        if cg.path:
+            out["cgroup"] = cg.path
+        if cg.container_id:
+            out["container_id"] = cg.container_id
+        if cg.runtime:
+            out["runtime"] = cg.runtime
+        if cg.pod_uid:
+            out["pod_uid"] = cg.pod_uid
+    if not kernel_thread:
+        exe = exe_of(pid, proc)
+        if exe:
+            out["exe"] = exe
+    return out
+
+
 def describe(pid: int, fallback_comm: str = "", with_threads: bool = False,
              proc: str = PROC) -> ProcessRecord:
     """The ``process`` wire record of ``pid``, as /proc shows it now."""
@@ -102,20 +123,7 @@ def describe(pid: int, fallback_comm: str = "", with_threads: bool = False,
     if pid == 0:
         rec["comm"] = fallback_comm or "swapper"
         return rec
-    cg = read_cgroup(pid, proc)
-    if cg is not None:
-        if cg.path:
-            rec["cgroup"] = cg.path
-        if cg.container_id:
-            rec["container_id"] = cg.container_id
-        if cg.runtime:
-            rec["runtime"] = cg.runtime
-        if cg.pod_uid:
-            rec["pod_uid"] = cg.pod_uid
-    if not kthread:
-        exe = exe_of(pid, proc)
-        if exe:
-            rec["exe"] = exe
+    rec.update(place_of(pid, proc, kthread))
     if with_threads:
         threads = threads_of(pid, proc)
         if threads:

@@ -11,9 +11,9 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
-from ..wire.schema import TargetBy, TargetProcess
+from ..wire.schema import ProcessPlace, TargetBy, TargetProcess
 from .cgroups import matches_container, read_cgroup
-from .identity import comm_of, exe_of, start_time, stat_fields
+from .identity import comm_of, exe_of, place_of, start_time, stat_fields
 
 ENVOY_NAMES = ("envoy",)
 
@@ -23,26 +23,13 @@ class Target:
     pid: int
     comm: str
     by: TargetBy
-    exe: Optional[str] = None
-    container_id: Optional[str] = None
-    runtime: Optional[str] = None
-    pod_uid: Optional[str] = None
-    cgroup: Optional[str] = None
+    place: ProcessPlace = field(default_factory=ProcessPlace)
     start_time: Optional[int] = None
 
     def record(self) -> TargetProcess:
-        """This target as one entry of the ``target`` record (empty fields left out)."""
+        """This target as one entry of the ``target`` record."""
         out: TargetProcess = {"pid": self.pid, "comm": self.comm, "by": self.by}
-        if self.exe:
-            out["exe"] = self.exe
-        if self.container_id:
-            out["container_id"] = self.container_id
-        if self.runtime:
-            out["runtime"] = self.runtime
-        if self.pod_uid:
-            out["pod_uid"] = self.pod_uid
-        if self.cgroup:
-            out["cgroup"] = self.cgroup
+        out.update(self.place)
         return out
 
     def alive(self, proc: str = "/proc") -> bool:
@@ -72,13 +59,8 @@ def _make(pid: int, by: TargetBy, proc: str) -> Optional[Target]:
     comm = comm_of(pid, proc)
     if comm is None:
         return None
-    t = Target(pid=pid, comm=comm, by=by, exe=exe_of(pid, proc),
-               start_time=start_time(pid, proc))
-    cg = read_cgroup(pid, proc)
-    if cg is not None:
-        t.container_id, t.runtime, t.pod_uid, t.cgroup = (
-            cg.container_id, cg.runtime, cg.pod_uid, cg.path)
-    return t
+    return Target(pid=pid, comm=comm, by=by, place=place_of(pid, proc),
+                  start_time=start_time(pid, proc))
 
 
 def _is_named(pid: int, names: Sequence[str], proc: str) -> bool:

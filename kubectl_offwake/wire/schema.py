@@ -80,6 +80,17 @@ class HelloRecord(_HelloFields, total=False):
 # -- target -------------------------------------------------------------------------------------
 
 
+class ProcessPlace(TypedDict, total=False):
+    """Where a process runs, as /proc shows it (each left out when unknown): exe?,
+    cgroup?, container_id?, runtime?, pod_uid? — what the client names it by"""
+
+    exe: str
+    cgroup: str
+    container_id: str
+    runtime: str
+    pod_uid: str
+
+
 #: What named a target: its pid, its comm (or executable name), or its container's id.
 TargetBy = Literal["pid", "comm", "container-id"]
 
@@ -90,15 +101,9 @@ class _TargetProcessFields(TypedDict):
     by: TargetBy
 
 
-class TargetProcess(_TargetProcessFields, total=False):
+class TargetProcess(_TargetProcessFields, ProcessPlace, total=False):
     """One traced process: pid, comm, by ("pid" | "comm" | "container-id": what named it),
-    exe?, container_id?, runtime?, pod_uid?, cgroup?"""
-
-    exe: str
-    container_id: str
-    runtime: str
-    pod_uid: str
-    cgroup: str
+    and where it runs (:class:`ProcessPlace`)"""
 
 
 class TargetRecord(_Envelope):
@@ -143,15 +148,11 @@ class _ProcessFields(_Envelope):
     kernel_thread: bool
 
 
-class ProcessRecord(_ProcessFields, total=False):
-    """pid, comm, cgroup?, container_id?, runtime?, pod_uid?, kernel_thread, exe?,
-    threads {tid: comm}?, gone? (true: exited before the collector could read /proc)"""
+class ProcessRecord(_ProcessFields, ProcessPlace, total=False):
+    """pid, comm, kernel_thread, where it runs (:class:`ProcessPlace`: cgroup?,
+    container_id?, runtime?, pod_uid?, exe?), threads {tid: comm}?, gone? (true: exited
+    before the collector could read /proc)"""
 
-    cgroup: str
-    container_id: str
-    runtime: str
-    pod_uid: str
-    exe: str
     threads: Dict[str, str]
     gone: bool
 

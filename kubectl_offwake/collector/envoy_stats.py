@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 from urllib.parse import quote
 
+from ..wire.schema import EnvoyStatsRecord, LogLevel
 from .listeners import Listening, listening
 from .targets import ENVOY_NAMES, Target
 
@@ -81,7 +82,7 @@ def _join(host: str, port: int) -> str:
 
 
 def is_envoy(target: Target) -> bool:
-    exe = os.path.basename(target.exe or "").removesuffix(" (deleted)")
+    exe = os.path.basename(target.place.get("exe") or "").removesuffix(" (deleted)")
     return target.comm in ENVOY_NAMES or exe in ENVOY_NAMES
 
 
@@ -333,8 +334,8 @@ def _read_all(jobs: Dict[int, AdminAddress], proc: str) -> Dict[int, _Reading]:
     return out
 
 
-Log = Callable[[str, str], None]
-Emit = Callable[..., object]
+Log = Callable[[LogLevel, str], None]
+Emit = Callable[[EnvoyStatsRecord], None]
 
 
 class EnvoyStatsReader:
@@ -370,14 +371,15 @@ class EnvoyStatsReader:
         for pid in self.pids:
             if not os.path.exists(f"{self.proc}/{pid}"):
                 continue
-            fields: Dict[str, object] = {"listeners": listening(pid, self.proc).counts()}
+            record: EnvoyStatsRecord = {"type": "envoy_stats", "pid": pid,
+                                        "listeners": listening(pid, self.proc).counts()}
             start, end = self.started.get(pid), ended.get(pid)
             if start is not None and end is not None and start.counters is not None \
                     and end.counters is not None:
-                fields.update(admin=self.admins[pid].describe(),
-                              window_s=round(end.at - start.at, 3),
-                              delta=deltas(start.counters, end.counters))
-            emit("envoy_stats", pid=pid, **fields)
+                record["admin"] = self.admins[pid].describe()
+                record["window_s"] = round(end.at - start.at, 3)
+                record["delta"] = deltas(start.counters, end.counters)
+            emit(record)
 
     def _read(self, jobs: Dict[int, AdminAddress], when: str) -> Dict[int, _Reading]:
         readings = _read_all(jobs, self.proc)

@@ -26,6 +26,8 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from ..wire.schema import HeadersInfo, HeadersSource
+
 SRC_ROOT = "/usr/src"
 #: Headers the collector image bundles (image/Dockerfile); not under /usr/src, which the node
 #: pod mounts from the host and would hide them.
@@ -38,13 +40,13 @@ KHEADERS = "/sys/kernel/kheaders.tar.xz"
 class Headers:
     """Which headers were chosen, and the environment BCC needs to use them."""
 
-    source: str  # "host" | "kheaders" | "fallback" | "explicit"
+    source: HeadersSource
     path: str
     env: Dict[str, str] = field(default_factory=dict)
     note: str = ""
 
-    def describe(self) -> dict:
-        out = {"source": self.source, "path": self.path}
+    def describe(self) -> HeadersInfo:
+        out: HeadersInfo = {"source": self.source, "path": self.path}
         if self.note:
             out["note"] = self.note
         return out

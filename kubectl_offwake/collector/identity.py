@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional
 
+from ..wire.schema import ProcessPlace, ProcessRecord
 from .cgroups import read_cgroup
 
 PF_KTHREAD = 0x00200000
@@ -88,32 +89,41 @@ def threads_of(pid: int, proc: str = PROC) -> Dict[int, str]:
     return out
 
 
+def place_of(pid: int, proc: str = PROC, kernel_thread: bool = False) -> ProcessPlace:
+    """Where a process runs: its container and pod (from its cgroups) and its executable
+    (a kernel thread has none); what is unknown is left out."""
+    out: ProcessPlace = {}
+    cg = read_cgroup(pid, proc)
+    if cg is not None:
+        if cg.path:
+            out["cgroup"] = cg.path
+        if cg.container_id:
+            out["container_id"] = cg.container_id
+        if cg.runtime:
+            out["runtime"] = cg.runtime
+        if cg.pod_uid:
+            out["pod_uid"] = cg.pod_uid
+    if not kernel_thread:
+        exe = exe_of(pid, proc)
+        if exe:
+            out["exe"] = exe
+    return out
+
+
 def describe(pid: int, fallback_comm: str = "", with_threads: bool = False,
-             proc: str = PROC) -> dict:
-    """Fields of a ``process`` wire record (without type/seq)."""
+             proc: str = PROC) -> ProcessRecord:
+    """The ``process`` wire record of ``pid``, as /proc shows it now."""
     comm = comm_of(pid, proc)
-    rec: dict = {"pid": pid, "comm": comm if comm is not None else fallback_comm}
     kthread = is_kernel_thread(pid, proc) if pid != 0 else True
-    rec["kernel_thread"] = kthread
+    rec: ProcessRecord = {"type": "process", "pid": pid,
+                          "comm": comm if comm is not None else fallback_comm,
+                          "kernel_thread": kthread}
     if comm is None:
         rec["gone"] = True
     if pid == 0:
         rec["comm"] = fallback_comm or "swapper"
         return rec
-    cg = read_cgroup(pid, proc)
-    if cg is not None:
-        if cg.path:
-            rec["cgroup"] = cg.path
-        if cg.container_id:
-            rec["container_id"] = cg.container_id
-        if cg.runtime:
-            rec["runtime"] = cg.runtime
-        if cg.pod_uid:
-            rec["pod_uid"] = cg.pod_uid
-    if not kthread:
-        exe = exe_of(pid, proc)
-        if exe:
-            rec["exe"] = exe
+    rec.update(place_of(pid, proc, kthread))
     if with_threads:
         threads = threads_of(pid, proc)
         if threads:
@@ -125,7 +135,7 @@ class Identities:
     """Emits one ``process`` record per pid, the first time it is seen."""
 
     def __init__(self) -> None:
-        self._seen: Dict[int, dict] = {}
+        self._seen: Dict[int, ProcessRecord] = {}
         self._tgid: Dict[int, int] = {}
         self._thread_owner: Dict[int, int] = {}
 
@@ -136,12 +146,12 @@ class Identities:
             self._tgid[tid] = tgid_of(tid) or self._thread_owner.get(tid) or tid
         return self._tgid[tid]
 
-    def _remember_threads(self, rec: dict) -> None:
+    def _remember_threads(self, rec: ProcessRecord) -> None:
         for t in rec.get("threads") or {}:
             self._thread_owner[int(t)] = rec["pid"]
 
     def new_record(self, pid: int, fallback_comm: str = "",
-                   with_threads: bool = False) -> Optional[dict]:
+                   with_threads: bool = False) -> Optional[ProcessRecord]:
         if pid in self._seen:
             return None
         rec = describe(pid, fallback_comm, with_threads)
@@ -149,7 +159,7 @@ class Identities:
         self._remember_threads(rec)
         return rec
 
-    def refresh(self, pid: int, fallback_comm: str = "") -> dict:
+    def refresh(self, pid: int, fallback_comm: str = "") -> ProcessRecord:
         """A fresh record that keeps the threads seen before: thread names change, and
         threads that did their work and exited still need a name."""
         rec = describe(pid, fallback_comm, with_threads=True)
@@ -164,5 +174,5 @@ class Identities:
         self._remember_threads(rec)
         return rec
 
-    def seen(self, pid: int) -> Optional[dict]:
+    def seen(self, pid: int) -> Optional[ProcessRecord]:
         return self._seen.get(pid)

@@ -18,7 +18,16 @@ from typing import IO, TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from .. import __version__, wire
 from ..wire import WireWriter
-from ..wire.schema import loss_sentences
+from ..wire.schema import (
+    CgroupPhase,
+    EndReason,
+    EndRecord,
+    HelloRecord,
+    LogLevel,
+    LossCounts,
+    TargetRecord,
+    loss_sentences,
+)
 from .cgroups import cpu_stat_path, read_cgroup, read_cpu_stat
 from .cli import Options, parse_args
 from .envoy_stats import EnvoyStatsReader
@@ -51,22 +60,22 @@ class Collector:
     def __init__(self, opts: Options, out: IO[str]) -> None:
         self.opts = opts
         self.writer = WireWriter(out)
-        self.stop_reason: Optional[str] = None
+        self.stop_reason: Optional[EndReason] = None
         self.started_mono = time.monotonic()
         self.warnings: List[str] = []
         self.targets: List[Target] = []
         self.attached_mono: Optional[float] = None  # when tracing began (BPF attached)
 
-    def log(self, level: str, message: str) -> None:
-        self.writer.emit("log", level=level, message=message)
+    def log(self, level: LogLevel, message: str) -> None:
+        self.writer.emit({"type": "log", "level": level, "message": message})
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self.stop_reason is None:
             self.stop_reason = "signal"
 
     def _hello(self, headers: Optional[Headers]) -> None:
-        fields: Dict[str, object] = {
-            "schema": wire.SCHEMA_VERSION, "tool_version": __version__,
+        fields: HelloRecord = {
+            "type": "hello", "schema": wire.SCHEMA_VERSION, "tool_version": __version__,
             "collector": "bcc", "kernel": platform.release(),
             "node": self.opts.node_name or socket.gethostname(),
             "started": round(time.time(), 3), "interval_s": self.opts.interval_s,
@@ -83,24 +92,26 @@ class Collector:
             fields["bcc_version"] = getattr(bcc, "__version__", "unknown")
         except ImportError:
             fields["bcc_version"] = None
-        self.writer.emit("hello", **fields)
+        self.writer.emit(fields)
 
-    def _end(self, reason: str, totals: Optional[Dict[str, int]] = None,
-             lost: Optional[Dict[str, int]] = None) -> None:
+    def _end(self, reason: EndReason, totals: Optional[Dict[str, int]] = None,
+             lost: Optional[LossCounts] = None, error: Optional[str] = None) -> None:
         now = time.monotonic()
-        timing = {"elapsed_s": round(now - self.started_mono, 3)}
+        record: EndRecord = {
+            "type": "end", "reason": reason, "elapsed_s": round(now - self.started_mono, 3),
+            "totals": totals or {}, "lost": lost or {}, "warnings": self.warnings,
+        }
         if self.attached_mono is not None:
-            timing["tracing_s"] = round(now - self.attached_mono, 3)
-        self.writer.emit(
-            "end", reason=reason, **timing,
-            totals=totals or {}, lost=lost or {}, warnings=self.warnings,
-        )
+            record["tracing_s"] = round(now - self.attached_mono, 3)
+        if error is not None:
+            record["error"] = error
+        self.writer.emit(record)
         self.writer.flush()
 
     def _fail(self, message: str) -> int:
         self.log("error", message)
         self.warnings.append(message)
-        self._end("error")
+        self._end("error", error=message)
         return 1
 
     def _resolve(self) -> Resolution:
@@ -111,7 +122,7 @@ class Collector:
                 return res
             time.sleep(0.2)
 
-    def _cgroup_stats(self, phase: str) -> None:
+    def _cgroup_stats(self, phase: CgroupPhase) -> None:
         done = set()
         for t in self.targets:
             info = read_cgroup(t.pid)
@@ -124,11 +135,12 @@ class Collector:
             stat = read_cpu_stat(path)
             if not stat:
                 continue
-            self.writer.emit(
-                "cgroup_stat", pid=t.pid, cgroup=info.path, phase=phase, file=path,
-                nr_periods=stat.get("nr_periods", 0), nr_throttled=stat.get("nr_throttled", 0),
-                throttled_usec=stat.get("throttled_usec", 0),
-            )
+            self.writer.emit({
+                "type": "cgroup_stat", "pid": t.pid, "cgroup": info.path, "phase": phase,
+                "file": path, "nr_periods": stat.get("nr_periods", 0),
+                "nr_throttled": stat.get("nr_throttled", 0),
+                "throttled_usec": stat.get("throttled_usec", 0),
+            })
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -147,14 +159,12 @@ class Collector:
         if not res.targets:
             return self._fail("no target process found (" + "; ".join(res.notes) + ")")
         self.targets = res.targets
-        by = sorted({t.by for t in res.targets})
-        self.writer.emit("target", processes=[t.record() for t in res.targets],
-                         by=by[0] if len(by) == 1 else by)
+        self.writer.emit(target_record(res.targets))
         if self.opts.resolve_only:
             from .identity import describe
 
             for t in res.targets:
-                self.writer.emit("process", **describe(t.pid, t.comm, with_threads=True))
+                self.writer.emit(describe(t.pid, t.comm, with_threads=True))
             self._end("resolve-only")
             return 0
         if header_error:
@@ -194,11 +204,13 @@ class Collector:
             self.log("info", f"BPF compiled and attached in {program.load_s * 1000:.0f} ms")
             self._cgroup_stats("start")
             self.writer.flush()
+            error: Optional[str] = None
             try:
                 reason = self._loop(program, snap)
             except Exception as exc:  # noqa: BLE001 - keep what we have, say what broke
                 self.log("error", f"the collector failed mid-trace: {exc!r}")
-                self.warnings.append(f"the trace stopped early: {exc!r}")
+                error = f"the trace stopped early: {exc!r}"
+                self.warnings.append(error)
                 reason = "error"
             counters = program.counters()
             snap.take(counters)
@@ -208,7 +220,7 @@ class Collector:
             for t in self.targets:
                 if t.alive():
                     rec = snap.ids.refresh(t.pid, t.comm)
-                    self.writer.emit("process", **rec)
+                    self.writer.emit(rec)
             self._cgroup_stats("end")
             self.warnings.extend(loss_sentences(lost_summary(counters)))
             totals = {
@@ -230,12 +242,12 @@ class Collector:
                 "load_ms": int(program.load_s * 1000),
                 "symbolize_ms": int(snap.symbolize_s * 1000),
             }
-            self._end(reason, totals, lost_summary(counters))
+            self._end(reason, totals, lost_summary(counters), error)
             return 1 if reason == "error" else 0
         finally:
             program.close()
 
-    def _loop(self, program: Program, snap: Snapshotter) -> str:
+    def _loop(self, program: Program, snap: Snapshotter) -> EndReason:
         start = time.monotonic()
         next_snap = start + self.opts.interval_s
         end_at = start + self.opts.duration_s if self.opts.duration_s else None
@@ -263,6 +275,14 @@ class Collector:
                     next_snap = now + self.opts.interval_s
             wake = min(x for x in (next_snap, end_at, now + POLL_S) if x is not None)
             time.sleep(max(0.0, wake - time.monotonic()))
+
+
+def target_record(targets: List[Target]) -> TargetRecord:
+    """The ``target`` record: every target, and what named them (one word when it was the
+    same for all)."""
+    by = sorted({t.by for t in targets})
+    return {"type": "target", "processes": [t.record() for t in targets],
+            "by": by[0] if len(by) == 1 else by}
 
 
 def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) -> int:

@@ -13,6 +13,17 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from ..wire import WireWriter
+from ..wire.schema import (
+    BlockedWakeupRecord,
+    LossCounts,
+    MissingHalf,
+    PendingState,
+    PreemptedWakeupRecord,
+    ProgressRecord,
+    SnapshotRecord,
+    StackRecord,
+    WakeupRecord,
+)
 from .bpfprog import ST_BLOCKED, Edge, Program
 from .identity import Identities, threads_of
 from .symbolize import Symbolizer, describe_missing
@@ -39,7 +50,7 @@ class Snapshotter:
         self.snap = 0
         self.edges_sent = 0
         self._stacks: Dict[Tuple[int, int, int, bool], int] = {}
-        self._by_content: Dict[Tuple[Tuple[str, ...], int, Optional[str]], int] = {}
+        self._by_content: Dict[Tuple[Tuple[str, ...], int, Optional[MissingHalf]], int] = {}
         self._kframes: Dict[int, List[str]] = {}
         self._kernel_ids: set = set()
         self._user_ids: set = set()  # (waker map?, id)
@@ -51,7 +62,7 @@ class Snapshotter:
     def process(self, pid: int, comm: str = "", with_threads: bool = False) -> None:
         rec = self.ids.new_record(pid, comm, with_threads)
         if rec is not None:
-            self.writer.emit("process", **rec)
+            self.writer.emit(rec)
 
     def stack_id(self, kid: int, uid: int, pid: int, waker: bool = False) -> int:
         """The wire id of (kernel stack, user stack of ``pid``), sending it the first time.
@@ -84,7 +95,7 @@ class Snapshotter:
         return sid
 
     def stack_of_frames(self, frames: List[str], kernel_depth: int,
-                        missing: Optional[str]) -> int:
+                        missing: Optional[MissingHalf]) -> int:
         """The wire id of a symbolized stack, sending it the first time. Stacks that differ
         only in offsets inside the same functions read the same: they are sent once."""
         content = (tuple(frames), kernel_depth, missing)
@@ -92,10 +103,11 @@ class Snapshotter:
         if sid is None:
             sid = len(self._by_content) + 1
             self._by_content[content] = sid
-            rec: dict = {"id": sid, "frames": frames, "kernel_depth": kernel_depth}
+            rec: StackRecord = {"type": "stack", "id": sid, "frames": frames,
+                                "kernel_depth": kernel_depth}
             if missing:
                 rec["missing"] = missing
-            self.writer.emit("stack", **rec)
+            self.writer.emit(rec)
         return sid
 
     def _kernel_frames(self, kid: int) -> List[str]:
@@ -111,29 +123,32 @@ class Snapshotter:
 
     # --- records ---------------------------------------------------------------------------
 
-    def _wakeup(self, e: Edge) -> dict:
+    def _wakeup(self, e: Edge) -> WakeupRecord:
         self.process(e.tgid, e.comm, with_threads=True)
-        rec: dict = {
-            "snap": self.snap, "tid": e.tid, "pid": e.tgid, "comm": e.comm,
-            "state": "blocked" if e.state == ST_BLOCKED else "preempted",
-            "target_stack": self.stack_id(e.kstack, e.ustack, e.tgid),
-            "count": e.count, "total_us": _us(e.total_ns), "max_us": _us(e.max_ns),
-            "blocked_us": _us(e.blocked_ns), "runq_us": _us(e.runq_ns),
-        }
+        target_stack = self.stack_id(e.kstack, e.ustack, e.tgid)
         if e.state == ST_BLOCKED:
             self.process(e.waker_tgid, e.waker_comm)
-            rec["waker_tid"] = e.waker_tid
-            rec["waker_pid"] = e.waker_tgid
-            rec["waker_comm"] = e.waker_comm
-            rec["waker_stack"] = self.stack_id(e.waker_kstack, e.waker_ustack, e.waker_tgid,
-                                               waker=True)
-        else:
-            ppid = self.ids.tgid(e.preempt_pid) if e.preempt_pid else 0
-            self.process(ppid, e.preempt_comm)
-            rec["preempted_by_pid"] = ppid
-            rec["preempted_by_tid"] = e.preempt_pid
-            rec["preempted_by_comm"] = e.preempt_comm
-        return rec
+            blocked: BlockedWakeupRecord = {
+                "type": "wakeup", "snap": self.snap, "tid": e.tid, "pid": e.tgid,
+                "comm": e.comm, "state": "blocked", "target_stack": target_stack,
+                "count": e.count, "total_us": _us(e.total_ns), "max_us": _us(e.max_ns),
+                "blocked_us": _us(e.blocked_ns), "runq_us": _us(e.runq_ns),
+                "waker_tid": e.waker_tid, "waker_pid": e.waker_tgid, "waker_comm": e.waker_comm,
+                "waker_stack": self.stack_id(e.waker_kstack, e.waker_ustack, e.waker_tgid,
+                                             waker=True),
+            }
+            return blocked
+        ppid = self.ids.tgid(e.preempt_pid) if e.preempt_pid else 0
+        self.process(ppid, e.preempt_comm)
+        preempted: PreemptedWakeupRecord = {
+            "type": "wakeup", "snap": self.snap, "tid": e.tid, "pid": e.tgid, "comm": e.comm,
+            "state": "preempted", "target_stack": target_stack, "count": e.count,
+            "total_us": _us(e.total_ns), "max_us": _us(e.max_ns),
+            "blocked_us": _us(e.blocked_ns), "runq_us": _us(e.runq_ns),
+            "preempted_by_pid": ppid, "preempted_by_tid": e.preempt_pid,
+            "preempted_by_comm": e.preempt_comm,
+        }
+        return preempted
 
     def take(self, counters: Dict[str, int]) -> None:
         """Read and clear the maps and write one committed snapshot."""
@@ -145,31 +160,33 @@ class Snapshotter:
         self.active_tids.update(r.tid for r in oncpu)
         wakeups = merge_wakeups([self._wakeup(e) for e in edges])
         for rec in wakeups:
-            self.writer.emit("wakeup", **rec)
+            self.writer.emit(rec)
         self.edges_sent += len(wakeups)
         for row in oncpu:
             hist = list(row.hist)
             while hist and not hist[-1]:
                 hist.pop()
-            self.writer.emit(
-                "oncpu", snap=self.snap, tid=row.tid, pid=row.tgid, comm=row.comm,
-                count=row.count, total_us=_us(row.total_ns), max_us=_us(row.max_ns),
-                hist_log2_us=hist,
-            )
+            self.writer.emit({
+                "type": "oncpu", "snap": self.snap, "tid": row.tid, "pid": row.tgid,
+                "comm": row.comm, "count": row.count, "total_us": _us(row.total_ns),
+                "max_us": _us(row.max_ns), "hist_log2_us": hist,
+            })
         now = time.monotonic()
-        timing = {"elapsed_s": round(now - self.started_mono, 3)}
-        if self.attached_mono is not None:
-            timing["tracing_s"] = round(now - self.attached_mono, 3)
+        elapsed = round(now - self.started_mono, 3)
         use = self.program.map_use()
         use["agg"] = [len(edges), self.program.sizes.agg]
         use["stacks"] = [max(len(self._kernel_ids), len(self._user_ids)),
                          self.program.sizes.stack_storage]
-        self.writer.emit(
-            "progress", **timing, switches=counters.get("switch_out", 0),
-            wakeups=counters.get("wakeup", 0), edges=self.edges_sent,
-            lost=lost_summary(counters), map_use=use,
-        )
-        self.writer.emit("snapshot", snap=self.snap, **timing)
+        progress: ProgressRecord = {
+            "type": "progress", "elapsed_s": elapsed, "switches": counters.get("switch_out", 0),
+            "wakeups": counters.get("wakeup", 0), "edges": self.edges_sent,
+            "lost": lost_summary(counters), "map_use": use,
+        }
+        snapshot: SnapshotRecord = {"type": "snapshot", "snap": self.snap, "elapsed_s": elapsed}
+        if self.attached_mono is not None:
+            progress["tracing_s"] = snapshot["tracing_s"] = round(now - self.attached_mono, 3)
+        self.writer.emit(progress)
+        self.writer.emit(snapshot)
         self.writer.flush()
 
     def pending(self, target_pids: List[int], attached_mono: float,
@@ -192,15 +209,15 @@ class Snapshotter:
                 continue
             if not os.path.exists(f"/proc/{w.tgid}/task/{w.tid}"):
                 continue
-            state = "preempted"
+            state: PendingState = "preempted"
             if w.state == ST_BLOCKED:
                 state = "runq" if w.wake_ns else "blocked"
             self.process(w.tgid, w.comm, with_threads=True)
-            self.writer.emit(
-                "pending", tid=w.tid, pid=w.tgid, comm=w.comm, state=state,
-                waiting_us=_us(waiting_ns),
-                target_stack=self.stack_id(w.kstack, w.ustack, w.tgid),
-            )
+            self.writer.emit({
+                "type": "pending", "tid": w.tid, "pid": w.tgid, "comm": w.comm, "state": state,
+                "waiting_us": _us(waiting_ns),
+                "target_stack": self.stack_id(w.kstack, w.ustack, w.tgid),
+            })
             n += 1
         whole_us = int((time.monotonic() - attached_mono) * 1e6)
         for pid in target_pids:
@@ -211,10 +228,10 @@ class Snapshotter:
                     continue
                 frames = _proc_stack(pid, tid)
                 sid = self.stack_of_frames(frames, len(frames), "user" if frames else "both")
-                self.writer.emit(
-                    "pending", tid=tid, pid=pid, comm=comm, state="blocked",
-                    waiting_us=whole_us, target_stack=sid, whole_run=True,
-                )
+                self.writer.emit({
+                    "type": "pending", "tid": tid, "pid": pid, "comm": comm, "state": "blocked",
+                    "waiting_us": whole_us, "target_stack": sid, "whole_run": True,
+                })
                 n += 1
         return n
 
@@ -233,22 +250,25 @@ def in_interrupt(kernel_frames: List[str]) -> bool:
     return any(f.startswith(_IRQ_FRAMES) for f in kernel_frames)
 
 
-_SUM = ("count", "total_us", "blocked_us", "runq_us")
+#: The numbers of a wakeup record; every other field is part of what the edge is.
+_NUMBERS = frozenset({"count", "total_us", "blocked_us", "runq_us", "max_us"})
 
 
-def merge_wakeups(records: List[dict]) -> List[dict]:
+def merge_wakeups(records: List[WakeupRecord]) -> List[WakeupRecord]:
     """One record per distinct edge as the client will see it (BPF keys on stack ids, and
     stacks that differ only in offsets, or in a dropped bystander user stack, read the same)."""
-    out: Dict[tuple, dict] = {}
+    out: Dict[tuple, WakeupRecord] = {}
     for rec in records:
-        key = tuple((k, v) for k, v in rec.items() if k not in _SUM and k != "max_us")
+        key = tuple((k, v) for k, v in rec.items() if k not in _NUMBERS)
         have = out.get(key)
         if have is None:
             out[key] = rec
             continue
-        for k in _SUM:
-            have[k] = have.get(k, 0) + rec.get(k, 0)
-        have["max_us"] = max(have.get("max_us", 0), rec.get("max_us", 0))
+        have["count"] += rec["count"]
+        have["total_us"] += rec["total_us"]
+        have["blocked_us"] += rec["blocked_us"]
+        have["runq_us"] += rec["runq_us"]
+        have["max_us"] = max(have["max_us"], rec["max_us"])
     return list(out.values())
 
 
@@ -275,7 +295,7 @@ def _proc_stack(pid: int, tid: int) -> List[str]:
     return frames if len(frames) > 2 else []
 
 
-def lost_summary(counters: Dict[str, int]) -> Dict[str, int]:
+def lost_summary(counters: Dict[str, int]) -> LossCounts:
     return {
         "stack_eexist": counters.get("stack_eexist", 0),
         "stack_enomem": counters.get("stack_enomem", 0),

@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..wire.schema import MissingHalf
 from .elf import ElfSymbols, read_symbols
 
 MAX_NAME = 200
@@ -235,7 +236,7 @@ def split_stack(ips: Sequence[int]) -> List[int]:
 StackKey = Tuple[int, int, int]
 
 
-def describe_missing(kid: int, uid: int, kernel_thread: bool) -> Optional[str]:
+def describe_missing(kid: int, uid: int, kernel_thread: bool) -> Optional[MissingHalf]:
     """Which half of a stack BPF failed to capture (collision or full map)."""
     lost = (-17, -12)
     k_lost = kid in lost or (kid < 0 and kid != -14)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
+from ..wire.schema import ProcessPlace, TargetBy, TargetProcess
 from .cgroups import matches_container, read_cgroup
-from .identity import comm_of, exe_of, start_time, stat_fields
+from .identity import comm_of, exe_of, place_of, start_time, stat_fields
 
 ENVOY_NAMES = ("envoy",)
 
@@ -21,20 +22,14 @@ ENVOY_NAMES = ("envoy",)
 class Target:
     pid: int
     comm: str
-    by: str
-    exe: Optional[str] = None
-    container_id: Optional[str] = None
-    runtime: Optional[str] = None
-    pod_uid: Optional[str] = None
-    cgroup: Optional[str] = None
+    by: TargetBy
+    place: ProcessPlace = field(default_factory=ProcessPlace)
     start_time: Optional[int] = None
 
-    def record(self) -> dict:
-        out: Dict[str, object] = {"pid": self.pid, "comm": self.comm, "by": self.by}
-        for name in ("exe", "container_id", "runtime", "pod_uid", "cgroup"):
-            value = getattr(self, name)
-            if value:
-                out[name] = value
+    def record(self) -> TargetProcess:
+        """This target as one entry of the ``target`` record."""
+        out: TargetProcess = {"pid": self.pid, "comm": self.comm, "by": self.by}
+        out.update(self.place)
         return out
 
     def alive(self, proc: str = "/proc") -> bool:
@@ -60,17 +55,12 @@ def _pids(proc: str) -> List[int]:
         return []
 
 
-def _make(pid: int, by: str, proc: str) -> Optional[Target]:
+def _make(pid: int, by: TargetBy, proc: str) -> Optional[Target]:
     comm = comm_of(pid, proc)
     if comm is None:
         return None
-    t = Target(pid=pid, comm=comm, by=by, exe=exe_of(pid, proc),
-               start_time=start_time(pid, proc))
-    cg = read_cgroup(pid, proc)
-    if cg is not None:
-        t.container_id, t.runtime, t.pod_uid, t.cgroup = (
-            cg.container_id, cg.runtime, cg.pod_uid, cg.path)
-    return t
+    return Target(pid=pid, comm=comm, by=by, place=place_of(pid, proc),
+                  start_time=start_time(pid, proc))
 
 
 def _is_named(pid: int, names: Sequence[str], proc: str) -> bool:

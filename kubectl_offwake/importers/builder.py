@@ -12,7 +12,7 @@ record must not cost the user the rest of a recording.
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union, get_args
 
 from ..analysis.model import (
     Edge,
@@ -26,26 +26,47 @@ from ..analysis.model import (
     Throttling,
 )
 from ..analysis.vocabulary import traced_field
+from ..wire.schema import (
+    CgroupPhase,
+    CgroupStatRecord,
+    EndRecord,
+    EnvoyStatsRecord,
+    HelloRecord,
+    IdentityRecord,
+    LogRecord,
+    MissingHalf,
+    OnCpuRecord,
+    PendingRecord,
+    ProcessRecord,
+    ProgressRecord,
+    SnapshotRecord,
+    StackRecord,
+    TargetRecord,
+    WakeupRecord,
+)
 
-_MISSING_VALUES = ("kernel", "user", "both")
+_MISSING_VALUES = get_args(MissingHalf)
+_PHASES = get_args(CgroupPhase)
 _ENVELOPE = ("type", "seq")
 #: The exact types of a well-formed wakeup's ids and numbers, and of its optional names.
 #: Not bool (an int subclass the careful path refuses) nor float (which it truncates).
 _INT_ONLY = frozenset({int})
 _INT_OR_NONE = frozenset({int, type(None)})
 
-#: The fields of the wakeup records the collector writes (collector/snapshot.py), in the
-#: order the fast path unpacks them; with type, seq and snap they are all of their keys.
-_BLOCKED_FIELDS = itemgetter(
-    "tid", "pid", "comm", "target_stack", "state", "waker_tid", "waker_pid", "waker_comm",
-    "waker_stack", "total_us", "count", "max_us", "blocked_us", "runq_us")
-_PREEMPTED_FIELDS = itemgetter(
-    "tid", "pid", "comm", "target_stack", "state", "preempted_by_pid", "preempted_by_comm",
-    "total_us", "count", "max_us", "blocked_us", "runq_us")  # and preempted_by_tid when known
-#: Every identity field of a wakeup: the careful path checks they are all hashable.
-_IDENTITY_FIELDS = (
-    "tid", "pid", "comm", "target_stack", "state", "waker_tid", "waker_pid", "waker_comm",
-    "waker_stack", "preempted_by_pid", "preempted_by_comm", "preempted_by_tid")
+#: The fields the fast path reads from a wakeup of each kind (wire/schema.py's
+#: BlockedWakeupRecord and PreemptedWakeupRecord, less the envelope, snap and state), in
+#: the order it unpacks them; ``preempted_by_tid`` is optional and read on its own.
+_BLOCKED_NAMES = ("tid", "pid", "comm", "target_stack", "waker_tid", "waker_pid", "waker_comm",
+                  "waker_stack", "total_us", "count", "max_us", "blocked_us", "runq_us")
+_PREEMPTED_NAMES = ("tid", "pid", "comm", "target_stack", "preempted_by_pid",
+                    "preempted_by_comm", "total_us", "count", "max_us", "blocked_us", "runq_us")
+_BLOCKED_FIELDS = itemgetter(*_BLOCKED_NAMES)
+_PREEMPTED_FIELDS = itemgetter(*_PREEMPTED_NAMES)
+#: The identity fields of each kind: the careful path checks they are all hashable.
+_TARGET_IDENTITY = ("tid", "pid", "comm", "target_stack", "state")
+_BLOCKED_IDENTITY = _TARGET_IDENTITY + ("waker_tid", "waker_pid", "waker_comm", "waker_stack")
+_PREEMPTED_IDENTITY = _TARGET_IDENTITY + (
+    "preempted_by_pid", "preempted_by_comm", "preempted_by_tid")
 
 
 class RecordingBuilder:
@@ -54,7 +75,7 @@ class RecordingBuilder:
     def __init__(self, recording: Optional[Recording] = None) -> None:
         self.recording = recording if recording is not None else Recording()
         #: The latest ``progress`` record, for live displays.
-        self.progress: Optional[dict] = None
+        self.progress: Optional[ProgressRecord] = None
         self.records = 0
         self.malformed = 0
         self.snapshots = 0
@@ -71,7 +92,9 @@ class RecordingBuilder:
         self._target_pids: set = set()
         self._collector_warnings: List[str] = []
         self._emitted: List[str] = []
-        self._handlers = {
+        #: Each handler takes the TypedDict of its type; the values are as decoded, so every
+        #: handler checks or coerces what it uses (a malformed record raises, and is counted).
+        self._handlers: Dict[str, Callable[[Any], None]] = {
             "hello": self._hello,
             "target": self._target,
             "progress": self._progress,
@@ -90,7 +113,7 @@ class RecordingBuilder:
 
     # -- feeding -------------------------------------------------------------------------
 
-    def add(self, record: dict) -> None:
+    def add(self, record: Mapping[str, Any]) -> None:
         """Apply one committed record; unknown types are ignored, malformed ones counted."""
         if not isinstance(record, dict):
             return
@@ -103,7 +126,7 @@ class RecordingBuilder:
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
             self.malformed += 1
 
-    def add_all(self, records: Iterable[dict]) -> RecordingBuilder:
+    def add_all(self, records: Iterable[Mapping[str, Any]]) -> RecordingBuilder:
         for record in records:
             self.add(record)
         return self
@@ -159,14 +182,14 @@ class RecordingBuilder:
 
     # -- record handlers -----------------------------------------------------------------
 
-    def _hello(self, record: dict) -> None:
+    def _hello(self, record: HelloRecord) -> None:
         source = self.recording.source
         for key, value in record.items():
             if key not in _ENVELOPE:
                 source[key] = value
         source["kind"] = "offwake"
 
-    def _target(self, record: dict) -> None:
+    def _target(self, record: TargetRecord) -> None:
         processes = record["processes"]
         if not isinstance(processes, list):
             raise TypeError("processes must be a list")
@@ -180,7 +203,7 @@ class RecordingBuilder:
         if "by" in record:
             self.recording.source["target_by"] = record["by"]
 
-    def _progress(self, record: dict) -> None:
+    def _progress(self, record: ProgressRecord) -> None:
         lost = record.get("lost")
         lost_counts = _int_dict(lost) if lost is not None else None
         self.progress = record
@@ -189,22 +212,21 @@ class RecordingBuilder:
         if not self.ended:
             self._take_elapsed(record)
 
-    def _process(self, record: dict) -> None:
+    def _process(self, record: ProcessRecord) -> None:
         fields = _process_fields(record)
         _apply(self._process_info(fields["pid"], fields["comm"]), fields)
 
-    def _identity(self, record: dict) -> None:
+    def _identity(self, record: IdentityRecord) -> None:
         pid = _int(record["pid"])
         names = {}
         for key in ("pod", "container", "node", "label"):
             if record.get(key) is not None:
                 names[key] = _str(record[key])
-        comm = record.get("comm")
-        info = self._process_info(pid, _str(comm) if comm is not None else None)
+        info = self._process_info(pid)
         for key, value in names.items():
             setattr(info, key, value)
 
-    def _stack(self, record: dict) -> None:
+    def _stack(self, record: StackRecord) -> None:
         frames = record["frames"]
         if not isinstance(frames, list):
             raise TypeError("frames must be a list")
@@ -223,27 +245,27 @@ class RecordingBuilder:
             stack = self.recording.stacks.intern([_str(f) for f in frames], depth, missing)
         self._stacks_by_id[stack_id] = stack
 
-    def _wakeup(self, record: dict) -> None:
+    def _wakeup(self, record: WakeupRecord) -> None:
         """Merge one wakeup delta; O(1), and cheap for the records a collector writes.
 
-        A busy recording has ~100k of these, so a record with exactly the collector's keys
-        (:data:`_BLOCKED_FIELDS` or :data:`_PREEMPTED_FIELDS` plus type, seq and snap) is
-        read with one C-level getter and type-checked with one set comparison; its tasks
-        are then interned straight by their tuple, and its numbers added to its edge or a
-        new one. Any other record (a float, a string number, a bool, a missing or extra
-        field, an undefined stack id) takes :meth:`_wakeup_careful`, which coerces field by
-        field and is the reference this fast path agrees with
-        (tests/unit/test_import_fastpath.py checks that).
+        A busy recording has ~100k of these. The record's ``state`` says which of the two
+        shapes of wire/schema.py it is; when every field that shape's fast path reads is
+        there (one C-level getter) with its exact type (one set comparison), its tasks are
+        interned straight by their tuple and its numbers added to its edge or a new one.
+        Anything else (another state, a float, a string number, a bool, a missing field, an
+        undefined stack id) takes :meth:`_wakeup_careful`, which coerces field by field and
+        is the reference this fast path agrees with (tests/unit/test_import_fastpath.py
+        checks that).
         """
-        size = len(record)
-        if size == 17 and "seq" in record and "snap" in record:
+        state = record.get("state")
+        if state == "blocked":
             try:
-                (tid, pid, comm, target_id, state, waker_tid, waker_pid, waker_comm, waker_id,
+                (tid, pid, comm, target_id, waker_tid, waker_pid, waker_comm, waker_id,
                  total, count, max_us, blocked, runq) = _BLOCKED_FIELDS(record)
             except KeyError:
                 self._wakeup_careful(record)
                 return
-            if (state != "blocked" or type(comm) is not str or type(waker_comm) is not str
+            if (type(comm) is not str or type(waker_comm) is not str
                     or waker_id is None  # no waker stack: rare, and the careful path's case
                     or {type(tid), type(pid), type(waker_tid), type(waker_pid), type(total),
                         type(count), type(max_us), type(blocked), type(runq)} != _INT_ONLY):
@@ -251,16 +273,15 @@ class RecordingBuilder:
                 return
             other_key: tuple = (waker_comm, waker_pid, waker_tid)
             preempted = False
-        elif (size == 15 or (size == 16 and "preempted_by_tid" in record)) and (
-                "seq" in record and "snap" in record):
+        elif state == "preempted":
             try:
-                (tid, pid, comm, target_id, state, by_pid, by_comm,
+                (tid, pid, comm, target_id, by_pid, by_comm,
                  total, count, max_us, blocked, runq) = _PREEMPTED_FIELDS(record)
             except KeyError:
                 self._wakeup_careful(record)
                 return
-            by_tid = record["preempted_by_tid"] if size == 16 else None
-            if (state != "preempted" or type(comm) is not str or type(by_comm) is not str
+            by_tid = record.get("preempted_by_tid")
+            if (type(comm) is not str or type(by_comm) is not str
                     or {type(tid), type(pid), type(by_pid), type(total), type(count),
                         type(max_us), type(blocked), type(runq)} != _INT_ONLY
                     or type(by_tid) not in _INT_OR_NONE):
@@ -321,14 +342,16 @@ class RecordingBuilder:
         edge.merge(fresh)
         return edge
 
-    def _wakeup_careful(self, record: dict) -> Edge:
+    def _wakeup_careful(self, record: Mapping[str, Any]) -> Edge:
         """Every field coerced and checked on its own: the reference behaviour.
 
-        A list or object in any of the identity fields makes the record malformed, even in
-        one this record's state does not use (as it always has: identities are hashed).
+        A record is preempted when its ``state`` says so, else blocked (whatever the state
+        says). A list or object in any identity field of its kind makes it malformed (an
+        identity is hashed); the other kind's fields are ignored, like unknown ones.
         """
-        hash(tuple(map(record.get, _IDENTITY_FIELDS)))  # TypeError if one is unhashable
         preempted = record.get("state") == "preempted"
+        # TypeError if one is unhashable:
+        hash(tuple(map(record.get, _PREEMPTED_IDENTITY if preempted else _BLOCKED_IDENTITY)))
         target = self._task(record["comm"], record.get("pid"), record["tid"])
         target_stack = self._stack_ref(record["target_stack"])
         waker: Optional[Task] = None
@@ -357,7 +380,7 @@ class RecordingBuilder:
         return self._merge_edge(Edge(target, target_stack, waker, waker_stack, total, count,
                                      max_us, blocked, runq, preempted, preempted_by))
 
-    def _oncpu_record(self, record: dict) -> None:
+    def _oncpu_record(self, record: OnCpuRecord) -> None:
         tid = _int(record["tid"])
         task = self._task(record["comm"], record.get("pid"), tid)
         count = _int(record["count"])
@@ -383,7 +406,7 @@ class RecordingBuilder:
         for i, value in enumerate(hist):
             merged[i] += value
 
-    def _pending_record(self, record: dict) -> None:
+    def _pending_record(self, record: PendingRecord) -> None:
         tid = _int(record["tid"])
         task = self._task(record["comm"], record.get("pid"), tid)
         waiting = _int(record["waiting_us"])
@@ -394,9 +417,9 @@ class RecordingBuilder:
         # Pending is a state, not a delta: a later report of the same thread replaces it.
         _put(self._pending, self.recording.pending, tid, pending)
 
-    def _cgroup_stat(self, record: dict) -> None:
+    def _cgroup_stat(self, record: CgroupStatRecord) -> None:
         phase = record["phase"]
-        if phase not in ("start", "end"):
+        if phase not in _PHASES:
             raise ValueError("phase must be start or end")
         pid = _opt_int(record.get("pid"))
         cgroup = record.get("cgroup")
@@ -417,7 +440,7 @@ class RecordingBuilder:
         else:
             throttling.end = counters
 
-    def _envoy_stats_record(self, record: dict) -> None:
+    def _envoy_stats_record(self, record: EnvoyStatsRecord) -> None:
         pid = _opt_int(record.get("pid"))
         admin = record.get("admin")
         stats = EnvoyStats(
@@ -426,12 +449,12 @@ class RecordingBuilder:
         # A state, not a delta: a later record of the same Envoy replaces the earlier one.
         _put(self._envoy_stats, self.recording.envoy_stats, pid, stats)
 
-    def _snapshot(self, record: dict) -> None:
+    def _snapshot(self, record: SnapshotRecord) -> None:
         self.snapshots += 1
         if not self.ended:
             self._take_elapsed(record)
 
-    def _end(self, record: dict) -> None:
+    def _end(self, record: EndRecord) -> None:
         totals = _int_dict(record.get("totals") or {})
         lost = _int_dict(record.get("lost") or {})
         warnings = record.get("warnings") or []
@@ -444,14 +467,14 @@ class RecordingBuilder:
         self._take_elapsed(record)
         self.ended = True
 
-    def _take_elapsed(self, record: dict) -> None:
+    def _take_elapsed(self, record: Union[ProgressRecord, SnapshotRecord, EndRecord]) -> None:
         """How long the trace has run: ``tracing_s`` (from attach) when the collector sends
         it, else ``elapsed_s`` (from the collector's start, so including the BPF compile)."""
         elapsed = _opt_float(traced_field(record))
         if elapsed is not None:
             self.recording.source["elapsed_s"] = elapsed
 
-    def _log(self, record: dict) -> None:
+    def _log(self, record: LogRecord) -> None:
         self.recording.logs.append(
             {"level": _str(record["level"]), "message": _str(record["message"])}
         )
@@ -502,8 +525,9 @@ def _int_dict(value: Any) -> Dict[str, int]:
     return {str(k): _int(v) for k, v in value.items() if not isinstance(v, (dict, list))}
 
 
-def _process_fields(record: Any) -> Dict[str, Any]:
-    """The ProcessInfo fields a process (or target) record carries, checked."""
+def _process_fields(record: Mapping[str, Any]) -> Dict[str, Any]:
+    """The ProcessInfo fields a process record (or an entry of a target record) carries,
+    checked; a field that only one of the two has is taken from either."""
     if not isinstance(record, dict):
         raise TypeError("a process must be an object")
     fields: Dict[str, Any] = {"pid": _int(record["pid"]), "comm": _str(record.get("comm", ""))}

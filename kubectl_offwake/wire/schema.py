@@ -1,52 +1,412 @@
-"""The one description of the wire records: their types and required fields.
+"""The one description of the wire records: one TypedDict per record, in stream order.
 
 Every record is one JSON object on one line with ``type`` and an increasing ``seq``.
 Snapshots are deltas: the ``wakeup``/``oncpu`` records between two ``snapshot`` markers
 add to what came before, and a ``snapshot`` record commits them. A reader that meets a
 truncated stream keeps everything up to the last commit (``snapshot`` or ``end``).
 
-Record types (fields beyond ``type`` and ``seq``; ``?`` marks optional ones):
+Each record type below is a TypedDict whose required keys are what a writer always sends
+and whose optional keys (the ``?`` in its docstring) what it may leave out; the collector's
+writers and the importers' readers are annotated with them, so mypy checks both sides
+against this file, and tests/unit/test_wire_schema.py checks what the collector really
+writes against the same classes at run time. :data:`RECORD_SHAPES` lists them by type;
+:data:`RECORD_TYPES` says which fields a reader cannot do without (fewer: a reader keeps
+what it can of a record from an older or foreign writer).
 
-hello      schema, tool_version, collector, kernel, node, started (unix s), interval_s,
-           duration_s?, min_block_us?, headers {source, path}?, bcc_version?, python?
-target     processes [{pid, comm, exe?, container_id?, runtime?, pod_uid?, cgroup?}], by
-progress   elapsed_s (since the collector started), tracing_s? (since tracing began),
-           switches, wakeups, edges?, lost {stack_eexist, stack_enomem, map_full}?,
-           map_use {name: [used, size]}?
-process    pid, comm, cgroup?, container_id?, runtime?, pod_uid?, kernel_thread, exe?,
-           threads {tid: comm}?, gone? (true: exited before the collector could read /proc)
-identity   pid, pod? ("ns/name"), container?, node?, label? — written by the client when it
-           names a process through the Kubernetes API
-stack      id, frames [str, leaf first], kernel_depth (how many leading frames are kernel)
-           missing? ("kernel" | "user" | "both")
-wakeup     snap, tid, pid, comm, state ("blocked" | "preempted"), waker_tid?, waker_pid?,
-           waker_comm?, target_stack (id), waker_stack? (id), count, total_us, max_us,
-           blocked_us, runq_us, preempted_by_pid?, preempted_by_tid?, preempted_by_comm?
-oncpu      snap, tid, pid, comm, count, total_us, max_us, hist_log2_us [counts]
-pending    tid, pid, comm, state ("blocked" | "runq": woken, not yet run | "preempted"),
-           waiting_us, target_stack (id) — still off the CPU at the end;
-           whole_run? (true: off the CPU for the whole trace, waiting_us is then a lower bound)
-cgroup_stat pid, cgroup, phase ("start" | "end"), nr_periods, nr_throttled, throttled_usec,
-           file? (the cpu.stat read)
-envoy_stats pid, listeners {"host:port": listening sockets} (Envoy's TCP listeners at the end),
-           admin? (the admin address read), window_s? (seconds between the two reads),
-           delta? {counter: rise} — Envoy's admin counters (collector/envoy_stats.py
-           FAMILIES) that rose between a read just before tracing and one after the last
-           snapshot; admin, window_s and delta are absent when the admin could not be read
-snapshot   snap, elapsed_s, tracing_s? — commits the deltas sent since the previous snapshot
-end        reason ("duration" | "signal" | "target-exit" | "error" | "resolve-only"), elapsed_s,
-           tracing_s?,
-           totals {switches, wakeups, ...}, lost {...}, warnings [str]
-log        level ("debug" | "info" | "warning" | "error"), message
+A new field goes into its record's TypedDict (required only if every writer sends it);
+a new record type gets a block of its own here, in stream order, and a line in
+:data:`WireRecord`, :data:`RECORD_SHAPES` and :data:`RECORD_TYPES` (the tests check that
+the three agree). Writers then build it as a dict literal and pass it to ``emit``.
+
+Standard library only, Python 3.9: the collector imports this under the node's system
+Python. So optional keys are spelled as a ``total=False`` subclass of the required ones
+(``NotRequired`` needs 3.11), which also keeps ``__required_keys__`` right at run time.
 """
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, List, Tuple
+from typing import Dict, FrozenSet, List, Literal, Optional, Tuple, TypedDict, Union
 
 SCHEMA_VERSION = 1
 
-#: Required fields per record type. Types not listed are skipped by readers.
+
+class _Envelope(TypedDict, total=False):
+    #: Written by :class:`~kubectl_offwake.wire.writer.WireWriter`; records the client adds
+    #: itself (``identity``) may have none.
+    seq: int
+
+
+# -- hello --------------------------------------------------------------------------------------
+
+
+#: Where the collector's kernel headers came from (collector/headers.py has the order).
+HeadersSource = Literal["host", "kheaders", "fallback", "explicit"]
+
+
+class _HeadersFields(TypedDict):
+    source: HeadersSource
+    path: str
+
+
+class HeadersInfo(_HeadersFields, total=False):
+    """``hello.headers``: source, path (the tree BCC compiled against), note?"""
+
+    note: str
+
+
+class _HelloFields(_Envelope):
+    type: Literal["hello"]
+    schema: int
+    tool_version: str
+    collector: str
+    kernel: str
+    node: str
+    started: float
+    interval_s: float
+
+
+class HelloRecord(_HelloFields, total=False):
+    """schema, tool_version, collector, kernel, node, started (unix s), interval_s,
+    duration_s?, min_block_us?, headers {source, path, note?}?, bcc_version? (null: bcc
+    did not import), python?"""
+
+    duration_s: float
+    min_block_us: float
+    headers: HeadersInfo
+    bcc_version: Optional[str]
+    python: str
+
+
+# -- target -------------------------------------------------------------------------------------
+
+
+class ProcessPlace(TypedDict, total=False):
+    """Where a process runs, as /proc shows it (each left out when unknown): exe?,
+    cgroup?, container_id?, runtime?, pod_uid? — what the client names it by"""
+
+    exe: str
+    cgroup: str
+    container_id: str
+    runtime: str
+    pod_uid: str
+
+
+#: What named a target: its pid, its comm (or executable name), or its container's id.
+TargetBy = Literal["pid", "comm", "container-id"]
+
+
+class _TargetProcessFields(TypedDict):
+    pid: int
+    comm: str
+    by: TargetBy
+
+
+class TargetProcess(_TargetProcessFields, ProcessPlace, total=False):
+    """One traced process: pid, comm, by ("pid" | "comm" | "container-id": what named it),
+    and where it runs (:class:`ProcessPlace`)"""
+
+
+class TargetRecord(_Envelope):
+    """processes [TargetProcess], by (one ``by`` for all, or the list of those used)"""
+
+    type: Literal["target"]
+    processes: List[TargetProcess]
+    by: Union[TargetBy, List[TargetBy]]
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+#: ``progress.lost`` / ``end.lost``: counter name (see :data:`LOSS_COUNTERS`) -> count.
+LossCounts = Dict[str, int]
+
+
+class _ProgressFields(_Envelope):
+    type: Literal["progress"]
+    elapsed_s: float
+    switches: int
+    wakeups: int
+
+
+class ProgressRecord(_ProgressFields, total=False):
+    """elapsed_s (since the collector started), tracing_s? (since tracing began),
+    switches, wakeups, edges?, lost {stack_eexist, stack_enomem, map_full, ...}?,
+    map_use {name: [used, size]}?"""
+
+    tracing_s: float
+    edges: int
+    lost: LossCounts
+    map_use: Dict[str, List[int]]
+
+
+# -- process ------------------------------------------------------------------------------------
+
+
+class _ProcessFields(_Envelope):
+    type: Literal["process"]
+    pid: int
+    comm: str
+    kernel_thread: bool
+
+
+class ProcessRecord(_ProcessFields, ProcessPlace, total=False):
+    """pid, comm, kernel_thread, where it runs (:class:`ProcessPlace`: cgroup?,
+    container_id?, runtime?, pod_uid?, exe?), threads {tid: comm}?, gone? (true: exited
+    before the collector could read /proc)"""
+
+    threads: Dict[str, str]
+    gone: bool
+
+
+# -- identity -----------------------------------------------------------------------------------
+
+
+class _IdentityFields(_Envelope):
+    type: Literal["identity"]
+    pid: int
+
+
+class IdentityRecord(_IdentityFields, total=False):
+    """pid, pod? ("ns/name"), container?, node?, label? — written by the client when it
+    names a process through the Kubernetes API (or the demo, for its stand-ins)"""
+
+    pod: str
+    container: str
+    node: str
+    label: str
+
+
+# -- stack --------------------------------------------------------------------------------------
+
+#: Which half of a stack BPF could not read.
+MissingHalf = Literal["kernel", "user", "both"]
+
+
+class _StackFields(_Envelope):
+    type: Literal["stack"]
+    id: int
+    frames: List[str]
+    kernel_depth: int
+
+
+class StackRecord(_StackFields, total=False):
+    """id, frames [str, leaf first], kernel_depth (how many leading frames are kernel),
+    missing? ("kernel" | "user" | "both")"""
+
+    missing: MissingHalf
+
+
+# -- wakeup -------------------------------------------------------------------------------------
+
+
+class _WakeupFields(_Envelope):
+    type: Literal["wakeup"]
+    snap: int
+    tid: int
+    pid: int
+    comm: str
+    target_stack: int
+    count: int
+    total_us: int
+    max_us: int
+    blocked_us: int
+    runq_us: int
+
+
+class BlockedWakeupRecord(_WakeupFields):
+    """snap, tid, pid, comm, state "blocked", waker_tid, waker_pid, waker_comm,
+    target_stack (id), waker_stack (id), count, total_us, max_us, blocked_us, runq_us —
+    the thread slept until the waker woke it"""
+
+    state: Literal["blocked"]
+    waker_tid: int
+    waker_pid: int
+    waker_comm: str
+    waker_stack: int
+
+
+class _PreemptedWakeupFields(_WakeupFields):
+    state: Literal["preempted"]
+    preempted_by_pid: int
+    preempted_by_comm: str
+
+
+class PreemptedWakeupRecord(_PreemptedWakeupFields, total=False):
+    """snap, tid, pid, comm, state "preempted", target_stack (id), count, total_us,
+    max_us, blocked_us, runq_us, preempted_by_pid, preempted_by_tid?, preempted_by_comm —
+    the thread was switched out runnable (nobody woke it: it waited for the CPU)"""
+
+    preempted_by_tid: int
+
+
+#: One ``wakeup`` record: which of the two its ``state`` says.
+WakeupRecord = Union[BlockedWakeupRecord, PreemptedWakeupRecord]
+
+
+
+# -- oncpu --------------------------------------------------------------------------------------
+
+
+class OnCpuRecord(_Envelope):
+    """snap, tid, pid, comm, count, total_us, max_us, hist_log2_us [counts]"""
+
+    type: Literal["oncpu"]
+    snap: int
+    tid: int
+    pid: int
+    comm: str
+    count: int
+    total_us: int
+    max_us: int
+    hist_log2_us: List[int]
+
+
+# -- pending ------------------------------------------------------------------------------------
+
+PendingState = Literal["blocked", "runq", "preempted"]
+
+
+class _PendingFields(_Envelope):
+    type: Literal["pending"]
+    tid: int
+    pid: int
+    comm: str
+    state: PendingState
+    waiting_us: int
+    target_stack: int
+
+
+class PendingRecord(_PendingFields, total=False):
+    """tid, pid, comm, state ("blocked" | "runq": woken, not yet run | "preempted"),
+    waiting_us, target_stack (id) — still off the CPU at the end;
+    whole_run? (true: off the CPU for the whole trace, waiting_us is then a lower bound)"""
+
+    whole_run: bool
+
+
+# -- cgroup_stat --------------------------------------------------------------------------------
+
+CgroupPhase = Literal["start", "end"]
+
+
+class _CgroupStatFields(_Envelope):
+    type: Literal["cgroup_stat"]
+    pid: int
+    cgroup: Optional[str]
+    phase: CgroupPhase
+    nr_periods: int
+    nr_throttled: int
+    throttled_usec: int
+
+
+class CgroupStatRecord(_CgroupStatFields, total=False):
+    """pid, cgroup (null: not known), phase ("start" | "end"), nr_periods, nr_throttled,
+    throttled_usec, file? (the cpu.stat read)"""
+
+    file: str
+
+
+# -- envoy_stats ---------------------------------------------------------------------------------
+
+
+class _EnvoyStatsFields(_Envelope):
+    type: Literal["envoy_stats"]
+    pid: int
+    listeners: Dict[str, int]
+
+
+class EnvoyStatsRecord(_EnvoyStatsFields, total=False):
+    """pid, listeners {"host:port": listening sockets} (Envoy's TCP listeners at the end),
+    admin? (the admin address read), window_s? (seconds between the two reads),
+    delta? {counter: rise} — Envoy's admin counters (collector/envoy_stats.py FAMILIES)
+    that rose between a read just before tracing and one after the last snapshot; admin,
+    window_s and delta are absent when the admin could not be read"""
+
+    admin: str
+    window_s: float
+    delta: Dict[str, int]
+
+
+# -- snapshot -----------------------------------------------------------------------------------
+
+
+class _SnapshotFields(_Envelope):
+    type: Literal["snapshot"]
+    snap: int
+    elapsed_s: float
+
+
+class SnapshotRecord(_SnapshotFields, total=False):
+    """snap, elapsed_s, tracing_s? — commits the deltas sent since the previous snapshot"""
+
+    tracing_s: float
+
+
+# -- end ----------------------------------------------------------------------------------------
+
+EndReason = Literal["duration", "signal", "target-exit", "error", "resolve-only"]
+
+
+class _EndFields(_Envelope):
+    type: Literal["end"]
+    reason: EndReason
+    elapsed_s: float
+    totals: Dict[str, int]
+    lost: LossCounts
+    warnings: List[str]
+
+
+class EndRecord(_EndFields, total=False):
+    """reason ("duration" | "signal" | "target-exit" | "error" | "resolve-only"),
+    elapsed_s, tracing_s?, totals {switches, wakeups, ...}, lost {...}, warnings [str],
+    error? (reason "error": the one sentence that says what failed; readers show this,
+    never a guess from the warnings)"""
+
+    tracing_s: float
+    error: str
+
+
+# -- log ----------------------------------------------------------------------------------------
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class LogRecord(_Envelope):
+    """level ("debug" | "info" | "warning" | "error"), message"""
+
+    type: Literal["log"]
+    level: LogLevel
+    message: str
+
+
+# -- all of them --------------------------------------------------------------------------------
+
+#: Any record a writer sends.
+WireRecord = Union[
+    HelloRecord, TargetRecord, ProgressRecord, ProcessRecord, IdentityRecord, StackRecord,
+    BlockedWakeupRecord, PreemptedWakeupRecord, OnCpuRecord, PendingRecord, CgroupStatRecord,
+    EnvoyStatsRecord, SnapshotRecord, EndRecord, LogRecord,
+]
+
+#: The TypedDict(s) of every record type, in the order of this file.
+RECORD_SHAPES: Dict[str, Tuple[type, ...]] = {
+    "hello": (HelloRecord,),
+    "target": (TargetRecord,),
+    "progress": (ProgressRecord,),
+    "process": (ProcessRecord,),
+    "identity": (IdentityRecord,),
+    "stack": (StackRecord,),
+    "wakeup": (BlockedWakeupRecord, PreemptedWakeupRecord),
+    "oncpu": (OnCpuRecord,),
+    "pending": (PendingRecord,),
+    "cgroup_stat": (CgroupStatRecord,),
+    "envoy_stats": (EnvoyStatsRecord,),
+    "snapshot": (SnapshotRecord,),
+    "end": (EndRecord,),
+    "log": (LogRecord,),
+}
+
+#: The fields a reader cannot do without, per record type (a subset of every shape's
+#: required keys). Types not listed are skipped by readers.
 RECORD_TYPES: Dict[str, FrozenSet[str]] = {
     "hello": frozenset({"schema"}),
     "target": frozenset({"processes"}),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import IO, Any
+from typing import IO, Any, Dict
+
+from .schema import WireRecord
 
 
 class WireWriter:
@@ -20,14 +22,20 @@ class WireWriter:
         """The ``seq`` of the last record written."""
         return self._seq
 
-    def emit(self, record_type: str, **fields: Any) -> dict:
+    def emit(self, record: WireRecord) -> None:
+        """Write ``record`` under the next ``seq``.
+
+        Typed as a :data:`~kubectl_offwake.wire.schema.WireRecord` so that mypy checks every
+        writer's record against its TypedDict; ``type`` goes first on the line (readers
+        sniff a recording by its first key) and ``seq`` second.
+        """
         with self._lock:
             self._seq += 1
-            record = {"type": record_type, "seq": self._seq}
-            record.update(fields)
-            self._stream.write(json.dumps(record, separators=(",", ":"), default=_default))
+            line: Dict[str, object] = {"type": record["type"], "seq": self._seq}
+            line.update(record)
+            line["seq"] = self._seq
+            self._stream.write(json.dumps(line, separators=(",", ":"), default=_default))
             self._stream.write("\n")
-            return record
 
     def flush(self) -> None:
         with self._lock:

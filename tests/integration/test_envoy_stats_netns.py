@@ -114,7 +114,7 @@ def read_around_traffic(netns: str, pid: int) -> Tuple[List[dict], List[Tuple[st
     reader = EnvoyStatsReader.read_start([Target(pid=pid, comm="envoy", by="pid")],
                                          lambda level, msg: logs.append((level, msg)))
     connect_in(netns, 7)
-    reader.finish(lambda kind, **fields: records.append(fields))
+    reader.finish(lambda record: records.append(dict(record)))
     return records, logs
 
 

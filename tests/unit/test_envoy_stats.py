@@ -258,10 +258,10 @@ def admin_server() -> Iterator[http.server.HTTPServer]:
 def run_reader(proc: str) -> Tuple[List[dict], List[Tuple[str, str]]]:
     records: List[dict] = []
     logs: List[Tuple[str, str]] = []
-    target = Target(pid=PID, comm="envoy", by="pid", exe="/usr/local/bin/envoy")
+    target = Target(pid=PID, comm="envoy", by="pid", place={"exe": "/usr/local/bin/envoy"})
     reader = EnvoyStatsReader.read_start([target], lambda lvl, msg: logs.append((lvl, msg)),
                                          proc)
-    reader.finish(lambda kind, **fields: records.append({"type": kind, **fields}))
+    reader.finish(lambda record: records.append(dict(record)))
     return records, logs
 
 
@@ -320,7 +320,7 @@ def test_not_envoy_is_not_asked(tmp_path):
     reader = EnvoyStatsReader.read_start([Target(pid=PID, comm="app", by="pid")],
                                          lambda lvl, msg: logs.append((lvl, msg)), proc)
     records: List[dict] = []
-    reader.finish(lambda kind, **fields: records.append(fields))
+    reader.finish(lambda record: records.append(dict(record)))
     assert records == [] and logs == []
 
 

@@ -1,9 +1,10 @@
 """The importer's fast paths agree with its careful paths on any input.
 
-``RecordingBuilder._wakeup`` reads records of the collector's exact shape with one getter
-and one type check, and ``StreamDecoder.records`` decodes common lines inline; both hand
-anything odd to the careful code (``_wakeup_careful``, ``feed``). These properties feed
-near-collector records with random damage to both and require identical results.
+``RecordingBuilder._wakeup`` reads a record whose ``state`` names one of the two wakeup
+shapes of wire/schema.py with one getter and one type check, and ``StreamDecoder.records``
+decodes common lines inline; both hand anything odd to the careful code
+(``_wakeup_careful``, ``feed``). These properties feed near-collector records with random
+damage to both and require identical results.
 """
 
 from __future__ import annotations
@@ -102,6 +103,36 @@ def test_a_redefined_stack_id_is_not_served_from_the_cache():
     builder.add(dict(record))
     assert [e.target_stack.frames for e in builder.recording.edges] == [
         ("h10_f1", "x"), ("h10_other",)]
+
+
+class CountingBuilder(RecordingBuilder):
+    """Counts the wakeups that left the fast path."""
+
+    careful = 0
+
+    def _wakeup_careful(self, record: Any) -> Any:
+        self.careful += 1
+        return super()._wakeup_careful(record)
+
+
+def test_the_fast_path_takes_both_kinds_with_or_without_optional_and_new_fields():
+    """The path is chosen by what a record is, not by how many keys it has: a field a later
+    collector adds (or the optional ``preempted_by_tid``) must not send every record of a
+    recording down the slow path."""
+    base = {"type": "wakeup", "seq": 0, "snap": 1, "tid": 1, "pid": 1, "comm": "envoy",
+            "target_stack": 1, "count": 1, "total_us": 5, "max_us": 5, "blocked_us": 5,
+            "runq_us": 0}
+    blocked = dict(base, state="blocked", waker_tid=2, waker_pid=2, waker_comm="kubelet",
+                   waker_stack=0)
+    preempted = dict(base, state="preempted", preempted_by_pid=3, preempted_by_comm="hog")
+    records = [blocked, preempted, dict(preempted, preempted_by_tid=4),
+               dict(blocked, h1_new_field=[1]), dict(preempted, h1_new_field={"a": 1})]
+    builder = CountingBuilder().add_all(_stacks())
+    builder.add_all(records)
+    assert builder.careful == 0 and builder.malformed == 0
+    assert len(builder.recording.edges) == 3
+    reference = CarefulBuilder().add_all(_stacks()).add_all(records)
+    assert _summary(builder) == _summary(reference)
 
 
 _LINE = st.one_of(

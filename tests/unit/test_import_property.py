@@ -285,9 +285,9 @@ _WIRE_EDGE = st.tuples(
 def _wire_text(snapshots: List[List[tuple]], stacks: Dict[int, List[str]]) -> str:
     out = io.StringIO()
     writer = WireWriter(out)
-    writer.emit("hello", schema=1, node="h1-node")
+    writer.emit(dict(type="hello", schema=1, node="h1-node"))
     for sid, frames in stacks.items():
-        writer.emit("stack", id=sid, frames=frames, kernel_depth=len(frames))
+        writer.emit(dict(type="stack", id=sid, frames=frames, kernel_depth=len(frames)))
     for snap, edges in enumerate(snapshots, 1):
         for tid, comm, tstack, waker, total, count in edges:
             fields = dict(snap=snap, tid=tid, pid=1, comm=comm, target_stack=tstack,
@@ -296,9 +296,10 @@ def _wire_text(snapshots: List[List[tuple]], stacks: Dict[int, List[str]]) -> st
             if waker:
                 fields.update(waker_tid=waker[0], waker_pid=waker[0], waker_comm=waker[1],
                               waker_stack=waker[2])
-            writer.emit("wakeup", **fields)
-        writer.emit("snapshot", snap=snap, elapsed_s=float(snap))
-    writer.emit("end", reason="duration", elapsed_s=1.0, totals={}, lost={}, warnings=[])
+            writer.emit(dict(type="wakeup", **fields))
+        writer.emit(dict(type="snapshot", snap=snap, elapsed_s=float(snap)))
+    writer.emit(dict(type="end", reason="duration", elapsed_s=1.0, totals={}, lost={},
+                     warnings=[]))
     return out.getvalue()
 
 

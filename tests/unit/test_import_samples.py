@@ -156,7 +156,7 @@ def recording_text(snapshots: int = 2, end: bool = True) -> str:
     buffer = io.StringIO()
     writer = WireWriter(buffer)
     for rtype, fields in recording_records(snapshots, end):
-        writer.emit(rtype, **fields)
+        writer.emit(dict(type=rtype, **fields))
     return buffer.getvalue()
 
 

@@ -12,14 +12,15 @@ from kubectl_offwake.wire import WireWriter
 def _stream(snapshots: int = 4) -> bytes:
     out = io.StringIO()
     w = WireWriter(out)
-    w.emit("hello", schema=1, node="n1")
-    w.emit("stack", id=1, frames=["a", "b"], kernel_depth=1)
+    w.emit(dict(type="hello", schema=1, node="n1"))
+    w.emit(dict(type="stack", id=1, frames=["a", "b"], kernel_depth=1))
     for snap in range(1, snapshots + 1):
-        w.emit("progress", elapsed_s=snap, switches=snap, wakeups=snap)
-        w.emit("wakeup", snap=snap, tid=7, pid=7, comm="envoy", state="blocked",
-               target_stack=1, count=1, total_us=100, max_us=100, blocked_us=100, runq_us=0)
-        w.emit("snapshot", snap=snap, elapsed_s=snap)
-    w.emit("end", reason="duration", elapsed_s=snapshots, totals={})
+        w.emit(dict(type="progress", elapsed_s=snap, switches=snap, wakeups=snap))
+        w.emit(dict(type="wakeup", snap=snap, tid=7, pid=7, comm="envoy", state="blocked",
+                    target_stack=1, count=1, total_us=100, max_us=100, blocked_us=100,
+                    runq_us=0))
+        w.emit(dict(type="snapshot", snap=snap, elapsed_s=snap))
+    w.emit(dict(type="end", reason="duration", elapsed_s=snapshots, totals={}))
     return out.getvalue().encode()
 
 

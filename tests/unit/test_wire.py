@@ -26,8 +26,8 @@ def _types(records):
 def test_writer_numbers_records_and_writes_compact_lines():
     buffer = io.StringIO()
     writer = WireWriter(buffer)
-    writer.emit("hello", schema=SCHEMA_VERSION, kernel="6.1.0")
-    writer.emit("log", level="info", message="ready", extra={1, 2})
+    writer.emit(dict(type="hello", schema=SCHEMA_VERSION, kernel="6.1.0"))
+    writer.emit(dict(type="log", level="info", message="ready", extra={1, 2}))
     lines = buffer.getvalue().splitlines()
     assert len(lines) == 2
     assert " " not in lines[0]  # compact separators keep kubelet's log budget

@@ -95,6 +95,7 @@ class LabCore:
         self.store = Store()
         self.authz = Authorizer(config.users)
         self.unpullable: List[str] = list(config.unpullable)
+        self.registry = ""  # 127.0.0.1:PORT of the lab's registry (set by the daemon)
         self.admission: List[AdmissionRule] = []
         self.cut_log_generation = 0
         self.cut_lock = threading.Condition()

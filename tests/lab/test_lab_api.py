@@ -7,13 +7,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lab.cluster import Lab
-from lab.helpers import wait_for, wait_phase
+from lab.helpers import comm, pid_alive, wait_for, wait_phase
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
@@ -33,6 +34,13 @@ spec:
     image: busybox
     command: ["sleep", "600"]
 """
+
+
+def _listener_pid(port: int) -> int:
+    """The PID of the process listening on 127.0.0.1:port (from `ss`)."""
+    out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True,
+                         text=True, check=True).stdout
+    return int(out.split("pid=", 1)[1].split(",", 1)[0])
 
 
 def test_discovery_and_validation_need_no_flags(lab: Lab) -> None:
@@ -230,6 +238,13 @@ def test_up_and_down_scripts_leave_nothing_behind() -> None:
     kubeconfig = up.stdout.strip()
     assert kubeconfig == f"/tmp/{prefix}/kubeconfig"
     lab = Lab.attach(f"/tmp/{prefix}")
+    registry_file = Path(f"/tmp/{prefix}/registry")
+    assert registry_file.read_text().strip() == lab.registry
+    assert lab.registry.startswith("127.0.0.1:")
+    with urllib.request.urlopen(f"http://{lab.registry}/v2/", timeout=5) as resp:
+        assert resp.status == 200  # the registry API v2 answers
+    registry_pid = _listener_pid(int(lab.registry.rsplit(":", 1)[1]))
+    assert comm(registry_pid) == "docker-registry"
     try:
         lab.kubectl("create", "-f", "-", input=_sleeper("p1"))
         lab.kubectl("create", "-f", "-", input=_sleeper("p2", extra="  nodeName: lab-node-2"))
@@ -253,6 +268,8 @@ def test_up_and_down_scripts_leave_nothing_behind() -> None:
                               capture_output=True, text=True, timeout=90)
     assert down.returncode == 0, down.stderr
     assert lab.leftovers() == []
+    assert not registry_file.exists()
+    assert not pid_alive(registry_pid)
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(n in listed for n in netns)

@@ -338,6 +338,8 @@ class LabCore:
                 c.setdefault("terminationMessagePath", "/dev/termination-log")
                 c.setdefault("terminationMessagePolicy", "File")
                 c.setdefault("resources", {})
+                for port in c.get("ports") or []:
+                    port.setdefault("protocol", "TCP")
         pod["status"] = {"phase": "Pending", "qosClass": qos_class(pod)}
 
     def _admit(self, res: Resource, ns: str, obj: Obj, operation: str) -> None:
@@ -395,7 +397,8 @@ class LabCore:
             self._validate_pod(meta["name"], obj.get("spec") or {}, res)
             self._default_pod(obj)
         elif res.name == "namespaces":
-            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+            obj["spec"] = obj.get("spec") or {}
+            obj["spec"].setdefault("finalizers", ["kubernetes"])
             obj["status"] = {"phase": "Active"}
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
         elif res.name in ("deployments", "replicasets", "statefulsets", "daemonsets"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from lab.cluster import Lab
-from lab.helpers import comm, pid_alive, wait_for, wait_phase
+from lab.helpers import comm, get_json, pid_alive, wait_for, wait_phase
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
@@ -299,3 +300,59 @@ def test_paused_node_holds_pods_pending_and_events_are_recorded(lab: Lab) -> Non
         assert "pod/held" in events
     finally:
         lab.kubectl("delete", "pod", "-n", "app", "held", "--ignore-not-found")
+
+
+def test_kubectl_create_and_run_send_protobuf(lab: Lab) -> None:
+    """What people type by hand (create namespace/configmap/secret, debug node) is protobuf."""
+    ns = "pbtest"
+    res = lab.kubectl("create", "namespace", ns, "-v=8", check=False)
+    assert res.returncode == 0, res.stderr
+    assert "Content-Type: application/vnd.kubernetes.protobuf" in res.stderr
+    try:
+        got = json.loads(lab.kubectl("get", "namespace", ns, "-o", "json").stdout)
+        assert got["metadata"]["labels"]["kubernetes.io/metadata.name"] == ns
+        assert got["spec"]["finalizers"] == ["kubernetes"]
+
+        res = lab.kubectl("create", "configmap", "cm", "-n", ns, "--from-literal=a=1",
+                          "--from-literal=b=two words", "-v=8", check=False)
+        assert res.returncode == 0, res.stderr
+        assert "Content-Type: application/vnd.kubernetes.protobuf" in res.stderr
+        cm = json.loads(lab.kubectl("get", "configmap", "cm", "-n", ns, "-o", "json").stdout)
+        assert cm["data"] == {"a": "1", "b": "two words"}
+
+        res = lab.kubectl("create", "secret", "generic", "s", "-n", ns, "--from-literal=pw=s3cr3t",
+                          "-v=8", check=False)
+        assert res.returncode == 0, res.stderr
+        assert "Content-Type: application/vnd.kubernetes.protobuf" in res.stderr
+        sec = json.loads(lab.kubectl("get", "secret", "s", "-n", ns, "-o", "json").stdout)
+        assert base64.b64decode(sec["data"]["pw"]) == b"s3cr3t" and sec["type"] == "Opaque"
+
+        # kubectl 1.32's `run` sends JSON; `debug node/...` sends the Pod as protobuf
+        res = lab.kubectl("run", "r", "-n", ns, "--image=busybox:1.36", "--restart=Never",
+                          "--env=GREETING=hello", "--labels=team=a", "--port=8080", "--command",
+                          "--", "sh", "-c", "echo $GREETING; exec sleep 600", check=False)
+        assert res.returncode == 0, res.stderr
+        p = wait_phase(lab, ns, "r", ["Running"])
+        c = p["spec"]["containers"][0]
+        assert c["command"] == ["sh", "-c", "echo $GREETING; exec sleep 600"]
+        assert c["env"] == [{"name": "GREETING", "value": "hello"}]
+        assert c["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+        assert p["metadata"]["labels"] == {"team": "a"}
+        assert p["spec"]["restartPolicy"] == "Never"
+        res = lab.kubectl("debug", "node/lab-node-2", "-n", ns, "--image=busybox:1.36",
+                          "--profile=sysadmin", "-v=8", "--", "sleep", "600", check=False)
+        assert res.returncode == 0, res.stderr
+        assert "Content-Type: application/vnd.kubernetes.protobuf" in res.stderr
+        debug = next(x for x in get_json(lab, "pods", "-n", ns)["items"]
+                     if x["metadata"]["name"].startswith("node-debugger-lab-node-2-"))
+        spec = debug["spec"]
+        assert (spec["hostPID"], spec["hostNetwork"], spec["hostIPC"]) == (True, True, True)
+        assert spec["nodeName"] == "lab-node-2" and spec["restartPolicy"] == "Never"
+        assert spec["volumes"] == [{"name": "host-root", "hostPath": {"path": "/"}}]
+        assert spec["containers"][0]["securityContext"] == {"privileged": True}
+        assert spec["containers"][0]["volumeMounts"] == [{"name": "host-root",
+                                                          "mountPath": "/host"}]
+        assert spec["containers"][0]["command"] == ["sleep", "600"]
+        wait_for(lambda: "hello" in lab.kubectl("logs", "-n", ns, "r").stdout, what="log")
+    finally:
+        lab.kubectl("delete", "namespace", ns, "--wait=false", check=False)

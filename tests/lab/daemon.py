@@ -24,6 +24,7 @@ from .core import LabConfig, LabCore
 from .rbac import User
 from .registry import Registry, RegistryError
 from .runtime import sweep
+from .schema import SchemaUnavailable
 from .server import LabHTTPServer, make_certificate, tls_context
 
 DEV_RULES = [
@@ -75,7 +76,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         namespaces=args.namespaces.split(","), users=users,
         systemd_cgroup=not args.no_systemd_cgroup,
     )
-    core = LabCore(config)
+    try:
+        core = LabCore(config)
+    except SchemaUnavailable as exc:
+        print(f"lab daemon: {exc}", file=sys.stderr)
+        return 1
     registry = Registry(state, core.ledger)
     try:
         core.registry = registry_address = registry.start()

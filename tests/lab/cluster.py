@@ -158,6 +158,7 @@ class Lab:
         for name in ("ready", "daemon.pid", "registry"):
             (self.state_dir / name).unlink(missing_ok=True)
         shutil.rmtree(self.state_dir / "pods", ignore_errors=True)
+        shutil.rmtree(self.state_dir / "images", ignore_errors=True)
         return left
 
     def _cleanup_stale(self) -> List[str]:

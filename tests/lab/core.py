@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from . import podsecurity
+from .images import ImageStore
 from .kubelet import Kubelet, PodWorker, qos_class
 from .rbac import Attributes, Authorizer, User
 from .resources import RESOURCES, Resource, lookup
@@ -98,6 +99,7 @@ class LabCore:
         self.authz = Authorizer(config.users)
         self.unpullable: List[str] = list(config.unpullable)
         self.registry = ""  # 127.0.0.1:PORT of the lab's registry (set by the daemon)
+        self.images = ImageStore(self.state_dir / "images", self.log, self.ledger.add_pid)
         self.admission: List[AdmissionRule] = []
         self.cut_log_generation = 0
         self.cut_lock = threading.Condition()

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 BUSYBOX = Path("/bin/busybox")
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
 Entry = Union[bytes, None, Tuple[str, ...]]
 Layer = Dict[str, Entry]
 
@@ -75,11 +77,9 @@ def _blob(root: Path, data: bytes) -> Dict[str, Any]:
     return {"digest": f"sha256:{digest}", "size": len(data)}
 
 
-def build_image(root: Path, layers: List[Layer], config: Dict[str, Any],
-                tag: str = "latest") -> Path:
-    """An OCI image layout at root (one tag) with these layers and image config."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+def _manifest(root: Path, layers: List[Layer], config: Dict[str, Any],
+              arch: str = "amd64") -> Dict[str, Any]:
+    """Write layers, image config and manifest blobs; the manifest's descriptor."""
     descs, diff_ids = [], []
     for layer in layers:
         raw = _tar(layer)
@@ -87,23 +87,48 @@ def build_image(root: Path, layers: List[Layer], config: Dict[str, Any],
         desc = _blob(root, gzip.compress(raw, mtime=0))
         desc["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip"
         descs.append(desc)
-    image_config = {"architecture": "amd64", "os": "linux", "config": config,
+    image_config = {"architecture": arch, "os": "linux", "config": config,
                     "rootfs": {"type": "layers", "diff_ids": diff_ids}}
     cfg = _blob(root, json.dumps(image_config).encode())
     cfg["mediaType"] = "application/vnd.oci.image.config.v1+json"
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": cfg, "layers": descs}
+    manifest = {"schemaVersion": 2, "mediaType": MANIFEST, "config": cfg, "layers": descs}
     man = _blob(root, json.dumps(manifest).encode())
-    man.update({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "annotations": {"org.opencontainers.image.ref.name": tag},
-                "platform": {"architecture": "amd64", "os": "linux"}})
-    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [man]}))
+    man.update({"mediaType": MANIFEST, "platform": {"architecture": arch, "os": "linux"}})
+    return man
+
+
+def _layout(root: Path, desc: Dict[str, Any], tag: str) -> Path:
+    desc = dict(desc, annotations={"org.opencontainers.image.ref.name": tag})
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [desc]}))
     return root
 
 
+def build_image(root: Path, layers: List[Layer], config: Dict[str, Any],
+                tag: str = "latest") -> Path:
+    """An OCI image layout at root (one tag) with these layers and image config."""
+    root.mkdir(parents=True, exist_ok=True)
+    return _layout(root, _manifest(root, layers, config), tag)
+
+
+def build_index(root: Path, platforms: Dict[str, Tuple[List[Layer], Dict[str, Any]]],
+                tag: str = "latest") -> Path:
+    """An OCI layout whose tag is an image index with one image per architecture."""
+    root.mkdir(parents=True, exist_ok=True)
+    manifests = [_manifest(root, layers, config, arch)
+                 for arch, (layers, config) in platforms.items()]
+    index = _blob(root, json.dumps({"schemaVersion": 2, "mediaType": INDEX,
+                                    "manifests": manifests}).encode())
+    index["mediaType"] = INDEX
+    return _layout(root, index, tag)
+
+
 def push(layout: Path, reference: str, tag: str = "latest", fmt: str = "oci") -> None:
-    """skopeo copy to a plain-HTTP registry (`fmt` "v2s2" converts to Docker schema2)."""
-    cmd = ["skopeo", "copy", "-q", "--dest-tls-verify=false"]
+    """skopeo copy (every platform of an index) to a plain-HTTP registry.
+
+    `fmt` "v2s2" converts to Docker's schema2 manifest (single images only).
+    """
+    cmd = ["skopeo", "copy", "-q", "--all", "--dest-tls-verify=false"]
     if fmt == "v2s2":
         cmd += ["--format", "v2s2"]
     subprocess.run(cmd + [f"oci:{layout}:{tag}", f"docker://{reference}"], check=True,

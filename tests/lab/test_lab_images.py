@@ -52,8 +52,9 @@ class Images:
         lower = busybox_layer()
         lower["etc/removed"] = b"gone\n"
         lower["var/old"] = b"old\n"
-        upper: Dict[str, Any] = {"etc/removed": ("whiteout",), "var": ("opaque",),
-                                 "var/new": b"new\n"}
+        # the opaque marker after this layer's own var/new: it hides only what is below
+        upper: Dict[str, Any] = {"etc/removed": ("whiteout",), "var/new": b"new\n",
+                                 "var": ("opaque",)}
         push(build_image(root / "docker", [lower, upper],
                          {"Entrypoint": ["/bin/sh", "-c"],
                           "Cmd": ["ls /etc/removed; ls /var; exec sleep 600"]}),

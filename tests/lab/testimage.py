@@ -46,7 +46,7 @@ def busybox_layer() -> Layer:
 def _tar(layer: Layer) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(layer):
+        for path in layer:  # in the order given: whiteouts may come after entries
             entry = layer[path]
             info = tarfile.TarInfo(path)
             info.mtime = 0

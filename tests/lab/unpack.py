@@ -2,13 +2,15 @@
 
 usage: python3 -S unpack.py ROOTFS LAYER [LAYER ...]     (gzip or plain tar, in order)
 
-Each layer is read twice: first its whiteouts (`.wh.NAME` removes NAME, `.wh..wh..opq`
-empties the directory) are applied to what the layers below left, then its entries are
-extracted over them, replacing whatever was at each path. Running chrooted into the
-rootfs is what keeps a layer inside it: absolute symlinks and `..` in the archive resolve
-against the image's root, never the host's, as containerd's applier guarantees. Owners,
-modes (setuid included), device nodes, hard links and `security.capability` xattrs are
-kept, as a container runtime keeps them. Exit status 1 with one line on stderr on error.
+Each layer is read once, in order: its whiteouts (`.wh.NAME` removes NAME, `.wh..wh..opq`
+empties the directory) remove what the layers below left (never what this layer wrote),
+its other entries are extracted over them, replacing whatever was at each path.
+
+Running chrooted into the rootfs is what keeps a layer inside it: absolute symlinks and
+`..` in the archive resolve against the image's root, never the host's, as containerd's
+applier guarantees. Owners, modes (setuid included), device nodes, hard links and
+`security.capability` xattrs are kept, as a container runtime keeps them. Exit status 1
+with one line on stderr on error.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import os
 import shutil
 import sys
 import tarfile
-import zlib  # noqa: F401
+import zlib
+from typing import Set
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -37,31 +40,52 @@ def _normal(name: str) -> str:
     return "/" + os.path.normpath("/" + name).lstrip("/")
 
 
-def _whiteouts(fileobj: object) -> None:
+def _clear(folder: str, written: Set[str]) -> None:
+    """An opaque directory: drop what lower layers left below it (not what this one wrote)."""
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return
+    for top, dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            path = os.path.join(top, name)
+            if path not in written:
+                os.unlink(path)
+        for name in dirs:
+            path = os.path.join(top, name)
+            if path in written:
+                continue
+            if os.path.islink(path):
+                os.unlink(path)
+            else:
+                try:
+                    os.rmdir(path)  # kept if this layer wrote something below it
+                except OSError:
+                    pass
+
+
+def _apply(fileobj: object) -> None:
+    """One pass over a layer: whiteouts hide lower layers' entries, others are written."""
+    written: Set[str] = set()
     with tarfile.open(fileobj=fileobj, mode="r|*") as tar:  # type: ignore[call-overload]
         for member in tar:
             path = _normal(member.name)
             base = os.path.basename(path)
             parent = os.path.dirname(path)
             if base == OPAQUE:
-                if os.path.isdir(parent) and not os.path.islink(parent):
-                    for entry in os.listdir(parent):
-                        _remove(os.path.join(parent, entry))
-            elif base.startswith(WHITEOUT):
-                _remove(os.path.join(parent, base[len(WHITEOUT):]))
-
-
-def _extract(fileobj: object) -> None:
-    with tarfile.open(fileobj=fileobj, mode="r|*") as tar:  # type: ignore[call-overload]
-        for member in tar:
-            path = _normal(member.name)
-            if os.path.basename(path).startswith(WHITEOUT) or path == "/":
+                _clear(parent, written)
+                continue
+            if base.startswith(WHITEOUT):
+                hidden = os.path.join(parent, base[len(WHITEOUT):])
+                if hidden not in written:
+                    _remove(hidden)
+                continue
+            if path == "/":
                 continue
             if os.path.lexists(path) and not (
                     member.isdir() and os.path.isdir(path) and not os.path.islink(path)):
                 _remove(path)
             member.name = path.lstrip("/")
             tar.extract(member, "/", numeric_owner=True, **FILTER)
+            written.add(path)
             for key, value in member.pax_headers.items():
                 if key.startswith("SCHILY.xattr."):
                     try:
@@ -79,9 +103,7 @@ def main(argv: list) -> int:
     os.chdir("/")
     try:
         for f in files:
-            _whiteouts(f)
-            f.seek(0)
-            _extract(f)
+            _apply(f)
             f.close()
     except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
         print(f"applying layer failed: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ import pytest
 
 from lab.cluster import Lab
 from lab.helpers import comm, get_json, pid_alive, wait_for, wait_phase
+from lab.testimage import build_image, busybox_layer, push
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
@@ -229,7 +230,7 @@ def test_watch_too_old_resource_version_is_gone(lab: Lab) -> None:
     assert events == []
 
 
-def test_up_and_down_scripts_leave_nothing_behind() -> None:
+def test_up_and_down_scripts_leave_nothing_behind(tmp_path: Path) -> None:
     prefix = "h6updown"
     env_python = sys.executable
     up = subprocess.run([env_python, str(LAB_DIR / "up"), "--prefix", prefix,
@@ -246,9 +247,14 @@ def test_up_and_down_scripts_leave_nothing_behind() -> None:
         assert resp.status == 200  # the registry API v2 answers
     registry_pid = _listener_pid(int(lab.registry.rsplit(":", 1)[1]))
     assert comm(registry_pid) == "docker-registry"
+    state = Path(f"/tmp/{prefix}")
     try:
+        # p2 runs a pulled image: its overlay, writable layer and the unpacked image go too
+        image = f"{lab.registry}/lab-test/updown:1"
+        push(build_image(tmp_path / "image", [busybox_layer()], {}), image)
         lab.kubectl("create", "-f", "-", input=_sleeper("p1"))
-        lab.kubectl("create", "-f", "-", input=_sleeper("p2", extra="  nodeName: lab-node-2"))
+        lab.kubectl("create", "-f", "-", input=_sleeper("p2", extra="  nodeName: lab-node-2")
+                    .replace("image: busybox", f"image: {image}"))
         wait_phase(lab, "app", "p1", ["Running"])
         wait_phase(lab, "app", "p2", ["Running"])
         pids = [lab.pod_runtime("app", p)["containers"]["c"]["pid"] for p in ("p1", "p2")]
@@ -263,6 +269,8 @@ def test_up_and_down_scripts_leave_nothing_behind() -> None:
         assert "cri-o://" in nodes and "containerd://" in nodes
         netns = [lab.pod_runtime("app", p)["netns"] for p in ("p1", "p2")]
         assert all(Path(f"/proc/{pid}").exists() for pid in pids)
+        assert lab.pod_runtime("app", "p2")["containers"]["c"]["filesystem"] == "image"
+        assert (state / "images").is_dir() and (state / "pods").is_dir()
         assert lab.leftovers()
     finally:
         down = subprocess.run([env_python, str(LAB_DIR / "down"), "--prefix", prefix],
@@ -275,6 +283,8 @@ def test_up_and_down_scripts_leave_nothing_behind() -> None:
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(n in listed for n in netns)
     assert wait_for(lambda: not Lab(prefix=prefix).running(), 5, 0.1, "lab stopped")
+    assert not (state / "images").exists() and not (state / "pods").exists()
+    assert str(state) not in Path("/proc/self/mountinfo").read_text()
 
 
 def test_paused_node_holds_pods_pending_and_events_are_recorded(lab: Lab) -> None:

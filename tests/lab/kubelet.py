@@ -516,6 +516,25 @@ class PodWorker:
                                     self.host_network),
         }
 
+    def _process(self, c: Container, image: Optional[Image], cdir: Path
+                 ) -> Tuple[List[str], Dict[str, str], str, Dict[str, object]]:
+        """argv, env, working directory and extra shim instructions of a container."""
+        pod_env = self._env(c)
+
+        def expand(text: str) -> str:
+            return _expand(text, pod_env)
+
+        if image is not None:
+            argv, env, cwd = rootfs.process(image.config.get("config") or {}, c.spec,
+                                            pod_env, expand)
+            env.setdefault("HOSTNAME", self.name)
+            return argv, env, cwd, {"rootfs": self._rootfs_spec(c, image, cdir)}
+        # a stand-in runs this machine's programs, with this machine's PATH
+        command = [expand(str(x)) for x in c.spec.get("command") or []]
+        args = [expand(str(x)) for x in c.spec.get("args") or []]
+        argv = command + args if command or args else ["sleep", "infinity"]
+        return argv, {**self._host_env(), **pod_env}, c.spec.get("workingDir") or "/", {}
+
     def _start(self, c: Container) -> None:
         resolved = self._image(c)
         if resolved is None:
@@ -527,25 +546,14 @@ class PodWorker:
             c.state = {"waiting": {"reason": "ContainerCreating", "message": why}}
             self._event("FailedMount", why, "Warning")
             return
-        pod_env = self._env(c)
         cdir = self.dir / "containers" / f"{c.name}-{c.restart_count}"
         cdir.mkdir(parents=True, exist_ok=True)
         try:
-            if image is None:
-                env = {**self._host_env(), **pod_env}
-                command = [_expand(str(x), pod_env) for x in c.spec.get("command") or []]
-                args = [_expand(str(x), pod_env) for x in c.spec.get("args") or []]
-                argv = command + args if command or args else ["sleep", "infinity"]
-                cwd = c.spec.get("workingDir") or "/"
-                extra: Dict[str, object] = {}
-            else:
-                argv, env, cwd = rootfs.process(image.config.get("config") or {}, c.spec,
-                                                pod_env, lambda t: _expand(t, pod_env))
-                env.setdefault("HOSTNAME", self.name)
-                extra = {"rootfs": self._rootfs_spec(c, image, cdir)}
+            argv, env, cwd, extra = self._process(c, image, cdir)
         except rootfs.SpecError as exc:
+            if c.state.get("waiting", {}).get("message") != str(exc):
+                self._event("Failed", f"Error: {exc}", "Warning")
             c.state = {"waiting": {"reason": "CreateContainerError", "message": str(exc)}}
-            self._event("Failed", f"Error: {exc}", "Warning")
             return
         c.image = image
         c.id = secrets.token_hex(32)

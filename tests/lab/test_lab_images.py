@@ -59,6 +59,8 @@ class Images:
                          {"Entrypoint": ["/bin/sh", "-c"],
                           "Cmd": ["ls /etc/removed; ls /var; exec sleep 600"]}),
              self.docker, fmt="v2s2")
+        self.bare = f"{lab.registry}/lab-test/bare:{tag}"  # no Entrypoint, no Cmd
+        push(build_image(root / "bare", [base], {}), self.bare)
         self.moving = f"{lab.registry}/lab-test/moving:{tag}"
         self.root = root
         self.base = base
@@ -395,3 +397,19 @@ def test_image_containers_leave_nothing_behind(lab: Lab, images: Images,
             assert str(pod_dirs[0]) not in mountinfo.read_text()
         except OSError:
             continue
+
+
+def test_image_without_a_command_cannot_be_created(lab: Lab, images: Images,
+                                                  cleanup: List[str]) -> None:
+    _create(lab, _pod("bare", f"  - {{name: c, image: {images.bare}}}"), cleanup)
+
+    def create_error() -> Any:
+        st = (pod(lab, "app", "bare") or {}).get("status", {}).get("containerStatuses") or []
+        waiting = st[0]["state"].get("waiting", {}) if st else {}
+        return waiting if waiting.get("reason") == "CreateContainerError" else None
+    waiting = wait_for(create_error, 15, 0.2, "CreateContainerError")
+    assert waiting["message"] == "failed to generate container spec: no command specified"
+    assert get_json(lab, "pod", "-n", "app", "bare")["status"]["phase"] == "Pending"
+    failed = [e for e in json.loads(_events(lab, "bare"))["items"]
+              if e["message"] == "Error: failed to generate container spec: no command specified"]
+    assert len(failed) == 1  # recorded once, not on every kubelet tick

@@ -14,10 +14,10 @@ import socket
 import subprocess
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Optional
 
+from .images import DIRECT
 from .runtime import Ledger
 
 BINARY = "docker-registry"
@@ -50,7 +50,7 @@ def _free_port() -> int:
 
 def _serves(address: str) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{address}/v2/", timeout=1) as resp:
+        with DIRECT.open(f"http://{address}/v2/", timeout=1) as resp:
             return bool(resp.status == 200)
     except (OSError, urllib.error.URLError):
         return False

@@ -24,7 +24,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from . import rootfs
 from .images import Image
@@ -499,7 +499,7 @@ class PodWorker:
             c.state = {"waiting": waiting}
         return resolved
 
-    def _rootfs_spec(self, c: Container, image: Image, cdir: Path) -> Dict[str, object]:
+    def _rootfs_spec(self, c: Container, image: Image, cdir: Path) -> Dict[str, Any]:
         """The shim's instructions for a container of a pulled image (see shim.py)."""
         for d in ("upper", "work", "merged"):
             (cdir / d).mkdir(parents=True, exist_ok=True)
@@ -527,8 +527,10 @@ class PodWorker:
         if image is not None:
             argv, env, cwd = rootfs.process(image.config.get("config") or {}, c.spec,
                                             pod_env, expand)
+            spec = self._rootfs_spec(c, image, cdir)
             env.setdefault("HOSTNAME", self.name)
-            return argv, env, cwd, {"rootfs": self._rootfs_spec(c, image, cdir)}
+            env.setdefault("HOME", rootfs.home(image.rootfs, spec["user"][0]))
+            return argv, env, cwd, {"rootfs": spec}
         # a stand-in runs this machine's programs, with this machine's PATH
         command = [expand(str(x)) for x in c.spec.get("command") or []]
         args = [expand(str(x)) for x in c.spec.get("args") or []]

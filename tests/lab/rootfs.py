@@ -100,6 +100,11 @@ def user(config: Dict[str, Any], rootfs: Path, container: Dict[str, Any],
     return int(uid_text), int(gid_value), groups
 
 
+def home(rootfs: Path, uid: int) -> str:
+    """The user's home directory from the image's /etc/passwd (runc sets HOME from it)."""
+    return _lookup(rootfs / "etc/passwd", str(uid), 5) or "/"
+
+
 def capabilities(container: Dict[str, Any]) -> Optional[List[int]]:
     """Capability numbers the process keeps; None for privileged (every capability)."""
     sc = container.get("securityContext") or {}

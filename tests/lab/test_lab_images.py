@@ -289,10 +289,15 @@ def test_privileged_host_pid_collector_shape(lab: Lab, images: Images,
 """
     probe = ("grep CapEff /proc/self/status | cut -f2; ls /proc | grep -c '^[0-9]'; "
              "ls /dev | grep -c .; exec sleep 600")
+    nobody = "id -u; grep CapEff /proc/self/status | cut -f2; echo $HOME; exec sleep 600"
     default = _pod("unprivileged", f"""
   - name: c
     image: {images.busybox}
     command: ["/bin/sh", "-c", {json.dumps(probe)}]
+  - name: nobody
+    image: {images.busybox}
+    command: ["/bin/sh", "-c", {json.dumps(nobody)}]
+    securityContext: {{runAsUser: 65534}}
 """)
     _create(lab, _pod("collector", containers, "  hostPID: true"), cleanup)
     _create(lab, default, cleanup)
@@ -309,6 +314,8 @@ def test_privileged_host_pid_collector_shape(lab: Lab, images: Images,
     caps, procs, devs = _log(lab, "unprivileged", "c", 3)
     assert caps == _cap_mask(DEFAULT_CAPS)  # containerd's default set
     assert int(procs) <= 3 and int(devs) < 20
+    # a non-root user keeps no capability; HOME comes from the image's /etc/passwd
+    assert _log(lab, "unprivileged", "nobody", 3) == ["65534", "0" * 16, "/"]
 
 
 def test_missing_tag_err_image_pull_then_back_off(lab: Lab, images: Images,

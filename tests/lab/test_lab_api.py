@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -285,6 +286,7 @@ def test_up_and_down_scripts_leave_nothing_behind(tmp_path: Path) -> None:
     assert wait_for(lambda: not Lab(prefix=prefix).running(), 5, 0.1, "lab stopped")
     assert not (state / "images").exists() and not (state / "pods").exists()
     assert str(state) not in Path("/proc/self/mountinfo").read_text()
+    shutil.rmtree(state)  # logs and what was pushed to the registry
 
 
 def test_paused_node_holds_pods_pending_and_events_are_recorded(lab: Lab) -> None:

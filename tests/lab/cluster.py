@@ -63,6 +63,11 @@ class Lab:
         return self.state_dir / "kubeconfig"
 
     @property
+    def registry(self) -> str:
+        """`127.0.0.1:PORT` of the lab's image registry (also in `<state_dir>/registry`)."""
+        return str(self.info["registry"])
+
+    @property
     def server(self) -> str:
         return str(self.info["server"])
 
@@ -101,7 +106,7 @@ class Lab:
             raise LabError(f"a lab is already running in {self.state_dir}; run tests/lab/down")
         self._cleanup_stale()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("ready", "lab.json", "kubeconfig"):
+        for name in ("ready", "lab.json", "kubeconfig", "registry"):
             (self.state_dir / name).unlink(missing_ok=True)
         cmd = [self.python, "-m", "lab.daemon", "--state-dir", str(self.state_dir),
                "--prefix", self.prefix, "--nodes", ",".join(self.nodes),
@@ -150,9 +155,10 @@ class Lab:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=5)
         left = self._cleanup_stale()
-        for name in ("ready", "daemon.pid"):
+        for name in ("ready", "daemon.pid", "registry"):
             (self.state_dir / name).unlink(missing_ok=True)
         shutil.rmtree(self.state_dir / "pods", ignore_errors=True)
+        shutil.rmtree(self.state_dir / "images", ignore_errors=True)
         return left
 
     def _cleanup_stale(self) -> List[str]:

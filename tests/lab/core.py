@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from . import podsecurity
+from .images import ImageStore
 from .kubelet import Kubelet, PodWorker, qos_class
 from .rbac import Attributes, Authorizer, User
 from .resources import RESOURCES, Resource, lookup
 from .runtime import Ledger, remove_mountpoint
+from .schema import Cause, Schemas
 from .store import (
     ApiError,
     Event,
@@ -93,8 +95,11 @@ class LabCore:
         self.max_grace = config.max_grace_on_stop
         self.stopping = False
         self.store = Store()
+        self.schemas = Schemas()
         self.authz = Authorizer(config.users)
         self.unpullable: List[str] = list(config.unpullable)
+        self.registry = ""  # 127.0.0.1:PORT of the lab's registry (set by the daemon)
+        self.images = ImageStore(self.state_dir / "images", self.log, self.ledger.add_pid)
         self.admission: List[AdmissionRule] = []
         self.cut_log_generation = 0
         self.cut_lock = threading.Condition()
@@ -270,8 +275,9 @@ class LabCore:
                                                  f'Invalid value: "{v}"')])
             del k
 
-    def _validate_pod(self, name: str, spec: Obj, res: Resource) -> None:
-        causes: List[tuple] = []
+    def _validate_pod(self, name: str, spec: Obj, res: Resource,
+                      schema_causes: Optional[List[Cause]] = None) -> None:
+        causes: List[tuple] = list(schema_causes or [])
         containers = spec.get("containers") or []
         if not containers:
             causes.append(("spec.containers", "FieldValueRequired", "Required value"))
@@ -307,7 +313,7 @@ class LabCore:
                         causes.append((f"spec.{kind}[{i}].volumeMounts[{j}].name",
                                        "FieldValueNotFound", f'Not found: "{vm.get("name")}"'))
         if causes:
-            raise self._invalid(res, name, causes)
+            raise self._invalid(res, name, list(dict.fromkeys(causes)))
 
     def _default_pod(self, pod: Obj) -> None:
         spec = pod.setdefault("spec", {})
@@ -337,6 +343,8 @@ class LabCore:
                 c.setdefault("terminationMessagePath", "/dev/termination-log")
                 c.setdefault("terminationMessagePolicy", "File")
                 c.setdefault("resources", {})
+                for port in c.get("ports") or []:
+                    port.setdefault("protocol", "TCP")
         pod["status"] = {"phase": "Pending", "qosClass": qos_class(pod)}
 
     def _admit(self, res: Resource, ns: str, obj: Obj, operation: str) -> None:
@@ -362,8 +370,20 @@ class LabCore:
             if msg:
                 raise ApiError(403, "Forbidden", msg, {"name": name, "kind": "pods"})
 
-    def create(self, res: Resource, ns: str, obj: Obj, dry_run: bool = False) -> Obj:
+    def _check_schema(self, res: Resource, obj: Obj, validation: str,
+                      warnings: Optional[List[str]]) -> List[Cause]:
+        """Decode-time checks against the API schemas (400); the 422 causes they found."""
+        if res.name not in ("pods", "configmaps"):
+            return []
+        causes = self.schemas.check(res.name, obj, validation, warnings)
+        if causes and res.name != "pods":
+            raise self._invalid(res, (obj.get("metadata") or {}).get("name", ""), causes)
+        return causes
+
+    def create(self, res: Resource, ns: str, obj: Obj, dry_run: bool = False,
+               validation: str = "Strict", warnings: Optional[List[str]] = None) -> Obj:
         obj = copy.deepcopy(obj)
+        schema_causes = self._check_schema(res, obj, validation, warnings)
         meta = obj.setdefault("metadata", {})
         if res.namespaced:
             body_ns = meta.get("namespace")
@@ -391,10 +411,11 @@ class LabCore:
             meta.pop(k, None)
         self._validate_meta(res, obj)
         if res.name == "pods":
-            self._validate_pod(meta["name"], obj.get("spec") or {}, res)
+            self._validate_pod(meta["name"], obj.get("spec") or {}, res, schema_causes)
             self._default_pod(obj)
         elif res.name == "namespaces":
-            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+            obj["spec"] = obj.get("spec") or {}
+            obj["spec"].setdefault("finalizers", ["kubernetes"])
             obj["status"] = {"phase": "Active"}
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
         elif res.name in ("deployments", "replicasets", "statefulsets", "daemonsets"):
@@ -434,11 +455,13 @@ class LabCore:
 
     # ------------------------------------------------------------ update/patch
 
-    def update(self, res: Resource, ns: str, name: str, obj: Obj, sub: str = "") -> Obj:
+    def update(self, res: Resource, ns: str, name: str, obj: Obj, sub: str = "",
+               validation: str = "Strict", warnings: Optional[List[str]] = None) -> Obj:
         cur = self.store.get(res.name, ns, name)
         if cur is None:
             raise not_found(res.name, name, res.group)
         obj = copy.deepcopy(obj)
+        schema_causes = self._check_schema(res, obj, validation, warnings)
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
         meta = obj.setdefault("metadata", {})
         if meta.get("name", name) != name:
@@ -462,15 +485,16 @@ class LabCore:
         else:
             meta["generation"] = cur["metadata"].get("generation", 1)
         if res.name == "pods" and sub != "status":
-            self._validate_pod(name, obj.get("spec") or {}, res)
+            self._validate_pod(name, obj.get("spec") or {}, res, schema_causes)
         return self.store.replace(res.name, obj, res.group)
 
     def patch(self, res: Resource, ns: str, name: str, patch: Any, ctype: str,
-              sub: str = "", user: str = "") -> Obj:
+              sub: str = "", user: str = "", validation: str = "Strict",
+              warnings: Optional[List[str]] = None) -> Obj:
         cur = self.store.get(res.name, ns, name)
         if "apply-patch" in ctype:
             if cur is None:
-                return self.create(res, ns, patch)
+                return self.create(res, ns, patch, validation=validation, warnings=warnings)
             new = merge_patch(cur, patch)
         elif cur is None:
             raise not_found(res.name, name, res.group)
@@ -482,7 +506,7 @@ class LabCore:
             new = merge_patch(cur, patch)
         new.setdefault("metadata", {})["resourceVersion"] = cur["metadata"]["resourceVersion"]
         del user
-        return self.update(res, ns, name, new, sub)
+        return self.update(res, ns, name, new, sub, validation, warnings)
 
     # ------------------------------------------------------------ delete
 

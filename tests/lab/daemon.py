@@ -1,8 +1,8 @@
 """The lab daemon: API server + controllers + kubelets in one process, until SIGTERM.
 
-Started by `tests/lab/up` or `Lab.start()`; writes `kubeconfig`, `lab.json` and `ready`
-into its state dir. On SIGTERM/SIGINT it stops every pod, removes what the ledger lists
-and exits.
+Started by `tests/lab/up` or `Lab.start()`; starts the lab's image registry (registry.py),
+writes `kubeconfig`, `registry`, `lab.json` and `ready` into its state dir. On SIGTERM/SIGINT
+it stops every pod and the registry, removes what the ledger lists and exits.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ import yaml
 
 from .core import LabConfig, LabCore
 from .rbac import User
+from .registry import Registry, RegistryError
 from .runtime import sweep
+from .schema import SchemaUnavailable
 from .server import LabHTTPServer, make_certificate, tls_context
 
 DEV_RULES = [
@@ -74,7 +76,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         namespaces=args.namespaces.split(","), users=users,
         systemd_cgroup=not args.no_systemd_cgroup,
     )
-    core = LabCore(config)
+    try:
+        core = LabCore(config)
+    except SchemaUnavailable as exc:
+        print(f"lab daemon: {exc}", file=sys.stderr)
+        return 1
+    registry = Registry(state, core.ledger)
+    try:
+        core.registry = registry_address = registry.start()
+    except RegistryError as exc:
+        print(f"lab daemon: {exc}", file=sys.stderr)
+        return 1
     cert, key = make_certificate(state)
     srv = LabHTTPServer(core, port=args.port, access_log=args.access_log,
                         tls=tls_context(cert, key))
@@ -90,6 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "server": server_url, "pid": os.getpid(), "prefix": args.prefix,
         "nodes": config.nodes, "tokens": {u.name: u.token for u in users},
         "kubeconfig": str(state / "kubeconfig"), "ca": str(cert), "state_dir": str(state),
+        "registry": registry_address,
     }, indent=2))
     (state / "daemon.pid").write_text(str(os.getpid()))
 
@@ -109,6 +122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     core.stop()
     srv.shutdown()
     srv.server_close()
+    registry.stop()
     left = sweep(core.ledger, args.prefix, config.systemd_cgroup)
     core.log(f"lab stopped; swept {left}")
     (state / "daemon.pid").unlink(missing_ok=True)

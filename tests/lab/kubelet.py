@@ -24,9 +24,12 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
+from . import rootfs
+from .images import Image
 from .logs import LogBuffer
+from .pulling import STAND_IN, ImageManager, PullState, Resolved
 from .runtime import (
     cgroup_kill,
     cgroup_make,
@@ -135,6 +138,8 @@ class Container:
         self.error_file: Optional[Path] = None
         self.term_sent = 0.0
         self.started_once = False
+        self.pull = PullState()
+        self.image: Optional[Image] = None  # the pulled image of the current instance
 
     @property
     def running(self) -> bool:
@@ -392,7 +397,13 @@ class PodWorker:
         vdir.mkdir(parents=True, exist_ok=True)
         return vdir, ""
 
-    def _mounts(self, c: Container) -> Tuple[Optional[List[Tuple[str, str, bool]]], str]:
+    def _mounts(self, c: Container, on_host: bool
+                ) -> Tuple[Optional[List[Tuple[str, str, bool]]], str]:
+        """(source, mountPath, readOnly) per volumeMount, or (None, why not yet).
+
+        `on_host`: the container runs on the host's filesystem, so a missing mountPath is
+        created there (and recorded); in an image's root the shim creates it inside.
+        """
         vols = {v["name"]: v for v in self.pod["spec"].get("volumes") or []}
         out: List[Tuple[str, str, bool]] = []
         for vm in c.spec.get("volumeMounts") or []:
@@ -407,7 +418,7 @@ class PodWorker:
                 if not src.exists():
                     src.mkdir(parents=True)
             dst = Path(vm["mountPath"])
-            if not dst.exists():
+            if on_host and not dst.exists():
                 missing = []
                 p = dst
                 while not p.exists():
@@ -426,7 +437,8 @@ class PodWorker:
 
     # ------------------------------------------------------------ env
 
-    def _env(self, c: Container) -> Dict[str, str]:
+    def _host_env(self) -> Dict[str, str]:
+        """The base environment of a stand-in container (it runs the host's programs)."""
         env: Dict[str, str] = {
             "PATH": os.environ.get("PATH", DEFAULT_PATH),
             "HOSTNAME": self.name,
@@ -434,6 +446,11 @@ class PodWorker:
         }
         if os.environ.get("PYENV_ROOT"):
             env["PYENV_ROOT"] = os.environ["PYENV_ROOT"]
+        return env
+
+    def _env(self, c: Container) -> Dict[str, str]:
+        """The variables the pod defines (envFrom, env), $(VAR)-expanded like kubelet."""
+        env: Dict[str, str] = {}
         for ef in c.spec.get("envFrom") or []:
             ref = ef.get("configMapRef")
             if ref:
@@ -469,73 +486,112 @@ class PodWorker:
 
     # ------------------------------------------------------------ containers
 
-    def _image_ok(self, c: Container) -> bool:
+    def _image(self, c: Container) -> Optional[Resolved]:
+        """The image to start `c` from (STAND_IN or a pulled Image), else None (waiting)."""
         image = c.spec.get("image", "")
-        if not self.lab.image_unpullable(image):
-            return True
-        waiting = c.state.get("waiting", {})
-        if waiting.get("reason") not in ("ErrImagePull", "ImagePullBackOff"):
-            self._event("Failed", f'Failed to pull image "{image}": failed to pull and unpack '
-                        f'image "{image}": not found', "Warning")
-            self._event("Failed", "Error: ErrImagePull", "Warning")
-        else:
-            self._event("BackOff", f'Back-off pulling image "{image}"')
-        if waiting.get("reason") == "ErrImagePull":
-            c.state = {"waiting": {"reason": "ImagePullBackOff",
-                                   "message": f'Back-off pulling image "{image}"'}}
-        elif waiting.get("reason") != "ImagePullBackOff":
-            c.state = {"waiting": {
-                "reason": "ErrImagePull",
-                "message": f'failed to pull and unpack image "{image}": failed to resolve '
-                           f'reference "{image}": {image}: not found'}}
-        return False
+
+        def event(reason: str, message: str, type_: str) -> None:
+            self._event(reason, message, type_)
+
+        resolved, waiting = self.kubelet.images.ensure(
+            image, c.spec.get("imagePullPolicy", "IfNotPresent"), c.pull, event)
+        if resolved is None:
+            c.state = {"waiting": waiting}
+        return resolved
+
+    def _rootfs_spec(self, c: Container, image: Image, cdir: Path) -> Dict[str, Any]:
+        """The shim's instructions for a container of a pulled image (see shim.py)."""
+        for d in ("upper", "work", "merged"):
+            (cdir / d).mkdir(parents=True, exist_ok=True)
+        config = image.config.get("config") or {}
+        hostname = os.uname().nodename if self.host_network else self.name
+        sc = c.spec.get("securityContext") or {}
+        return {
+            "lower": str(image.rootfs), "upper": str(cdir / "upper"),
+            "work": str(cdir / "work"), "merged": str(cdir / "merged"),
+            "readonly": bool(sc.get("readOnlyRootFilesystem")),
+            "capabilities": rootfs.capabilities(c.spec),
+            "user": list(rootfs.user(config, image.rootfs, c.spec, self.pod["spec"])),
+            "etc": rootfs.etc_files(self.dir / "etc", hostname, self.pod_ip,
+                                    self.host_network),
+        }
+
+    def _process(self, c: Container, image: Optional[Image], cdir: Path
+                 ) -> Tuple[List[str], Dict[str, str], str, Dict[str, object]]:
+        """argv, env, working directory and extra shim instructions of a container."""
+        pod_env = self._env(c)
+
+        def expand(text: str) -> str:
+            return _expand(text, pod_env)
+
+        if image is not None:
+            argv, env, cwd = rootfs.process(image.config.get("config") or {}, c.spec,
+                                            pod_env, expand)
+            spec = self._rootfs_spec(c, image, cdir)
+            env.setdefault("HOSTNAME", self.name)
+            env.setdefault("HOME", rootfs.home(image.rootfs, spec["user"][0]))
+            return argv, env, cwd, {"rootfs": spec}
+        # a stand-in runs this machine's programs, with this machine's PATH
+        command = [expand(str(x)) for x in c.spec.get("command") or []]
+        args = [expand(str(x)) for x in c.spec.get("args") or []]
+        argv = command + args if command or args else ["sleep", "infinity"]
+        return argv, {**self._host_env(), **pod_env}, c.spec.get("workingDir") or "/", {}
 
     def _start(self, c: Container) -> None:
-        if not self._image_ok(c):
+        resolved = self._image(c)
+        if resolved is None:
             return
-        mounts, why = self._mounts(c)
+        image = None if resolved == STAND_IN else resolved
+        assert image is None or isinstance(image, Image)
+        mounts, why = self._mounts(c, on_host=image is None)
         if mounts is None:
             c.state = {"waiting": {"reason": "ContainerCreating", "message": why}}
             self._event("FailedMount", why, "Warning")
             return
+        cdir = self.dir / "containers" / f"{c.name}-{c.restart_count}"
+        cdir.mkdir(parents=True, exist_ok=True)
+        try:
+            argv, env, cwd, extra = self._process(c, image, cdir)
+        except rootfs.SpecError as exc:
+            if c.state.get("waiting", {}).get("message") != str(exc):
+                self._event("Failed", f"Error: {exc}", "Warning")
+            c.state = {"waiting": {"reason": "CreateContainerError", "message": str(exc)}}
+            return
+        c.image = image
         c.id = secrets.token_hex(32)
         c.cgroup = f"{self.slice}/{self.kubelet.runtime.scope(c.id)}"
         procs_files = []
         for root in cgroup_roots(self.lab.systemd_cgroup):
             self.lab.ledger.add("cgroup", path=c.cgroup)
             procs_files.append(str(cgroup_make(root, c.cgroup) / "cgroup.procs"))
-        env = self._env(c)
-        command = [_expand(str(x), env) for x in c.spec.get("command") or []]
-        args = [_expand(str(x), env) for x in c.spec.get("args") or []]
-        argv = command + args if command or args else ["sleep", "infinity"]
-        cdir = self.dir / "containers" / f"{c.name}-{c.restart_count}"
-        cdir.mkdir(parents=True, exist_ok=True)
         c.error_file = cdir / "start-error"
         spec = {
             "cgroup_procs": procs_files,
             "mounts": mounts,
-            "cwd": c.spec.get("workingDir") or "/",
+            "cwd": cwd,
             "env": env,
             "argv": argv,
             "hostname": "" if self.host_network else self.name,
             "error_file": str(c.error_file),
+            **extra,
         }
         spec_file = cdir / "spec.json"
-        spec_file.write_text(json.dumps(spec))
         cmd: List[str] = []
         enter = [f"--net=/run/netns/{self.netns}"] if self.netns else []
         if self.share_pid:
-            # join the pause process's pidns (nsenter forks); the shim remounts /proc
+            # join the pause process's pidns (nsenter forks); /proc is remounted inside
             enter.append(f"--pid=/proc/{self.pause_pid}/ns/pid")
-            spec["mount_proc"] = True
-            spec_file.write_text(json.dumps(spec))
+            spec["mount_proc"] = image is None
+        spec_file.write_text(json.dumps(spec))
         if enter:
             cmd += ["nsenter", *enter, "--"]
         cmd += ["unshare", "--mount", "--propagation", "private"]
         if not self.host_network:
             cmd += ["--uts"]
         if not self.host_pid and not self.share_pid:
-            cmd += ["--pid", "--fork", "--mount-proc", "--kill-child"]
+            cmd += ["--pid", "--fork", "--kill-child"]
+            if image is None:
+                cmd += ["--mount-proc"]
         cmd += ["--", sys.executable, "-S", str(SHIM), str(spec_file)]
         if c.log is not None:
             c.previous_log = c.log
@@ -682,7 +738,9 @@ class PodWorker:
             failed = any(c.state.get("terminated", {}).get("exitCode", 0) != 0 for c in mains)
             self.phase = "Failed" if failed else "Succeeded"
             self._kill_all(float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)))
-        elif any(c.proc is not None or c.restart_count for c in mains):
+        elif all(c.started_once for c in mains) and \
+                any(c.proc is not None or c.restart_count for c in mains):
+            # a container still waiting to be created (image pull) keeps the pod Pending
             self.phase = "Running"
 
     def _check_deadline(self) -> None:
@@ -754,11 +812,17 @@ class PodWorker:
 
     def _container_status(self, c: Container) -> Obj:
         image = c.spec.get("image", "")
+        if not c.id:
+            image_id = ""
+        elif c.image is not None:
+            image_id = c.image.image_id
+        else:  # a stand-in: a stable made-up digest of the reference
+            image_id = f"{image.split(':')[0]}@sha256:" \
+                       f"{hashlib.sha256(image.encode()).hexdigest()}"
         st: Obj = {
             "name": c.name,
             "image": image,
-            "imageID": "" if not c.id else
-            f"{image.split(':')[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}",
+            "imageID": image_id,
             "ready": bool(c.running),
             "restartCount": c.restart_count,
             "started": bool(c.running),
@@ -780,6 +844,10 @@ class PodWorker:
                 out["containers"][c.name] = {
                     "id": c.id, "pid": c.pid if c.running else 0, "cgroup": "/" + c.cgroup
                     if c.cgroup else "", "pids": pids, "running": c.running,
+                    # "image": the pulled image's root filesystem; "host": a stand-in
+                    "filesystem": "image" if c.image is not None else "host",
+                    "imageDigest": c.image.digest if c.image is not None else "",
+                    "imageRootfs": str(c.image.rootfs) if c.image is not None else "",
                 }
             return out
 
@@ -860,6 +928,7 @@ class Kubelet:
         self.index = index
         self.host_ip = f"127.0.1.{index}"
         self.workers: Dict[str, PodWorker] = {}
+        self.images = ImageManager(lab)
         self.paused = False
         self.lock = threading.Lock()
         self.next_ip = 2

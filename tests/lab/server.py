@@ -18,7 +18,7 @@ import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -78,6 +78,9 @@ class ApiHandler(BaseHTTPRequestHandler):
     def _send_json(self, code: int, obj: Any, ctype: str = "application/json") -> None:
         body = json.dumps(obj).encode()
         self.send_response(code)
+        for text in self.warnings:
+            # RFC 7234 warning header, as the API server sends for dropped unknown fields
+            self.send_header("Warning", '299 - "' + text.replace('"', '\\"') + '"')
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-cache, private")
@@ -166,6 +169,7 @@ class ApiHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         # always consume the body, or an error reply leaves it to be parsed as a request
         self.raw_body = self.rfile.read(length) if length else b""
+        self.warnings: List[str] = []
         self.query: Dict[str, str] = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
             self._route(method, url.path.rstrip("/") or "/")
@@ -278,6 +282,10 @@ class ApiHandler(BaseHTTPRequestHandler):
             return "patch"
         return "delete" if name else "deletecollection"
 
+    def _field_validation(self) -> str:
+        """The request's fieldValidation (Strict, Warn, Ignore); see schema.py."""
+        return self.query.get("fieldValidation") or "Strict"
+
     def _wants_table(self) -> bool:
         return "as=Table" in self.headers.get("Accept", "")
 
@@ -338,7 +346,8 @@ class ApiHandler(BaseHTTPRequestHandler):
             if name:
                 raise ApiError(405, "MethodNotAllowed",
                                "the server does not allow this method on the requested resource")
-            obj = core.create(res, ns, body, dry_run=dry)
+            obj = core.create(res, ns, body, dry_run=dry, validation=self._field_validation(),
+                              warnings=self.warnings)
             self._send_json(201, obj)
             return
         if method == "PUT":
@@ -346,12 +355,14 @@ class ApiHandler(BaseHTTPRequestHandler):
             if dry:
                 self._send_json(200, body)
                 return
-            self._send_json(200, core.update(res, ns, name, body, sub))
+            self._send_json(200, core.update(res, ns, name, body, sub, self._field_validation(),
+                                             self.warnings))
             return
         if method == "PATCH":
             body = self._body()
             ctype = self.headers.get("Content-Type", "application/merge-patch+json")
-            self._send_json(200, core.patch(res, ns, name, body, ctype, sub, user))
+            self._send_json(200, core.patch(res, ns, name, body, ctype, sub, user,
+                                            self._field_validation(), self.warnings))
             return
         if method == "DELETE":
             body = self._body() or {}

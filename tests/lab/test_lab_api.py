@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import shutil
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lab.cluster import Lab
-from lab.helpers import wait_for, wait_phase
+from lab.helpers import comm, get_json, pid_alive, wait_for, wait_phase
+from lab.testimage import build_image, busybox_layer, push
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
@@ -33,6 +37,13 @@ spec:
     image: busybox
     command: ["sleep", "600"]
 """
+
+
+def _listener_pid(port: int) -> int:
+    """The PID of the process listening on 127.0.0.1:port (from `ss`)."""
+    out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True,
+                         text=True, check=True).stdout
+    return int(out.split("pid=", 1)[1].split(",", 1)[0])
 
 
 def test_discovery_and_validation_need_no_flags(lab: Lab) -> None:
@@ -220,7 +231,7 @@ def test_watch_too_old_resource_version_is_gone(lab: Lab) -> None:
     assert events == []
 
 
-def test_up_and_down_scripts_leave_nothing_behind() -> None:
+def test_up_and_down_scripts_leave_nothing_behind(tmp_path: Path) -> None:
     prefix = "h6updown"
     env_python = sys.executable
     up = subprocess.run([env_python, str(LAB_DIR / "up"), "--prefix", prefix,
@@ -230,9 +241,21 @@ def test_up_and_down_scripts_leave_nothing_behind() -> None:
     kubeconfig = up.stdout.strip()
     assert kubeconfig == f"/tmp/{prefix}/kubeconfig"
     lab = Lab.attach(f"/tmp/{prefix}")
+    registry_file = Path(f"/tmp/{prefix}/registry")
+    assert registry_file.read_text().strip() == lab.registry
+    assert lab.registry.startswith("127.0.0.1:")
+    with urllib.request.urlopen(f"http://{lab.registry}/v2/", timeout=5) as resp:
+        assert resp.status == 200  # the registry API v2 answers
+    registry_pid = _listener_pid(int(lab.registry.rsplit(":", 1)[1]))
+    assert comm(registry_pid) == "docker-registry"
+    state = Path(f"/tmp/{prefix}")
     try:
+        # p2 runs a pulled image: its overlay, writable layer and the unpacked image go too
+        image = f"{lab.registry}/lab-test/updown:1"
+        push(build_image(tmp_path / "image", [busybox_layer()], {}), image)
         lab.kubectl("create", "-f", "-", input=_sleeper("p1"))
-        lab.kubectl("create", "-f", "-", input=_sleeper("p2", extra="  nodeName: lab-node-2"))
+        lab.kubectl("create", "-f", "-", input=_sleeper("p2", extra="  nodeName: lab-node-2")
+                    .replace("image: busybox", f"image: {image}"))
         wait_phase(lab, "app", "p1", ["Running"])
         wait_phase(lab, "app", "p2", ["Running"])
         pids = [lab.pod_runtime("app", p)["containers"]["c"]["pid"] for p in ("p1", "p2")]
@@ -247,16 +270,23 @@ def test_up_and_down_scripts_leave_nothing_behind() -> None:
         assert "cri-o://" in nodes and "containerd://" in nodes
         netns = [lab.pod_runtime("app", p)["netns"] for p in ("p1", "p2")]
         assert all(Path(f"/proc/{pid}").exists() for pid in pids)
+        assert lab.pod_runtime("app", "p2")["containers"]["c"]["filesystem"] == "image"
+        assert (state / "images").is_dir() and (state / "pods").is_dir()
         assert lab.leftovers()
     finally:
         down = subprocess.run([env_python, str(LAB_DIR / "down"), "--prefix", prefix],
                               capture_output=True, text=True, timeout=90)
     assert down.returncode == 0, down.stderr
     assert lab.leftovers() == []
+    assert not registry_file.exists()
+    assert not pid_alive(registry_pid)
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(n in listed for n in netns)
     assert wait_for(lambda: not Lab(prefix=prefix).running(), 5, 0.1, "lab stopped")
+    assert not (state / "images").exists() and not (state / "pods").exists()
+    assert str(state) not in Path("/proc/self/mountinfo").read_text()
+    shutil.rmtree(state)  # logs and what was pushed to the registry
 
 
 def test_paused_node_holds_pods_pending_and_events_are_recorded(lab: Lab) -> None:
@@ -282,3 +312,106 @@ def test_paused_node_holds_pods_pending_and_events_are_recorded(lab: Lab) -> Non
         assert "pod/held" in events
     finally:
         lab.kubectl("delete", "pod", "-n", "app", "held", "--ignore-not-found")
+
+
+def test_kubectl_create_and_run_send_protobuf(lab: Lab) -> None:
+    """What people type by hand (create namespace/configmap/secret, debug node) is protobuf."""
+    ns = "pbtest"
+    res = lab.kubectl("create", "namespace", ns, "-v=8", check=False)
+    assert res.returncode == 0, res.stderr
+    assert "Content-Type: application/vnd.kubernetes.protobuf" in res.stderr
+    try:
+        got = json.loads(lab.kubectl("get", "namespace", ns, "-o", "json").stdout)
+        assert got["metadata"]["labels"]["kubernetes.io/metadata.name"] == ns
+        assert got["spec"]["finalizers"] == ["kubernetes"]
+
+        res = lab.kubectl("create", "configmap", "cm", "-n", ns, "--from-literal=a=1",
+                          "--from-literal=b=two words", "-v=8", check=False)
+        assert res.returncode == 0, res.stderr
+        assert "Content-Type: application/vnd.kubernetes.protobuf" in res.stderr
+        cm = json.loads(lab.kubectl("get", "configmap", "cm", "-n", ns, "-o", "json").stdout)
+        assert cm["data"] == {"a": "1", "b": "two words"}
+
+        res = lab.kubectl("create", "secret", "generic", "s", "-n", ns, "--from-literal=pw=s3cr3t",
+                          "-v=8", check=False)
+        assert res.returncode == 0, res.stderr
+        assert "Content-Type: application/vnd.kubernetes.protobuf" in res.stderr
+        sec = json.loads(lab.kubectl("get", "secret", "s", "-n", ns, "-o", "json").stdout)
+        assert base64.b64decode(sec["data"]["pw"]) == b"s3cr3t" and sec["type"] == "Opaque"
+
+        # kubectl 1.32's `run` sends JSON; `debug node/...` sends the Pod as protobuf
+        res = lab.kubectl("run", "r", "-n", ns, "--image=busybox:1.36", "--restart=Never",
+                          "--env=GREETING=hello", "--labels=team=a", "--port=8080", "--command",
+                          "--", "sh", "-c", "echo $GREETING; exec sleep 600", check=False)
+        assert res.returncode == 0, res.stderr
+        p = wait_phase(lab, ns, "r", ["Running"])
+        c = p["spec"]["containers"][0]
+        assert c["command"] == ["sh", "-c", "echo $GREETING; exec sleep 600"]
+        assert c["env"] == [{"name": "GREETING", "value": "hello"}]
+        assert c["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+        assert p["metadata"]["labels"] == {"team": "a"}
+        assert p["spec"]["restartPolicy"] == "Never"
+        res = lab.kubectl("debug", "node/lab-node-2", "-n", ns, "--image=busybox:1.36",
+                          "--profile=sysadmin", "-v=8", "--", "sleep", "600", check=False)
+        assert res.returncode == 0, res.stderr
+        assert "Content-Type: application/vnd.kubernetes.protobuf" in res.stderr
+        debug = next(x for x in get_json(lab, "pods", "-n", ns)["items"]
+                     if x["metadata"]["name"].startswith("node-debugger-lab-node-2-"))
+        spec = debug["spec"]
+        assert (spec["hostPID"], spec["hostNetwork"], spec["hostIPC"]) == (True, True, True)
+        assert spec["nodeName"] == "lab-node-2" and spec["restartPolicy"] == "Never"
+        assert spec["volumes"] == [{"name": "host-root", "hostPath": {"path": "/"}}]
+        assert spec["containers"][0]["securityContext"] == {"privileged": True}
+        assert spec["containers"][0]["volumeMounts"] == [{"name": "host-root",
+                                                          "mountPath": "/host"}]
+        assert spec["containers"][0]["command"] == ["sleep", "600"]
+        wait_for(lambda: "hello" in lab.kubectl("logs", "-n", ns, "r").stdout, what="log")
+    finally:
+        lab.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_pods_and_configmaps_are_checked_against_the_api_schemas(lab: Lab) -> None:
+    """Unknown fields and wrong types fail decoding (400), missing fields are 422 Invalid."""
+    unknown = _sleeper("unknownfield").replace("    command:", "    bogus: 1\n    command:")
+    bad_type = _sleeper("badtype").replace("terminationGracePeriodSeconds: 1",
+                                           "terminationGracePeriodSeconds: soon")
+    missing = _sleeper("nomountpath").replace(
+        "    command:", "    volumeMounts: [{name: v}]\n    command:") + \
+        "  volumes: [{name: v, emptyDir: {}}]\n"
+    cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: badcm, namespace: app}\n" \
+         "data: {n: 1}\n"
+    decode = 'Error from server (BadRequest): error when creating "STDIN": '
+    for text, error in (
+        (unknown, decode + 'Pod in version "v1" cannot be handled as a Pod: strict decoding '
+                           'error: unknown field "spec.containers[0].bogus"'),
+        (bad_type, decode + 'Pod in version "v1" cannot be handled as a Pod: json: cannot '
+                            'unmarshal string into Go struct field '
+                            'PodSpec.spec.terminationGracePeriodSeconds of type int64'),
+        (missing, 'The Pod "nomountpath" is invalid: '
+                  'spec.containers[0].volumeMounts[0].mountPath: Required value'),
+        (cm, decode + 'ConfigMap in version "v1" cannot be handled as a ConfigMap: json: '
+                      'cannot unmarshal number into Go struct field ConfigMap.data of type '
+                      'string'),
+    ):
+        res = lab.kubectl("create", "-f", "-", input=text, check=False)
+        assert (res.returncode, res.stderr.strip()) == (1, error)
+    for name in ("unknownfield", "badtype", "nomountpath"):
+        assert lab.kubectl("get", "pod", "-n", "app", name, check=False).returncode == 1
+    assert lab.kubectl("get", "configmap", "-n", "app", "badcm", check=False).returncode == 1
+
+    # --validate=warn: the API server drops the field and says so in a Warning header
+    res = lab.kubectl("create", "-f", "-", "--validate=warn", input=unknown, check=False)
+    try:
+        assert res.returncode == 0, res.stderr
+        assert 'Warning: unknown field "spec.containers[0].bogus"' in res.stderr
+        created = json.loads(lab.kubectl("get", "pod", "-n", "app", "unknownfield",
+                                         "-o", "json").stdout)
+        assert "bogus" not in created["spec"]["containers"][0]
+        # a patch whose result is invalid is refused as well
+        res = lab.kubectl("patch", "pod", "-n", "app", "unknownfield", "--type=merge",
+                          "-p", '{"spec": {"activeDeadlineSeconds": "x"}}', check=False)
+        assert res.returncode == 1
+        assert "cannot unmarshal string into Go struct field " \
+               "PodSpec.spec.activeDeadlineSeconds of type int64" in res.stderr
+    finally:
+        lab.kubectl("delete", "pod", "-n", "app", "unknownfield", "--ignore-not-found")

@@ -69,6 +69,7 @@ def _analyze(recording: Recording) -> Report:
         pending=list(recording.pending),
         throttling=list(recording.throttling),
         warnings=list(recording.warnings),
+        failures=dict(recording.failures),
     )
     report.findings = find(recording, report, namer, sums.index)
     return report

@@ -105,3 +105,5 @@ class Report:
     pending: List[Pending] = field(default_factory=list)
     throttling: List[Throttling] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    #: The recording's failed sources (source → sentence); not empty: the trace is incomplete.
+    failures: Dict[str, str] = field(default_factory=dict)

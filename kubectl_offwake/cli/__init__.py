@@ -32,14 +32,6 @@ app = typer.Typer(
 
 app.command("report")(report_cmd.report)
 
-
-@app.command("version")
-def version() -> None:
-    """Print the plugin's version."""
-    from .. import __version__
-
-    typer.echo(f"kubectl-offwake {__version__}")
-
 _COMMANDS = {"report", "local", "cleanup", "setup", "demo", "trace", "version"}
 
 

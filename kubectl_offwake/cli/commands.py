@@ -9,7 +9,7 @@ def register(app: typer.Typer) -> None:
     """Each command module, when it exists, exposes ``register(app)``."""
     import importlib
 
-    for name in ("trace", "local", "demo", "cleanup", "setup"):
+    for name in ("trace", "local", "demo", "cleanup", "setup", "version"):
         try:
             module = importlib.import_module(f"{__package__}.{name}")
         except ModuleNotFoundError as exc:

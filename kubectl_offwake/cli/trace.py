@@ -37,7 +37,9 @@ def trace(
     context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
     kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Kubeconfig file."),
     image: Optional[str] = typer.Option(
-        None, "--image", help="Collector image (Debian + python3-bpfcc, see image/)."),
+        None, "--image", metavar="REF",
+        help="Collector image for this run (default: $OFFWAKE_IMAGE, else the cluster's "
+             "choice from `kubectl offwake setup --image`, else this version's image)."),
     collector_namespace: str = typer.Option(
         DEFAULT_COLLECTOR_NAMESPACE, "--collector-namespace",
         help="Namespace for the collector pods (see `kubectl offwake setup`)."),
@@ -50,13 +52,8 @@ def trace(
         help="Where to save the recording (default offwake-RUNID.jsonl.gz here)."),
     interval: str = typer.Option("2s", "--interval", hidden=True,
                                  help="Collector snapshot interval."),
-    collector_python: Optional[str] = typer.Option(
-        None, "--collector-python", hidden=True,
-        help="Interpreter for the collector command (tests/lab only: its kubelet runs "
-             "commands on the test machine, where BCC is in /usr/bin/python3)."),
 ) -> None:
     """Trace why Envoy's threads were off the CPU in TARGET, and who woke them."""
-    from ..k8s import podspec
     from ..k8s.session import TraceRequest, guard, run_trace
 
     if max_pods < 1:
@@ -66,10 +63,9 @@ def trace(
     request = TraceRequest(
         target=target, namespace=namespace, container=container, selector=selector,
         duration_s=parse_duration(duration), fmt=fmt.value if fmt else None, out=out,
-        context=context, kubeconfig=kubeconfig, image=image or podspec.DEFAULT_IMAGE,
+        context=context, kubeconfig=kubeconfig, image=image,
         collector_namespace=collector_namespace, dry_run=dry_run, max_pods=max_pods,
         save=save, interval_s=parse_duration(interval),
-        collector_python=collector_python or podspec.DEFAULT_PYTHON,
     )
     code = guard(lambda: run_trace(request))
     if code:

@@ -33,6 +33,9 @@ end        reason ("duration" | "signal" | "target-exit" | "error" | "resolve-on
            tracing_s?,
            totals {switches, wakeups, ...}, lost {...}, warnings [str]
 log        level ("debug" | "info" | "warning" | "error"), message
+failure    source (a node name), reason (one sentence naming it) — written by the client when
+           a collector failed in a way its own stream cannot say (its pod's status, a crash,
+           a stream cut short); the recording is then incomplete
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ RECORD_TYPES: Dict[str, FrozenSet[str]] = {
     "snapshot": frozenset({"snap"}),
     "end": frozenset({"reason"}),
     "log": frozenset({"level", "message"}),
+    "failure": frozenset({"source", "reason"}),
 }
 
 #: Records that commit the deltas before them.

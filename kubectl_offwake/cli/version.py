@@ -1,0 +1,51 @@
+"""``kubectl offwake version``: the plugin's version, the collector image a run would use,
+and where that choice came from.
+
+The image needs the cluster only when neither ``--image`` nor ``$OFFWAKE_IMAGE`` decides
+(runs read the cluster's ``offwake-config``). When the cluster cannot be asked, the version
+is still printed, then one line says why the image is unknown, and the exit code is 1 —
+as ``kubectl version`` does when it cannot reach the server.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import typer
+
+from .trace import DEFAULT_COLLECTOR_NAMESPACE
+
+
+def version(
+    collector_namespace: str = typer.Option(
+        DEFAULT_COLLECTOR_NAMESPACE, "--collector-namespace",
+        help="Namespace of the collector pods (and of the cluster's offwake-config)."),
+    context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
+    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Kubeconfig file."),
+) -> None:
+    """Print the plugin's version and the collector image a run would use (and why)."""
+    from .. import __version__
+    from ..errors import RunFailed, UserError
+    from ..k8s.image import choose, needs_cluster
+
+    typer.echo(f"kubectl-offwake {__version__}")
+    if needs_cluster(None, os.environ):
+        from ..k8s import clusterimage
+        from ..k8s.api import Cluster
+        from ..k8s.config import load
+
+        try:
+            cluster = Cluster(load(kubeconfig, context, None))
+            stored = clusterimage.read(cluster, collector_namespace)
+        except UserError as exc:
+            raise RunFailed(f"the collector image is unknown: cannot read the cluster's choice "
+                            f"({exc})") from None
+        choice = choose(None, os.environ, stored, collector_namespace)
+    else:
+        choice = choose(None, os.environ, None, collector_namespace)
+    typer.echo(f"collector image: {choice.image} ({choice.describe()})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("version")(version)

@@ -18,7 +18,7 @@ from .. import __version__
 from ..analysis.categories import CATEGORY_BY_ID
 from ..analysis.model import OnCpu, Pending, Stack, Task, Throttling
 from ..analysis.report import Finding, Group, Party, Report, ThreadSummary, Wakeup
-from . import RenderOptions
+from . import RenderOptions, incomplete
 
 SCHEMA = "offwake.report/1"
 
@@ -253,7 +253,7 @@ def report_dict(report: Report, frames: Callable[[Optional[Stack]], Any] = _fram
     return {
         "schema": SCHEMA,
         "generator": {"name": "kubectl-offwake", "version": __version__},
-        "source": _plain(report.source),
+        "source": _plain({**report.source, **incomplete.source_fields(report)}),
         "totals": {
             "off_cpu_us": report.totals.off_cpu_us,
             "wakeups": report.totals.wakeups,

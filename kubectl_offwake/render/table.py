@@ -26,7 +26,7 @@ from ..analysis.categories import CATEGORY_BY_ID, ROLES
 from ..analysis.model import Pending, Stack, Throttling
 from ..analysis.report import Group, Party, Report, ThreadSummary, Wakeup
 from ..units import bar, fmt_count, fmt_share, fmt_us
-from . import RenderOptions
+from . import RenderOptions, incomplete
 from .summary import source_facts, target_names
 
 #: How many rows the long sections show before summarising the rest.
@@ -75,6 +75,8 @@ def _header(report: Report, console: Console, options: RenderOptions) -> None:
     facts = source_facts(report.source)
     if facts:
         console.print(Text(" · ".join(facts), style="dim"), overflow="fold")
+    for line in incomplete.lines(report):
+        console.print(Text(line, style="bold red"), overflow="fold")
     totals = report.totals
     parts = [f"off-CPU {fmt_us(totals.off_cpu_us)} in {totals.threads} thread(s)"]
     if totals.wakeups is not None:
@@ -248,7 +250,8 @@ def _findings(report: Report, console: Console, options: RenderOptions) -> None:
     console.print()
     console.print(Text("Findings", style="bold"))
     if not report.findings:
-        console.print("  Nothing stands out.")
+        why = incomplete.why_no_findings(report)
+        console.print(_indented(why, 2, options.width) if why else "  Nothing stands out.")
         return
     for finding in report.findings:
         line = Text("  ")

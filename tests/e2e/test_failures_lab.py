@@ -3,7 +3,9 @@ was collected still reported, and never a collector pod or ConfigMap left behind
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
 import json
 import re
 import signal
@@ -17,6 +19,7 @@ from .conftest import (
     COLLECTOR_NS,
     apply,
     assert_clean,
+    b64,
     envoy_pod,
     get_json,
     managed_leftovers,
@@ -138,8 +141,43 @@ def test_admission_denied(target, plugin):
 def test_image_pull_failure(target, plugin):
     done = plugin.run(POD, "-n", NS, "--image", "registry.invalid/offwake:1")
     assert done.returncode == 1
+    assert "collector image: registry.invalid/offwake:1 (from --image)" in done.stderr
     assert "cannot pull the collector image registry.invalid/offwake:1" in done.stderr
-    assert "--image" in done.stderr
+    assert "image/build --push REF" in done.stderr and "setup --image REF" in done.stderr
+    assert_clean(target)
+
+
+def test_a_replaced_collector_configmap_is_refused(target, plugin):
+    """What runs privileged is what was sent: the ConfigMap swapped for other bytes while
+    the pod waits for its node, the pod's hash check refuses to run them."""
+    target.pause_node("lab-node-2")
+    proc = plugin.start(POD, "-n", NS, "--duration", "5s")
+    try:
+        seen = read_until(proc, "collector pod created", 60)
+        name = _pod_name(seen)
+        sent = get_json(target, "configmap", "-n", COLLECTOR_NS, name)
+        assert sent["immutable"] is True
+        pod = get_json(target, "pod", "-n", COLLECTOR_NS, name)
+        command = pod["spec"]["containers"][0]["command"]
+        zipapp = base64.b64decode(sent["binaryData"]["collector.pyz"])
+        assert hashlib.sha256(zipapp).hexdigest() in command
+        target.kubectl("delete", "configmap", "-n", COLLECTOR_NS, name)
+        apply(target, [{"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": name, "namespace": COLLECTOR_NS,
+                                     "labels": sent["metadata"]["labels"]},
+                        "binaryData": {"collector.pyz": b64(zipapp + b"\n# changed\n")}}])
+    finally:
+        target.pause_node("lab-node-2", False)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = seen + err
+    assert proc.returncode == 1, err
+    assert (f"error: the collector on node lab-node-2 refused to run: the zipapp in ConfigMap "
+            f"{COLLECTOR_NS}/{name} is not the one this plugin sent") in err
+    assert "Traceback" not in err and out == ""
     assert_clean(target)
 
 
@@ -172,7 +210,9 @@ def test_collector_crash_reports_what_was_collected(target, plugin, how):
         assert "exited with code 139 (killed by SIGSEGV)" in err
     report = json.loads(out)
     assert report["wakeups"], "what was collected before the crash is reported"
-    assert "the report shows what was collected before that" in err
+    assert report["source"]["complete"] is False
+    assert [f["source"] for f in report["source"]["failures"]] == ["lab-node-2"]
+    assert "the report shows what was collected, marked incomplete" in err
     assert_clean(target)
 
 
@@ -248,7 +288,7 @@ def test_sigkill_leaves_a_pod_that_cleanup_removes(target, plugin):
     cm = get_json(target, "configmap", "-n", COLLECTOR_NS, name)
     owners = cm["metadata"].get("ownerReferences") or []
     assert [(o["kind"], o["uid"]) for o in owners] == [("Pod", pod["metadata"]["uid"])]
-    done = plugin.run("cleanup", collector=False)
+    done = plugin.run("cleanup")
     assert done.returncode == 0, done.stderr
     assert f"deleted pod/{name}" in done.stderr
     assert_clean(target)

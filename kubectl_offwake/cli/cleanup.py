@@ -20,8 +20,8 @@ def cleanup(
     context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
     kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Kubeconfig file."),
 ) -> None:
-    """Delete every pod and ConfigMap labelled app.kubernetes.io/managed-by=kubectl-offwake
-    in the collector namespace."""
+    """Delete every collector pod and ConfigMap in the collector namespace (labelled
+    app.kubernetes.io/name=offwake-collector); the cluster's offwake-config stays."""
     from ..k8s import admin
     from ..k8s.api import Cluster
     from ..k8s.config import load

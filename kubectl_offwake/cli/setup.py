@@ -8,21 +8,20 @@ from typing import Optional
 
 import typer
 
-from .trace import DEFAULT_COLLECTOR_NAMESPACE
+from .options import collector_namespace_option, context_option, kubeconfig_option
 
 
 def setup(
-    collector_namespace: str = typer.Option(
-        DEFAULT_COLLECTOR_NAMESPACE, "--collector-namespace",
-        help="Namespace to create for the collector pods."),
+    collector_namespace: str = collector_namespace_option(
+        "Namespace to create for the collector pods."),
     image: Optional[str] = typer.Option(
         None, "--image", metavar="REF",
         help="Make REF the cluster's collector image (ConfigMap offwake-config): every run "
              "uses it unless --image or $OFFWAKE_IMAGE says otherwise."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Print the manifests instead of applying them."),
-    context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
-    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Kubeconfig file."),
+    context: Optional[str] = context_option(),
+    kubeconfig: Optional[str] = kubeconfig_option(),
 ) -> None:
     """Create the collector namespace (Pod Security privileged, no sidecar injection) and
     the RBAC users need (manifests/README.md); with --image, store the cluster's collector

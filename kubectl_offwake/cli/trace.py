@@ -10,10 +10,15 @@ from typing import Optional
 
 import typer
 
-# constants only: these modules do not import the kubernetes client (kept lazy for speed)
-from ..k8s.podspec import DEFAULT_COLLECTOR_NAMESPACE
+# constants only: this module does not import the kubernetes client (kept lazy for speed)
 from ..k8s.targets import DEFAULT_MAX_PODS
-from .options import Format, parse_duration
+from .options import (
+    Format,
+    collector_namespace_option,
+    context_option,
+    kubeconfig_option,
+    parse_duration,
+)
 
 
 def trace(
@@ -34,15 +39,14 @@ def trace(
     fmt: Optional[Format] = typer.Option(
         None, "--format", "-o", help="Report format (default: from --out's suffix, else table)."),
     out: Optional[str] = typer.Option(None, "--out", help="Write the report to this file."),
-    context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
-    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Kubeconfig file."),
+    context: Optional[str] = context_option(),
+    kubeconfig: Optional[str] = kubeconfig_option(),
     image: Optional[str] = typer.Option(
         None, "--image", metavar="REF",
         help="Collector image for this run (default: $OFFWAKE_IMAGE, else the cluster's "
              "choice from `kubectl offwake setup --image`, else this version's image)."),
-    collector_namespace: str = typer.Option(
-        DEFAULT_COLLECTOR_NAMESPACE, "--collector-namespace",
-        help="Namespace for the collector pods (see `kubectl offwake setup`)."),
+    collector_namespace: str = collector_namespace_option(
+        "Namespace for the collector pods (see `kubectl offwake setup`)."),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Resolve TARGET and print the manifests; create nothing."),
     max_pods: int = typer.Option(

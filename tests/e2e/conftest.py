@@ -31,6 +31,8 @@ from typing import Dict, List, Optional
 import pytest
 import yaml
 
+from kubectl_offwake.k8s.podspec import COLLECTOR_SELECTOR
+
 TESTS = Path(__file__).resolve().parent.parent
 REPO = TESTS.parent
 if str(TESTS) not in sys.path:
@@ -40,9 +42,6 @@ COLLECTOR_NS = "offwake-system"
 ADMIN_DIR = "/var/run/offwake-envoy"
 #: Where the e2e tests push the collector image in the lab's registry.
 REPOSITORY = "offwake-collector"
-#: Selects every collector pod and ConfigMap (not the cluster's offwake-config).
-COLLECTOR_SELECTOR = "app.kubernetes.io/managed-by=kubectl-offwake," \
-                     "app.kubernetes.io/name=offwake-collector"
 
 
 def envoy_binary() -> str:

@@ -197,10 +197,12 @@ def test_collector_crash_mid_run_is_a_failed_run_said_in_the_recording(tmp_path:
 def test_a_collector_without_bcc_fails_the_run_with_its_reason(tmp_path: Path) -> None:
     """The story of issue 7: the real collector under an interpreter without BCC used to
     end in "stopped: error", "0 wakeups", "Nothing stands out" and exit 0."""
-    probe = subprocess.run([sys.executable, "-c", "import bcc"], capture_output=True)
-    assert probe.returncode != 0, "this test needs an interpreter without BCC (pytest's)"
+    venv = tmp_path / "venv"  # a clean interpreter: no system site-packages, so no BCC
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    assert subprocess.run([python, "-c", "import bcc"], capture_output=True).returncode != 0
     saved = tmp_path / "rec.jsonl.gz"
-    command = collector_command(sys.executable, ["--pid", str(os.getpid())], 5.0, 1.0)
+    command = collector_command(python, ["--pid", str(os.getpid())], 5.0, 1.0)
     run = CollectorRun(command, str(saved), None, "local", 5.0)
     with pytest.raises(RunFailed, match=r"^the collector on node \S+ failed: .* cannot "
                                         r"import bcc; install python3-bpfcc") as info:

@@ -306,29 +306,54 @@ def collector_namespace_contents(lab) -> List[str]:
     return sorted(out)
 
 
-def collector_processes() -> List[int]:
-    """Collector processes still alive on this machine (the zipapp in their argv)."""
+def _foreign_netns(lab) -> set:
+    """Network namespaces of other labs on this machine (other people's tests run too)."""
+    out = set()
+    for entry in Path("/run/netns").glob("*"):
+        if not entry.name.startswith(f"{lab.prefix}-"):
+            try:
+                out.add(os.stat(entry).st_ino)
+            except OSError:
+                continue
+    return out
+
+
+def collector_processes(lab) -> List[int]:
+    """Collector processes still alive on this machine (the zipapp in their argv), except
+    those in another lab's pods: a collector of this lab that outlived its pod's network
+    namespace still counts."""
+    foreign = _foreign_netns(lab)
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if not any(arg.endswith(b"/opt/offwake/collector.pyz") for arg in argv):
+                continue
+            if os.stat(entry / "ns" / "net").st_ino in foreign:
+                continue
         except OSError:
             continue
-        if any(arg.endswith(b"/opt/offwake/collector.pyz") for arg in argv):
-            pids.append(int(entry.name))
+        pids.append(int(entry.name))
     return pids
 
 
 def assert_clean(lab, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not managed_leftovers(lab) and not collector_processes():
+        if not managed_leftovers(lab) and not collector_processes(lab):
             return
         time.sleep(0.3)
     assert managed_leftovers(lab) == []
-    assert collector_processes() == []
+    assert collector_processes(lab) == []
+
+
+def pod_name_in(stderr: str) -> str:
+    """The collector pod a run names in its progress lines (`(offwake-system/NAME)`)."""
+    match = re.search(r"\((offwake-system)/(offwake-[a-z0-9-]+)\)", stderr)
+    assert match, stderr
+    return match.group(2)
 
 
 def read_until(proc: subprocess.Popen, needle: str, timeout: float) -> str:

@@ -24,6 +24,7 @@ from .conftest import (
     get_json,
     managed_leftovers,
     namespace,
+    pod_name_in,
     read_until,
     wait_envoy_ready,
 )
@@ -47,12 +48,6 @@ def target(cluster):
     apply(cluster, [plain, *stuck])
     wait_envoy_ready(cluster, NS, POD)
     return cluster
-
-
-def _pod_name(stderr: str) -> str:
-    match = re.search(r"\((offwake-system)/(offwake-[a-z0-9-]+)\)", stderr)
-    assert match, stderr
-    return match.group(2)
 
 
 # -- bad targets ---------------------------------------------------------------------------
@@ -154,7 +149,7 @@ def test_a_replaced_collector_configmap_is_refused(target, plugin):
     proc = plugin.start(POD, "-n", NS, "--duration", "5s")
     try:
         seen = read_until(proc, "collector pod created", 60)
-        name = _pod_name(seen)
+        name = pod_name_in(seen)
         sent = get_json(target, "configmap", "-n", COLLECTOR_NS, name)
         assert sent["immutable"] is True
         pod = get_json(target, "pod", "-n", COLLECTOR_NS, name)
@@ -189,7 +184,7 @@ def test_collector_crash_reports_what_was_collected(target, plugin, how):
     proc = plugin.start(POD, "-n", NS, "--duration", "60s", "-o", "json")
     try:
         seen = read_until(proc, "collector tracing", 60)
-        name = _pod_name(seen)
+        name = pod_name_in(seen)
         time.sleep(5)  # a couple of snapshots (interval 2 s)
         if how == "oom":
             assert target.oom_kill(COLLECTOR_NS, name, "collector")
@@ -281,7 +276,7 @@ def test_sigkill_leaves_a_pod_that_cleanup_removes(target, plugin):
     finally:
         if proc.poll() is None:
             proc.kill()
-    name = _pod_name(seen)
+    name = pod_name_in(seen)
     pod = get_json(target, "pod", "-n", COLLECTOR_NS, name)
     assert pod["spec"]["activeDeadlineSeconds"] <= 60 + 120  # the deadline would stop it
     assert managed_leftovers(target) == [f"pods/{name}", f"configmaps/{name}"]

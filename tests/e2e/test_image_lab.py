@@ -17,12 +17,14 @@ import yaml
 from kubectl_offwake import __version__
 
 from .conftest import (
+    COLLECTOR_NS,
     apply,
     assert_clean,
     collector_namespace_contents,
     collector_processes,
     envoy_pod,
     namespace,
+    pod_name_in,
     push_with_file,
     read_until,
     registry_of,
@@ -79,21 +81,17 @@ def test_the_collector_runs_in_the_images_root_filesystem(target, plugin):
     proc = plugin.start(POD, "-n", NS, "--duration", "8s", "-o", "json")
     try:
         seen = read_until(proc, "collector tracing", 120)
-        assert f"collector image: {target.image} ({CLUSTER_CHOICE})" in seen
-        pids = collector_processes()
-        assert pids, "no collector process while tracing"
-        host_root = os.stat("/")
-        for pid in pids:
-            root = Path(f"/proc/{pid}/root")
-            assert (os.stat(root).st_dev, os.stat(root).st_ino) != \
-                (host_root.st_dev, host_root.st_ino), "the collector runs on the host's filesystem"
-            assert list(root.glob("usr/lib/python3/dist-packages/bcc/__init__.py")), \
-                "the collector's root filesystem is not the image's (no BCC in it)"
-        out, err = proc.communicate(timeout=120)
+        runtime = target.pod_runtime(COLLECTOR_NS, pod_name_in(seen))
+        root = Path(f"/proc/{runtime['containers']['collector']['pid']}/root")
+        root_id = (os.stat(root).st_dev, os.stat(root).st_ino)
+        has_bcc = bool(list(root.glob("usr/lib/python3/dist-packages/bcc/__init__.py")))
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = proc.communicate(timeout=120)  # let the run end and clean up either way
     assert proc.returncode == 0, seen + err
+    assert f"collector image: {target.image} ({CLUSTER_CHOICE})" in seen
+    host = os.stat("/")
+    assert root_id != (host.st_dev, host.st_ino), "the collector runs on the host's filesystem"
+    assert has_bcc, "the collector's root filesystem is not the image's (no BCC in it)"
     report = json.loads(out)
     assert report["source"]["complete"] is True
     assert {w["target"]["pod"] for w in report["wakeups"]} == {f"{NS}/{POD}"}
@@ -133,4 +131,4 @@ def test_nothing_is_left_in_offwake_system(target):
     left = [name for name in collector_namespace_contents(target)
             if name != "configmaps/kube-root-ca.crt"]  # the API server's own, if it makes one
     assert left == ["configmaps/offwake-config"]
-    assert collector_processes() == []
+    assert collector_processes(target) == []

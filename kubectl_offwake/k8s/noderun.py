@@ -267,12 +267,13 @@ class NodeRun:
     def outcome_error(self, reason: str) -> Optional[str]:
         """A sentence naming the node when its collector failed in a way its stream cannot
         say; None when the stream ended with its ``end`` record (an ``end`` in error is the
-        recording's own failure, read by the importer) or the user stopped the run."""
+        recording's own failure, read by the importer) or the user stopped the collector
+        before it finished."""
         node = self.opts.node
         if self.follower.fatal:
             return f"the collector on node {node} sent an unreadable stream: " \
                    f"{self.follower.fatal}"
-        if self.follower.ended or self.stop_requested.is_set():
+        if self.follower.ended:
             return None
         state = pod_state(self.last_pod)
         if state.kind == "exited":
@@ -280,6 +281,8 @@ class NodeRun:
                                 self.cm_manifest["metadata"])
         if state.kind == "failed":
             return state.message
+        if self.stop_requested.is_set():
+            return None  # the user stopped it before its end: what came is what there is
         if reason == "stalled":
             return (f"the log stream of node {node} kept dropping and the collector sent "
                     "nothing new before its end")

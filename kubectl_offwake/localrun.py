@@ -10,6 +10,12 @@ Its stdout is the wire stream. Every line is written to the recording file as it
 was committed) and decoded into a :class:`RecordingBuilder` and the live progress display.
 Ctrl-C (or SIGTERM) sends SIGTERM to the collector, which takes a final snapshot; a second
 Ctrl-C stops waiting. Either way the run still yields what arrived.
+
+A collector that fails (ends in error, crashes, writes something that is no wire stream)
+fails the run: when it had traced something, the run still yields that, with the failure in
+``Recording.failures`` (and as a ``failure`` record in the saved file), and the command
+exits 1 after the report (:func:`raise_if_incomplete`); when it had traced nothing, the run
+raises at once.
 """
 
 from __future__ import annotations
@@ -167,6 +173,13 @@ class LocalRunResult:
     stderr_tail: List[str] = field(default_factory=list)
 
 
+def raise_if_incomplete(recording: Recording) -> None:
+    """After the report: a recording whose collector failed makes the command fail (exit 1)."""
+    if recording.failures:
+        raise RunFailed("; ".join(recording.failures.values())
+                        + "; the report shows what was collected, marked incomplete")
+
+
 class RecordingFile:
     """The wire stream saved as it arrives, gzip, flushed so a crash keeps what came."""
 
@@ -281,6 +294,12 @@ class CollectorRun:
                 self._consume(lines, saved)
                 self._reap()
                 readers[1].join(2.0)
+            failure = self._failure()
+            if failure is not None and self.builder.snapshots:
+                # said in the recording itself, so a later `report` of it says so too
+                node = self.builder.recording.source.get("node") or self.source
+                self._add_client_record(
+                    {"type": "failure", "source": str(node), "reason": failure}, saved)
         finally:
             if saved is not None:
                 saved.close()
@@ -288,7 +307,7 @@ class CollectorRun:
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
-        return self._result()
+        return self._result(failure)
 
     def _spawn(self) -> subprocess.Popen:
         try:
@@ -332,10 +351,14 @@ class CollectorRun:
         """Insert the client's own records right after ``hello`` (no ``seq``: not the
         collector's numbering)."""
         for record in self.annotations:
-            if saved is not None:
-                saved.write(json.dumps(record, separators=(",", ":")).encode())
-            self.builder.add(record)
+            self._add_client_record(record, saved)
         self.annotations = []
+
+    def _add_client_record(self, record: dict, saved: Optional[RecordingFile]) -> None:
+        if saved is not None:
+            saved.write(json.dumps(record, separators=(",", ":")).encode())
+            saved.flush()
+        self.builder.add(record)
 
     def _check_deadlines(self, deadline: Optional[float]) -> None:
         now = time.monotonic()
@@ -370,53 +393,57 @@ class CollectorRun:
             self.proc.kill()
             self.proc.wait()
 
-    def _result(self) -> LocalRunResult:
+    def _result(self, failure: Optional[str]) -> LocalRunResult:
         recording = self.builder.finish()
         for warning in self.decoder.warnings():
             if warning not in recording.warnings:
                 recording.warnings.append(warning)
         returncode = self.proc.returncode if self.proc is not None else None
-        result = LocalRunResult(recording, self.save_path, self.interrupts > 0, returncode,
-                                self.end, list(self.stderr_tail))
-        self._raise_if_failed(result)
-        if self.end is None:
+        if recording.failures or failure is not None:
+            self._show_stderr()
+            if not self.builder.snapshots:  # nothing was traced: nothing to report
+                self._fail(failure or "; ".join(recording.failures.values()))
+        elif self.end is None:
             recording.warnings.append(
                 "the collector stopped without its final record; the report covers the "
                 "snapshots that arrived"
             )
-        return result
+        return LocalRunResult(recording, self.save_path, self.interrupts > 0, returncode,
+                              self.end, list(self.stderr_tail))
 
-    def _raise_if_failed(self, result: LocalRunResult) -> None:
+    def _failure(self) -> Optional[str]:
+        """Why the collector failed, when its stream does not say so itself (an ``end`` in
+        error does: the builder records that one); None when it did not fail."""
         if self.wire_error is not None:
-            self._fail(f"the collector's output is not a wire stream ({self.wire_error})")
+            return f"the collector's output is not a wire stream ({self.wire_error})"
         if not self.decoder.saw_hello:
             if self.interrupts:
-                raise RunFailed("interrupted before the collector started; nothing was traced")
-            reason = _last_error(self.stderr_tail) or f"exit code {result.returncode}"
-            self._fail(f"the collector failed before it started tracing: {reason}")
-        if self.end is not None and self.end.get("reason") == "error":
-            reason = _end_error(self.end, self.builder.recording) or _last_error(
-                self.stderr_tail) or "no reason given"
-            self._fail(f"the collector failed: {reason}")
-        if result.returncode not in (0, None, -signal.SIGTERM) and self.end is None \
+                return "interrupted before the collector started; nothing was traced"
+            reason = _last_error(self.stderr_tail) or f"exit code {self._returncode()}"
+            return f"the collector failed before it started tracing: {reason}"
+        if self._returncode() not in (0, None, -signal.SIGTERM) and self.end is None \
                 and not self.interrupts:
-            reason = _last_error(self.stderr_tail) or f"exit code {result.returncode}"
-            self._fail(f"the collector stopped unexpectedly: {reason}")
+            reason = _last_error(self.stderr_tail) or f"exit code {self._returncode()}"
+            return f"the collector stopped unexpectedly: {reason}"
+        return None
 
-    def _fail(self, sentence: str) -> None:
+    def _returncode(self) -> Optional[int]:
+        return self.proc.returncode if self.proc is not None else None
+
+    def _show_stderr(self) -> None:
         tail = [line for line in self.stderr_tail if line.strip()][-10:]
         if tail:
             sys.stderr.write("collector stderr (last lines):\n")
             for line in tail:
                 sys.stderr.write(f"  {line}\n")
+
+    def _fail(self, sentence: str) -> None:
+        """Nothing was traced: no empty recording left behind, the run fails at once."""
         if self.save_path and os.path.exists(self.save_path):
-            if self.builder.snapshots:
-                sentence += f"; what arrived is saved in {self.save_path}"
-            else:  # nothing was traced: do not leave an empty recording behind
-                try:
-                    os.unlink(self.save_path)
-                except OSError:
-                    pass
+            try:
+                os.unlink(self.save_path)
+            except OSError:
+                pass
         raise RunFailed(sentence)
 
 
@@ -438,16 +465,6 @@ def _last_error(lines: Any) -> Optional[str]:
         text = line.strip()
         if text:
             return text[:300]
-    return None
-
-
-def _end_error(end: dict, recording: Recording) -> Optional[str]:
-    warnings = end.get("warnings")
-    if isinstance(warnings, list) and warnings:
-        return str(warnings[-1])
-    for log in reversed(recording.logs):
-        if log.get("level") == "error":
-            return log.get("message")
     return None
 
 

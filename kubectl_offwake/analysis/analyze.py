@@ -70,6 +70,7 @@ def _analyze(recording: Recording) -> Report:
         throttling=list(recording.throttling),
         envoy_stats=list(recording.envoy_stats),
         warnings=list(recording.warnings),
+        failures=dict(recording.failures),
     )
     report.findings = find(recording, report, namer, sums.index)
     return report

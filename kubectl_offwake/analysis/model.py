@@ -206,6 +206,19 @@ class Recording:
     warnings: List[str] = field(default_factory=list)
     logs: List[Dict[str, str]] = field(default_factory=list)
     stacks: StackTable = field(default_factory=StackTable)
+    #: Sources that did not finish their trace (a node's collector, the local one) → one
+    #: sentence naming the source and why. Not empty: the recording is incomplete, and
+    #: whatever ran it failed (exit 1), whatever it still shows.
+    failures: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return not self.failures
+
+    @property
+    def has_data(self) -> bool:
+        """Whether anything was traced at all (a failed start leaves nothing to report)."""
+        return bool(self.edges or self.oncpu or self.pending)
 
     def process_of(self, task: Optional[Task]) -> Optional[ProcessInfo]:
         if task is None or task.pid is None:

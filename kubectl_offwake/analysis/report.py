@@ -123,3 +123,5 @@ class Report:
     throttling: List[Throttling] = field(default_factory=list)
     envoy_stats: List[EnvoyStats] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    #: The recording's failed sources (source → sentence); not empty: the trace is incomplete.
+    failures: Dict[str, str] = field(default_factory=dict)

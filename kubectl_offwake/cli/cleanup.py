@@ -10,18 +10,17 @@ from typing import Optional
 
 import typer
 
-from .trace import DEFAULT_COLLECTOR_NAMESPACE
+from .options import collector_namespace_option, context_option, kubeconfig_option
 
 
 def cleanup(
-    collector_namespace: str = typer.Option(
-        DEFAULT_COLLECTOR_NAMESPACE, "--collector-namespace",
-        help="Namespace of the collector pods."),
-    context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
-    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Kubeconfig file."),
+    collector_namespace: str = collector_namespace_option(
+        "Namespace of the collector pods."),
+    context: Optional[str] = context_option(),
+    kubeconfig: Optional[str] = kubeconfig_option(),
 ) -> None:
-    """Delete every pod and ConfigMap labelled app.kubernetes.io/managed-by=kubectl-offwake
-    in the collector namespace."""
+    """Delete every collector pod and ConfigMap in the collector namespace (labelled
+    app.kubernetes.io/name=offwake-collector); the cluster's offwake-config stays."""
     from ..k8s import admin
     from ..k8s.api import Cluster
     from ..k8s.config import load

@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Tuple
 
-import typer
-
-from . import cleanup, demo, local, report, setup, trace
+from . import cleanup, demo, local, report, setup, trace, version
 
 
 @dataclass(frozen=True)
@@ -19,13 +17,6 @@ class Command:
     name: str
     function: Callable[..., Any]
     hidden: bool = False
-
-
-def version() -> None:
-    """Print the plugin's version."""
-    from .. import __version__
-
-    typer.echo(f"kubectl-offwake {__version__}")
 
 
 COMMANDS: Tuple[Command, ...] = (
@@ -36,5 +27,5 @@ COMMANDS: Tuple[Command, ...] = (
     Command("demo", demo.demo),
     Command("setup", setup.setup),
     Command("cleanup", cleanup.cleanup),
-    Command("version", version),
+    Command("version", version.version),
 )

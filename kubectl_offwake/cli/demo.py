@@ -45,6 +45,7 @@ def demo(
 
     from ..analysis import analyze
     from ..demo.run import run_demo
+    from ..localrun import raise_if_incomplete
 
     result = run_demo(seconds, chosen_scenario, keep_recording)
     report = analyze(result.recording)
@@ -56,6 +57,7 @@ def demo(
         typer.echo(f"report written to {out}", err=True)
     if keep_recording:
         typer.echo(f"recording saved to {keep_recording}", err=True)
+    raise_if_incomplete(result.recording)
 
 
 def _scenario(name: str) -> Scenario:

@@ -49,7 +49,7 @@ def local(
     label = f"pid{pid}" if pid is not None else str(comm)
 
     from ..analysis import analyze
-    from ..localrun import default_save_path, run_local
+    from ..localrun import default_save_path, raise_if_incomplete, run_local
 
     extra: List[str] = []
     if stack_storage_size:
@@ -73,3 +73,4 @@ def local(
         f"recording saved to {save_path} (re-analyse with: kubectl offwake report {save_path})",
         err=True,
     )
+    raise_if_incomplete(result.recording)

@@ -1,9 +1,13 @@
-"""Option types shared by the commands: formats and durations (DESIGN.md §3.1)."""
+"""Option types shared by the commands: formats, durations and the cluster options of every
+command that talks to a cluster (DESIGN.md §3.1)."""
 
 from __future__ import annotations
 
 import re
 from enum import Enum
+from typing import Any
+
+import typer
 
 from ..errors import BadInput
 
@@ -30,3 +34,20 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise BadInput("--duration must be more than zero; use for example 10s")
     return seconds
+
+
+def context_option() -> Any:
+    """``--context``, as in kubectl."""
+    return typer.Option(None, "--context", help="Kubeconfig context.")
+
+
+def kubeconfig_option() -> Any:
+    """``--kubeconfig``, as in kubectl."""
+    return typer.Option(None, "--kubeconfig", help="Kubeconfig file.")
+
+
+def collector_namespace_option(help: str) -> Any:
+    """``--collector-namespace``, with what it means to the command."""
+    from ..k8s.podspec import DEFAULT_COLLECTOR_NAMESPACE
+
+    return typer.Option(DEFAULT_COLLECTOR_NAMESPACE, "--collector-namespace", help=help)

@@ -10,10 +10,15 @@ from typing import Optional
 
 import typer
 
-# constants only: these modules do not import the kubernetes client (kept lazy for speed)
-from ..k8s.podspec import DEFAULT_COLLECTOR_NAMESPACE
+# constants only: this module does not import the kubernetes client (kept lazy for speed)
 from ..k8s.targets import DEFAULT_MAX_PODS
-from .options import Format, parse_duration
+from .options import (
+    Format,
+    collector_namespace_option,
+    context_option,
+    kubeconfig_option,
+    parse_duration,
+)
 
 
 def trace(
@@ -34,13 +39,14 @@ def trace(
     fmt: Optional[Format] = typer.Option(
         None, "--format", "-o", help="Report format (default: from --out's suffix, else table)."),
     out: Optional[str] = typer.Option(None, "--out", help="Write the report to this file."),
-    context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context."),
-    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Kubeconfig file."),
+    context: Optional[str] = context_option(),
+    kubeconfig: Optional[str] = kubeconfig_option(),
     image: Optional[str] = typer.Option(
-        None, "--image", help="Collector image (Debian + python3-bpfcc, see image/)."),
-    collector_namespace: str = typer.Option(
-        DEFAULT_COLLECTOR_NAMESPACE, "--collector-namespace",
-        help="Namespace for the collector pods (see `kubectl offwake setup`)."),
+        None, "--image", metavar="REF",
+        help="Collector image for this run (default: $OFFWAKE_IMAGE, else the cluster's "
+             "choice from `kubectl offwake setup --image`, else this version's image)."),
+    collector_namespace: str = collector_namespace_option(
+        "Namespace for the collector pods (see `kubectl offwake setup`)."),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Resolve TARGET and print the manifests; create nothing."),
     max_pods: int = typer.Option(
@@ -50,13 +56,8 @@ def trace(
         help="Where to save the recording (default offwake-RUNID.jsonl.gz here)."),
     interval: str = typer.Option("2s", "--interval", hidden=True,
                                  help="Collector snapshot interval."),
-    collector_python: Optional[str] = typer.Option(
-        None, "--collector-python", hidden=True,
-        help="Interpreter for the collector command (tests/lab only: its kubelet runs "
-             "commands on the test machine, where BCC is in /usr/bin/python3)."),
 ) -> None:
     """Trace why Envoy's threads were off the CPU in TARGET, and who woke them."""
-    from ..k8s import podspec
     from ..k8s.session import TraceRequest, guard, run_trace
 
     if max_pods < 1:
@@ -66,10 +67,9 @@ def trace(
     request = TraceRequest(
         target=target, namespace=namespace, container=container, selector=selector,
         duration_s=parse_duration(duration), fmt=fmt.value if fmt else None, out=out,
-        context=context, kubeconfig=kubeconfig, image=image or podspec.DEFAULT_IMAGE,
+        context=context, kubeconfig=kubeconfig, image=image,
         collector_namespace=collector_namespace, dry_run=dry_run, max_pods=max_pods,
         save=save, interval_s=parse_duration(interval),
-        collector_python=collector_python or podspec.DEFAULT_PYTHON,
     )
     code = guard(lambda: run_trace(request))
     if code:

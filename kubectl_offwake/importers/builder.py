@@ -31,6 +31,7 @@ from ..wire.schema import (
     CgroupStatRecord,
     EndRecord,
     EnvoyStatsRecord,
+    FailureRecord,
     HelloRecord,
     IdentityRecord,
     LogRecord,
@@ -109,6 +110,7 @@ class RecordingBuilder:
             "snapshot": self._snapshot,
             "end": self._end,
             "log": self._log,
+            "failure": self._failure,
         }
 
     # -- feeding -------------------------------------------------------------------------
@@ -463,9 +465,26 @@ class RecordingBuilder:
         self.recording.totals = totals
         self.recording.lost = lost
         self._collector_warnings.extend(_str(w) for w in warnings)
-        self.recording.source["end_reason"] = _str(record["reason"])
+        reason = _str(record["reason"])
+        self.recording.source["end_reason"] = reason
         self._take_elapsed(record)
         self.ended = True
+        if reason == "error":
+            node = self.recording.source.get("node")
+            source = _str(node) if isinstance(node, (str, int)) and node != "" else "collector"
+            self.recording.failures[source] = (
+                f"the collector on node {source} failed: {self._error_reason(warnings)}")
+
+    def _error_reason(self, warnings: List[Any]) -> str:
+        """Why a collector ended in error: its last error log, else its last warning."""
+        for log in reversed(self.recording.logs):
+            if log.get("level") == "error":
+                return log["message"]
+        return _str(warnings[-1]) if warnings else "it gave no reason"
+
+    def _failure(self, record: FailureRecord) -> None:
+        """The client's word on a failed source: replaces what the stream said of it."""
+        self.recording.failures[_str(record["source"])] = _str(record["reason"])
 
     def _take_elapsed(self, record: Union[ProgressRecord, SnapshotRecord, EndRecord]) -> None:
         """How long the trace has run: ``tracing_s`` (from attach) when the collector sends

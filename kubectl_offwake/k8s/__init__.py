@@ -7,7 +7,11 @@ One job per module (pure ones marked *, unit-tested on literal data):
 - ``targets``*   what a TARGET means: forms, default container, native sidecars, refusals
 - ``resolve``    TARGET → running containers, asking the API (pods, workloads, selectors)
 - ``preflight``  SelfSubjectAccessReview per verb and resource, before anything is created
-- ``podspec``*   THE node pod and its ConfigMap (every security decision lives here)
+- ``image``*     which collector image a run uses (flag, environment, cluster, default) and why;
+                 no kubernetes import (the release workflow reads the default from it)
+- ``clusterimage`` the cluster's choice: ConfigMap offwake-config, read by runs and ``version``
+- ``podspec``*   THE node pod and its ConfigMap (every security decision lives here, with the
+                 zipapp's sha256 check the pod runs before the collector)
 - ``diagnose``*  a collector pod's status → one sentence per way it fails
 - ``logs``       following the collector's log, decoding the wire stream, resuming on drops
 - ``noderun``    one node's collector pod: create, watch, follow, stop, delete

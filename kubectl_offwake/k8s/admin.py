@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 
 from ..errors import RunFailed
 from .api import Cluster, call, get_json, status_message
-from .podspec import MANAGED_SELECTOR
+from .podspec import COLLECTOR_SELECTOR
 from .setup_objects import all_objects
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -26,14 +26,19 @@ def _api_for(cluster: Cluster, kind: str) -> Tuple[Callable, Callable]:
         "Role": (rbac.create_namespaced_role, rbac.patch_namespaced_role),
         "RoleBinding": (rbac.create_namespaced_role_binding,
                         rbac.patch_namespaced_role_binding),
+        "ConfigMap": (cluster.core.create_namespaced_config_map,
+                      cluster.core.patch_namespaced_config_map),
     }
     return table[kind]
 
 
-def apply(cluster: Cluster, namespace: str) -> List[str]:
-    """Create each object, or bring an existing one up to date; returns what was done."""
+def apply(cluster: Cluster, namespace: str, image: Optional[str] = None) -> List[str]:
+    """Create each object, or bring an existing one up to date; returns what was done.
+
+    With ``image``, also the cluster's collector image choice (ConfigMap offwake-config).
+    """
     done = []
-    for obj in all_objects(namespace):
+    for obj in all_objects(namespace, image):
         kind, meta = obj["kind"], obj["metadata"]
         create, patch = _api_for(cluster, kind)
         ns_args = [meta["namespace"]] if "namespace" in meta else []
@@ -59,7 +64,11 @@ def _already_exists(exc: RunFailed) -> bool:
 
 
 def cleanup(cluster: Cluster, namespace: str) -> List[str]:
-    """Delete every pod and ConfigMap of this tool in ``namespace``; returns their names."""
+    """Delete every collector pod and ConfigMap in ``namespace``; returns their names.
+
+    Only collector objects (:data:`COLLECTOR_SELECTOR`): the cluster's image choice
+    (offwake-config) is setup's and stays.
+    """
     removed: List[str] = []
     listers = [
         ("pod", cluster.core.list_namespaced_pod, cluster.core.delete_namespaced_pod),
@@ -69,7 +78,7 @@ def cleanup(cluster: Cluster, namespace: str) -> List[str]:
     for kind, lister, deleter in listers:
         try:
             data = get_json(f"list {kind}s in namespace {namespace}", lister, namespace,
-                            label_selector=MANAGED_SELECTOR, server=cluster.config.server)
+                            label_selector=COLLECTOR_SELECTOR, server=cluster.config.server)
         except ApiException as exc:
             if exc.status == 404:
                 return removed

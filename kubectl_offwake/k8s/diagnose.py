@@ -10,7 +10,7 @@ import signal
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .podspec import COLLECTOR_CONTAINER
+from .podspec import COLLECTOR_CONTAINER, REFUSAL
 
 IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                       "ErrImageNeverPull", "RegistryUnavailable"}
@@ -80,9 +80,10 @@ def pod_state(pod: Optional[dict]) -> PodState:
     wmessage = waiting.get("message") or ""
     if wreason in IMAGE_PULL_REASONS:
         return PodState("failed", f"node {node} cannot pull the collector image {image} "
-                        f"({wreason}{': ' + wmessage if wmessage else ''}); pass --image with "
-                        "an image the nodes can pull (build it from image/Dockerfile)",
-                        reason=wreason)
+                        f"({wreason}{': ' + wmessage if wmessage else ''}); build and push "
+                        "one from kubectl-offwake's source with `image/build --push REF`, "
+                        "then select it with `kubectl offwake setup --image REF` "
+                        "(or --image REF for one run)", reason=wreason)
     if wreason in CREATE_FAIL_REASONS:
         return PodState("failed", f"node {node} cannot start the collector ({wreason}"
                         f"{': ' + wmessage if wmessage else ''})", reason=wreason)
@@ -109,10 +110,27 @@ def last_logs(records: List[dict], lines: List[str], limit: int = 5) -> str:
     return " | ".join(tail)
 
 
-def exit_message(node: str, state: PodState, records: List[dict], text_lines: List[str]) -> str:
-    """The sentence for a collector that exited without a complete stream."""
+def exit_message(node: str, state: PodState, records: List[dict], text_lines: List[str],
+                 configmap: Optional[dict] = None) -> str:
+    """The sentence for a collector that exited without a complete stream.
+
+    ``configmap`` is the metadata of the collector's ConfigMap, named when the pod's hash
+    check refused what it found there.
+    """
     if state.message:
         return state.message
+    refusal = next((line for line in reversed(text_lines) if line.startswith(REFUSAL)), None)
+    if refusal is not None:
+        meta = configmap or {}
+        where = f"ConfigMap {meta.get('namespace')}/{meta.get('name')}" if meta else \
+            "its ConfigMap"
+        return (f"the collector on node {node} refused to run: the zipapp in {where} is not "
+                f"the one this plugin sent ({refusal[len(REFUSAL):].strip()}); someone "
+                "replaced the ConfigMap after the plugin created it: check who may write "
+                "ConfigMaps in that namespace, then run again")
+    if state.exit_code == 0:
+        return (f"the collector on node {node} exited before the end of its stream; "
+                "the report covers the snapshots that arrived")
     tail = last_logs(records, text_lines)
     code = state.exit_code
     reason = f" ({state.reason})" if state.reason and state.reason not in ("Error",) else ""

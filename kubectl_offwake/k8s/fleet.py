@@ -26,7 +26,7 @@ class FleetOptions:
     run_id: str
     collector_namespace: str
     image: str
-    python: str
+    collector_sha256: str
     duration_s: float
     interval_s: float
 
@@ -36,7 +36,8 @@ def plan(targets: List[ResolvedTarget], options: FleetOptions) -> List[NodePodOp
     return [
         NodePodOptions(
             run_id=options.run_id, node=node, namespace=options.collector_namespace,
-            image=options.image, python=options.python, duration_s=options.duration_s,
+            image=options.image, collector_sha256=options.collector_sha256,
+            duration_s=options.duration_s,
             interval_s=options.interval_s, targets=node_targets,
         )
         for node, node_targets in group_by_node(targets).items()
@@ -169,9 +170,16 @@ class Fleet:
                     run.teardown(wait_s=10)
 
     def lines(self, run: NodeRun) -> List[str]:
-        """The node's recording: the wire lines as they came, then our identity records."""
+        """The node's recording: the wire lines as they came, then our identity records and,
+        when the node failed, a ``failure`` record saying why (so a saved recording says it
+        is incomplete, and why, when it is read again)."""
         import json
 
-        extra = [json.dumps(r, separators=(",", ":"))
-                 for r in self.identity_records.get(run.opts.node, [])]
-        return list(run.follower.lines) + extra
+        records = list(self.identity_records.get(run.opts.node, []))
+        error = self.errors.get(run.opts.node)
+        if error is not None:
+            seq = records[-1]["seq"] if records else run.follower.saved_seq
+            records.append({"type": "failure", "seq": seq + 1, "source": run.opts.node,
+                            "reason": error})
+        return list(run.follower.lines) + [json.dumps(r, separators=(",", ":"))
+                                           for r in records]

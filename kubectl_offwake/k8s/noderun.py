@@ -265,26 +265,29 @@ class NodeRun:
         return reason
 
     def outcome_error(self, reason: str) -> Optional[str]:
-        """A user sentence when the stream did not end cleanly, else None."""
+        """A sentence naming the node when its collector failed in a way its stream cannot
+        say; None when the stream ended with its ``end`` record (an ``end`` in error is the
+        recording's own failure, read by the importer) or the user stopped the collector
+        before it finished."""
+        node = self.opts.node
         if self.follower.fatal:
-            return f"the collector on node {self.opts.node} sent an unreadable stream: " \
+            return f"the collector on node {node} sent an unreadable stream: " \
                    f"{self.follower.fatal}"
-        if reason == "end" and self.follower.ended:
+        if self.follower.ended:
             return None
         state = pod_state(self.last_pod)
-        if state.kind == "exited" and state.exit_code == 0 and self.follower.records:
-            return None
         if state.kind == "exited":
-            return exit_message(self.opts.node, state, self.follower.records,
-                                self.follower.text_tail)
+            return exit_message(node, state, self.follower.records, self.follower.text_tail,
+                                self.cm_manifest["metadata"])
         if state.kind == "failed":
             return state.message
         if self.stop_requested.is_set():
-            return None
+            return None  # the user stopped it before its end: what came is what there is
         if reason == "stalled":
-            return (f"the log stream of node {self.opts.node} kept dropping and the collector "
-                    "sent nothing new; showing what arrived")
-        return None
+            return (f"the log stream of node {node} kept dropping and the collector sent "
+                    "nothing new before its end")
+        return (f"the collector pod on node {node} went away before the collector finished "
+                f"({state.message or state.kind})")
 
     # -- stopping ---------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ in the API's own JSON shape, so ``--dry-run`` prints exactly what would be sent.
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import re
 import secrets
@@ -25,20 +26,40 @@ NODE_ANNOTATION = "kubectl-offwake/node"
 TARGETS_ANNOTATION = "kubectl-offwake/targets"
 SECURITY_ANNOTATION = "kubectl-offwake/security"
 
-#: Selects every object this tool creates (``kubectl offwake cleanup`` uses it).
-MANAGED_SELECTOR = f"{MANAGED_BY_KEY}={MANAGED_BY}"
+#: Selects every collector pod and ConfigMap of any run (``kubectl offwake cleanup`` uses
+#: it); the objects of ``setup`` carry managed-by too, but not this name.
+COLLECTOR_SELECTOR = f"{MANAGED_BY_KEY}={MANAGED_BY},{NAME_KEY}={NAME}"
 
 DEFAULT_COLLECTOR_NAMESPACE = "offwake-system"
-#: Built from image/Dockerfile: Debian with python3 and python3-bpfcc, nothing else.
-DEFAULT_IMAGE = "ghcr.io/kubectl-offwake/collector:bookworm-1"
-#: The interpreter in the image that carries BCC. The only other value anyone passes is
-#: the hidden ``--collector-python`` used by the emulated cluster in tests/lab, whose
-#: "kubelet" runs commands on the test machine (where BCC is in /usr/bin/python3).
-DEFAULT_PYTHON = "python3"
+#: The interpreter of the collector image (image/build): Debian's, which carries BCC.
+PYTHON = "python3"
 
 COLLECTOR_DIR = "/opt/offwake"
 ZIPAPP_KEY = "collector.pyz"
 COLLECTOR_CONTAINER = "collector"
+
+#: The first words of what :data:`VERIFY` writes when it refuses (the plugin looks for them).
+REFUSAL = "offwake-verify:"
+#: Runs before anything from the ConfigMap: hashes the zipapp's bytes and runs exactly those
+#: bytes (a private copy in the pod's /tmp, so a file swapped after the check is never read)
+#: only when their sha256 is the one the pod spec carries. It lives in the pod spec, with
+#: the hash, so nothing in the ConfigMap can skip or change the comparison; ``-I`` keeps the
+#: environment and the working directory out of the interpreter.
+VERIFY = f"""import hashlib,os,runpy,sys,tempfile
+want,path=sys.argv[1:3]
+try:
+    data=open(path,'rb').read()
+except OSError as e:
+    sys.exit(f'{REFUSAL} cannot read {{path}}: {{e.strerror}}')
+got=hashlib.sha256(data).hexdigest()
+if got!=want:
+    sys.exit(f'{REFUSAL} {{path}} has sha256 {{got}}, not {{want}}; not running it')
+copy=os.path.join(tempfile.mkdtemp(prefix='offwake-'),'collector.pyz')
+with open(copy,'xb') as f:
+    f.write(data)
+sys.argv=[copy,*sys.argv[3:]]
+runpy.run_path(copy,run_name='__main__')
+"""
 
 #: How long past the trace's duration the pod may live: image pull, BPF compile, flush.
 DEADLINE_MARGIN_S = 90
@@ -85,9 +106,9 @@ class NodePodOptions:
 
     run_id: str
     node: str
+    image: str
+    collector_sha256: str  # of the zipapp in the ConfigMap; the pod checks it before running
     namespace: str = DEFAULT_COLLECTOR_NAMESPACE
-    image: str = DEFAULT_IMAGE
-    python: str = DEFAULT_PYTHON
     duration_s: float = 30.0
     interval_s: float = DEFAULT_INTERVAL_S
     targets: Optional[List[ResolvedTarget]] = None
@@ -114,9 +135,18 @@ def deadline_seconds(duration_s: float) -> int:
     return int(math.ceil(duration_s)) + DEADLINE_MARGIN_S
 
 
+def zipapp_sha256(zipapp: bytes) -> str:
+    return hashlib.sha256(zipapp).hexdigest()
+
+
 def collector_command(opts: NodePodOptions) -> List[str]:
-    """The collector's argv: one ``--container-id`` per target on this node."""
-    argv = [opts.python, f"{COLLECTOR_DIR}/{ZIPAPP_KEY}"]
+    """The collector's argv: :data:`VERIFY` with the zipapp's hash and path, then the
+    collector's own options, one ``--container-id`` per target on this node."""
+    if not re.fullmatch(r"[0-9a-f]{64}", opts.collector_sha256):
+        raise ValueError("collector_sha256 must be the zipapp's sha256 in hex")
+    # -I: no PYTHON* variables, user site or working directory; -u: records go out as written
+    argv = [PYTHON, "-I", "-u", "-c", VERIFY, opts.collector_sha256,
+            f"{COLLECTOR_DIR}/{ZIPAPP_KEY}"]
     for target in opts.targets or []:
         # with its runtime prefix: the collector matches the runtime's cgroup naming
         argv += ["--container-id", target.qualified_id if target.runtime
@@ -178,7 +208,6 @@ def node_pod(opts: NodePodOptions) -> dict:
                 "image": opts.image,
                 "imagePullPolicy": opts.image_pull_policy,
                 "command": collector_command(opts),
-                "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
                 "securityContext": {
                     "privileged": True,
                     "runAsUser": 0,
@@ -194,7 +223,13 @@ def node_pod(opts: NodePodOptions) -> dict:
 
 
 def collector_configmap(opts: NodePodOptions, zipapp: bytes) -> dict:
-    """The ConfigMap carrying the collector zipapp (owner set once the pod exists)."""
+    """The ConfigMap carrying the collector zipapp (owner set once the pod exists).
+
+    Immutable: its bytes cannot be changed after creation (only replaced by a delete and
+    create, which the pod's hash check refuses).
+    """
+    if zipapp_sha256(zipapp) != opts.collector_sha256:
+        raise ValueError("the zipapp is not the one whose sha256 the pod carries")
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -203,6 +238,7 @@ def collector_configmap(opts: NodePodOptions, zipapp: bytes) -> dict:
             "namespace": opts.namespace,
             "labels": labels(opts.run_id),
         },
+        "immutable": True,
         "binaryData": {ZIPAPP_KEY: base64.b64encode(zipapp).decode("ascii")},
     }
 
@@ -220,6 +256,7 @@ def manifests_yaml(objects: List[dict]) -> str:
     """Objects as a YAML stream, each preceded by a comment saying why it looks so."""
     import yaml
 
+    dumper = _block_dumper()
     docs = []
     for obj in objects:
         head = f"# {obj.get('kind')} {obj['metadata'].get('namespace')}/{obj['metadata']['name']}"
@@ -227,9 +264,27 @@ def manifests_yaml(objects: List[dict]) -> str:
             head += "\n" + "\n".join("# " + line for line in _wrap(SECURITY_NOTE, 90))
         elif obj.get("kind") == "ConfigMap":
             head += ("\n# The collector zipapp (stdlib + BCC only), the same version as this "
-                     "plugin.\n# Owned by the pod once it exists, so it goes when the pod goes.")
-        docs.append(head + "\n" + yaml.safe_dump(obj, sort_keys=False, width=1_000_000))
+                     "plugin.\n# Immutable; the pod runs it only if its sha256 is the one in "
+                     "the pod's command.\n# Owned by the pod once it exists, so it goes when "
+                     "the pod goes.")
+        docs.append(head + "\n" + yaml.dump(obj, Dumper=dumper, sort_keys=False,
+                                             width=1_000_000))
     return "---\n".join(docs)
+
+
+def _block_dumper() -> type:
+    """A safe YAML dumper writing multi-line strings (the hash check) as ``|`` blocks."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    return Dumper
 
 
 def _wrap(text: str, width: int) -> List[str]:

@@ -14,6 +14,7 @@ from kubernetes import client as k8s_client
 
 from ..errors import RunFailed
 from .api import Cluster, call
+from .image import CONFIG_MAP
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,14 @@ class Permission:
     subresource: str = ""
     optional: bool = False  # missing only degrades the result (said as a warning)
     why: str = ""
+    name: str = ""  # one object only (e.g. the ConfigMap offwake-config)
 
     def describe(self) -> str:
         res = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
         if self.group:
             res = f"{res}.{self.group}"
+        if self.name:
+            res = f"{res} {self.name}"
         where = f"in namespace {self.namespace}" if self.namespace else "in all namespaces"
         return f"{self.verb} {res} {where}"
 
@@ -56,11 +60,18 @@ def resolve_permissions(namespace: str, kind: Optional[str]) -> List[Permission]
     return perms
 
 
+def image_permission(collector_namespace: str) -> Permission:
+    """Reading the cluster's collector image choice (every run, and ``version``)."""
+    return Permission("get", "configmaps", collector_namespace, name=CONFIG_MAP,
+                      why="read the cluster's collector image")
+
+
 def run_permissions(collector_namespace: str) -> List[Permission]:
     """What running the node pods needs, and the optional naming of wakers."""
     ns = collector_namespace
-    perms = [Permission(verb, "configmaps", ns, why="carry the collector")
-             for verb in ("create", "patch", "delete")]
+    perms = [image_permission(ns)]
+    perms += [Permission(verb, "configmaps", ns, why="carry the collector")
+              for verb in ("create", "patch", "delete")]
     perms += [Permission(verb, "pods", ns, why="run the collector")
               for verb in ("create", "get", "watch", "delete")]
     perms.append(Permission("get", "pods", ns, subresource="log", why="read the collector"))
@@ -69,12 +80,32 @@ def run_permissions(collector_namespace: str) -> List[Permission]:
     return perms
 
 
+def setup_permissions(collector_namespace: str, image: bool) -> List[Permission]:
+    """What ``setup`` writes: the namespace, the RBAC, and with ``--image`` offwake-config."""
+    rbac = "rbac.authorization.k8s.io"
+    perms = []
+    for verb in ("create", "patch"):
+        perms += [
+            Permission(verb, "namespaces", None, why="the collector namespace"),
+            Permission(verb, "clusterroles", None, group=rbac, why="the resolver role"),
+            Permission(verb, "clusterrolebindings", None, group=rbac, why="the resolver role"),
+            Permission(verb, "roles", collector_namespace, group=rbac, why="the runner role"),
+            Permission(verb, "rolebindings", collector_namespace, group=rbac,
+                       why="the runner role"),
+        ]
+        if image:
+            perms.append(Permission(verb, "configmaps", collector_namespace, name=CONFIG_MAP,
+                                    why="store the cluster's collector image"))
+    return perms
+
+
 def check(cluster: Cluster, permissions: List[Permission]) -> List[Permission]:
     """The permissions the user lacks (asked one review each, deduplicated)."""
     missing: List[Permission] = []
     seen = set()
     for perm in permissions:
-        key = (perm.verb, perm.resource, perm.subresource, perm.group, perm.namespace)
+        key = (perm.verb, perm.resource, perm.subresource, perm.group, perm.namespace,
+               perm.name)
         if key in seen:
             continue
         seen.add(key)
@@ -89,6 +120,7 @@ def allowed(cluster: Cluster, perm: Permission) -> bool:
             resource_attributes=k8s_client.V1ResourceAttributes(
                 namespace=perm.namespace, verb=perm.verb, resource=perm.resource,
                 group=perm.group, subresource=perm.subresource or None,
+                name=perm.name or None,
             )
         )
     )
@@ -99,15 +131,20 @@ def allowed(cluster: Cluster, perm: Permission) -> bool:
     return bool(status is not None and status.allowed)
 
 
-def require(cluster: Cluster, permissions: List[Permission]) -> List[str]:
+#: What to do about missing permissions of a run (the RBAC of manifests/).
+ASK_FOR_RBAC = ("ask a cluster admin to grant the RBAC in manifests/ "
+                "(kubectl offwake setup --dry-run prints it)")
+#: What to do about missing permissions of ``setup``.
+ASK_AN_ADMIN = "run `kubectl offwake setup` as a cluster admin"
+
+
+def require(cluster: Cluster, permissions: List[Permission],
+            advice: str = ASK_FOR_RBAC) -> List[str]:
     """Raise naming every missing required permission; return warnings for optional ones."""
     missing = check(cluster, permissions)
     required = [p for p in missing if not p.optional]
     if required:
         listed = ", ".join(p.describe() for p in required)
-        raise RunFailed(
-            f"you are not allowed to {listed}; ask a cluster admin to grant the RBAC in "
-            "manifests/ (kubectl offwake setup --dry-run prints it)"
-        )
+        raise RunFailed(f"you are not allowed to {listed}; {advice}")
     return [f"cannot {p.describe()}, so wakers are named by container id only"
             for p in missing if p.optional]

@@ -48,6 +48,7 @@ def only_pids(recording: Recording, pids: Set[int], pod: str) -> Recording:
         throttling=[t for t in recording.throttling if t.pid is None or t.pid in pids],
         warnings=list(recording.warnings),
         logs=list(recording.logs),
+        failures=dict(recording.failures),  # the node's failure is the pod's too
     )
     return cut
 
@@ -91,6 +92,7 @@ def merge(recordings: List[Recording], nodes: Optional[List[str]] = None) -> Rec
         _add_counts(merged.lost, rec.lost)
         merged.warnings.extend(w for w in rec.warnings if w not in merged.warnings)
         merged.logs.extend(rec.logs)
+        merged.failures.update(rec.failures)
     if collided:
         merged.warnings.append(
             f"{collided} process id(s) occur on more than one node; the merged report names "

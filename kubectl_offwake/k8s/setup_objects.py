@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, List
+from typing import Dict, List, Optional
 
+from .image import CONFIG_KEY, CONFIG_MAP
 from .podspec import DEFAULT_COLLECTOR_NAMESPACE, MANAGED_BY, MANAGED_BY_KEY
 
 USER_GROUP = "kubectl-offwake:users"
@@ -84,10 +85,23 @@ def runner_binding(ns: str = DEFAULT_COLLECTOR_NAMESPACE) -> dict:
     }
 
 
-def all_objects(ns: str = DEFAULT_COLLECTOR_NAMESPACE) -> List[dict]:
-    """In apply order: the namespace first, so the Role can live in it."""
-    return [namespace(ns), resolver_cluster_role(), resolver_binding(), runner_role(ns),
-            runner_binding(ns)]
+def image_config(image: str, ns: str = DEFAULT_COLLECTOR_NAMESPACE) -> dict:
+    """The cluster's collector image (``setup --image``), read by every run.
+
+    Labelled as part of the setup, not as a collector object, so ``cleanup`` keeps it.
+    """
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": CONFIG_MAP, "namespace": ns, "labels": dict(_LABELS)},
+            "data": {CONFIG_KEY: image}}
+
+
+def all_objects(ns: str = DEFAULT_COLLECTOR_NAMESPACE, image: Optional[str] = None) -> List[dict]:
+    """In apply order: the namespace first, so the Role (and the image choice) can live in it."""
+    objects = [namespace(ns), resolver_cluster_role(), resolver_binding(), runner_role(ns),
+               runner_binding(ns)]
+    if image is not None:
+        objects.append(image_config(image, ns))
+    return objects
 
 
 def files(ns: str = DEFAULT_COLLECTOR_NAMESPACE) -> Dict[str, str]:

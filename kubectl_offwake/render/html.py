@@ -22,7 +22,7 @@ from ..analysis.categories import CATEGORY_BY_ID, CAUSES
 from ..analysis.report import Finding, Group, Party, Report, ThreadSummary
 from ..analysis.vocabulary import Fact, source_facts, target_names, thread_name, total_facts
 from ..units import fmt_count, fmt_seconds, fmt_share, fmt_timestamp, fmt_us
-from . import RenderOptions
+from . import RenderOptions, incomplete
 from . import flamegraph as fg
 from .svg import category_color, esc, flame_script, frame_color, subtitle, svg_element, svg_layout
 
@@ -129,8 +129,17 @@ def _finding(finding: Finding) -> str:
             f"<p>{esc(finding.text)}</p>{evidence}</div>")
 
 
+def _incomplete(report: Report) -> str:
+    items = "".join(f"<li>{esc(line)}</li>" for line in incomplete.lines(report))
+    return (f'<section id="incomplete"><h2>Incomplete trace</h2><ul class="warnings">{items}'
+            "</ul></section>") if items else ""
+
+
 def _findings(report: Report) -> str:
-    if not report.findings:
+    why = incomplete.why_no_findings(report)
+    if not report.findings and why:
+        body = f'<p class="muted">{esc(why)}</p>'
+    elif not report.findings:
         body = '<p class="muted">No findings: nothing in this trace matched a known problem.</p>'
     else:
         body = "".join(_finding(f) for f in report.findings)
@@ -348,8 +357,8 @@ def render(report: Report, out: TextIO, options: RenderOptions) -> None:
     )
     out.write(_header(report, options))
     out.write("\n<main>\n")
-    for section in (_cards(report), _findings(report), _warnings(report), _categories(report),
-                    _flame(report, options), _wakers(report), _threads(report),
+    for section in (_incomplete(report), _cards(report), _findings(report), _warnings(report),
+                    _categories(report), _flame(report, options), _wakers(report), _threads(report),
                     _pending(report), _throttling(report), _source(report)):
         if section:
             out.write(section)

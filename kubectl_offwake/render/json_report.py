@@ -26,7 +26,7 @@ from ..analysis.model import EnvoyStats, OnCpu, Pending, Stack, Task, Throttling
 from ..analysis.report import Finding, Group, Party, Report, ThreadSummary, Wakeup
 from ..analysis.vocabulary import bystander, interrupt_label, woken_by
 from ..untrusted import json_escaped
-from . import RenderOptions
+from . import RenderOptions, incomplete
 
 SCHEMA = "offwake.report/1"
 
@@ -281,7 +281,7 @@ def report_dict(report: Report, frames: Callable[[Optional[Stack]], Any] = _fram
     return {
         "schema": SCHEMA,
         "generator": {"name": "kubectl-offwake", "version": __version__},
-        "source": _plain(report.source),
+        "source": _plain({**report.source, **incomplete.source_fields(report)}),
         "totals": {
             "off_cpu_us": report.totals.off_cpu_us,
             "wakeups": report.totals.wakeups,

@@ -38,7 +38,7 @@ from ..analysis.vocabulary import (
 )
 from ..units import bar, fmt_count, fmt_share, fmt_us
 from ..untrusted import neutralize
-from . import RenderOptions
+from . import RenderOptions, incomplete
 
 #: How many rows the long sections show before summarising the rest.
 TOP_WAKERS = 10
@@ -79,6 +79,8 @@ def _header(report: Report, console: Console, options: RenderOptions) -> None:
     facts = source_facts(report.source)
     if facts:
         console.print(_text(" · ".join(facts), "dim"), overflow="fold")
+    for line in incomplete.lines(report):
+        console.print(_text(line, "bold red"), overflow="fold")
     console.print(_text(" · ".join(map(str, total_facts(report.totals)))), overflow="fold")
 
 
@@ -223,7 +225,8 @@ def _findings(report: Report, console: Console, options: RenderOptions) -> None:
     console.print()
     console.print(_text("Findings", "bold"))
     if not report.findings:
-        console.print("  Nothing stands out.")
+        why = incomplete.why_no_findings(report)
+        console.print(_indented(why, 2, options.width) if why else "  Nothing stands out.")
         return
     for finding in report.findings:
         line = Text("  ")

@@ -378,13 +378,26 @@ class LogRecord(_Envelope):
     message: str
 
 
+# -- failure ------------------------------------------------------------------------------------
+
+
+class FailureRecord(_Envelope):
+    """source (a node name), reason (one sentence naming it) — written by the client when a
+    collector failed in a way its own stream cannot say (its pod's status, a crash, a stream
+    cut short); the recording is then incomplete"""
+
+    type: Literal["failure"]
+    source: str
+    reason: str
+
+
 # -- all of them --------------------------------------------------------------------------------
 
 #: Any record a writer sends.
 WireRecord = Union[
     HelloRecord, TargetRecord, ProgressRecord, ProcessRecord, IdentityRecord, StackRecord,
     BlockedWakeupRecord, PreemptedWakeupRecord, OnCpuRecord, PendingRecord, CgroupStatRecord,
-    EnvoyStatsRecord, SnapshotRecord, EndRecord, LogRecord,
+    EnvoyStatsRecord, SnapshotRecord, EndRecord, LogRecord, FailureRecord,
 ]
 
 #: The TypedDict(s) of every record type, in the order of this file.
@@ -403,6 +416,7 @@ RECORD_SHAPES: Dict[str, Tuple[type, ...]] = {
     "snapshot": (SnapshotRecord,),
     "end": (EndRecord,),
     "log": (LogRecord,),
+    "failure": (FailureRecord,),
 }
 
 #: The fields a reader cannot do without, per record type (a subset of every shape's
@@ -422,6 +436,7 @@ RECORD_TYPES: Dict[str, FrozenSet[str]] = {
     "snapshot": frozenset({"snap"}),
     "end": frozenset({"reason"}),
     "log": frozenset({"level", "message"}),
+    "failure": frozenset({"source", "reason"}),
 }
 
 #: Records that commit the deltas before them.

@@ -1,26 +1,37 @@
 """End to end: the real plugin executable against the emulated cluster of tests/lab.
 
-Pods are created from YAML with the real ``kubectl``. The lab's kubelet runs their
-commands as real processes on this machine (images are ignored), so an "istio-proxy"
-container here is the demo's pilot-agent stand-in with a real Envoy as its child, and
-the collector pod runs the real collector under the system python3 (which has BCC):
-the plugin is told so with its hidden ``--collector-python /usr/bin/python3``.
+Pods are created from YAML with the real ``kubectl``. The collector image is the one
+``image/build`` builds (cached: one build per CI run), pushed to the lab's registry and
+chosen the way a user chooses it, ``kubectl offwake setup --image REF``; the lab's kubelet
+pulls it and runs the collector in the image's root filesystem. Images the registry does
+not have (``istio/proxyv2``, ``busybox``) run on this machine's filesystem, so an
+"istio-proxy" container here is the demo's pilot-agent stand-in with a real Envoy as its
+child.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
+import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
 import yaml
+
+from kubectl_offwake.k8s.podspec import COLLECTOR_SELECTOR
 
 TESTS = Path(__file__).resolve().parent.parent
 REPO = TESTS.parent
@@ -28,19 +39,9 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 COLLECTOR_NS = "offwake-system"
-SYSTEM_PYTHON = "/usr/bin/python3"
 ADMIN_DIR = "/var/run/offwake-envoy"
-
-
-def _need_root_and_bcc() -> Optional[str]:
-    if os.geteuid() != 0:
-        return "needs root (the lab makes namespaces and cgroups; the collector loads BPF)"
-    if not shutil.which("kubectl"):
-        return "needs kubectl"
-    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import bcc"], capture_output=True)
-    if probe.returncode != 0:
-        return "needs BCC for /usr/bin/python3 (apt-get install python3-bpfcc)"
-    return None
+#: Where the e2e tests push the collector image in the lab's registry.
+REPOSITORY = "offwake-collector"
 
 
 def envoy_binary() -> str:
@@ -55,27 +56,47 @@ def plugin_command() -> List[str]:
     return [found] if found else [sys.executable, "-m", "kubectl_offwake"]
 
 
+def registry_of(lab) -> str:
+    """The lab's registry, ``127.0.0.1:PORT`` (the file ``registry`` of its state dir)."""
+    path = Path(lab.state_dir) / "registry"
+    assert path.exists(), f"the lab has no registry ({path} is missing)"
+    return path.read_text().strip()
+
+
+def build_and_push(ref: str) -> str:
+    """``image/build --push REF`` (cached: a second call with unchanged inputs is quick);
+    returns the digest it printed."""
+    done = subprocess.run([str(REPO / "image" / "build"), "--push", ref], capture_output=True,
+                          text=True, timeout=3600)
+    assert done.returncode == 0, f"image/build failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+    match = re.search(r"^digest: (sha256:[0-9a-f]{64})$", done.stdout, re.M)
+    assert match, f"image/build printed no digest:\n{done.stdout[-3000:]}"
+    return match.group(1)
+
+
 @pytest.fixture(scope="session")
 def cluster():
-    """A running lab with `kubectl offwake setup` applied (through the real kubectl).
+    """A running lab with the collector image built, pushed to its registry and chosen with
+    `kubectl offwake setup --image` (through the real kubectl), as a user would.
 
     Attaches to $OFFWAKE_LAB_STATE (a lab from tests/lab/up) when set; otherwise starts a
     private lab whose prefix differs from the one tests/lab's own fixture picks, so both
-    suites can run in one pytest session.
+    suites can run in one pytest session. ``cluster.image`` is the image reference.
     """
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces, cgroups)")
-    why = _need_root_and_bcc()
-    if why:
-        pytest.skip(why)
+    assert shutil.which("kubectl"), "the end-to-end tests need kubectl (tests/bootstrap)"
     from lab.cluster import Lab
 
     state = os.environ.get("OFFWAKE_LAB_STATE")
     handle = Lab.attach(state) if state else Lab(prefix=f"offwake-e2e-{os.getpid()}").start()
     try:
-        done = subprocess.run(["kubectl", "offwake", "setup"], env=handle.env(),
-                              capture_output=True, text=True, timeout=60)
+        handle.image = f"{registry_of(handle)}/{REPOSITORY}:e2e"
+        build_and_push(handle.image)
+        done = subprocess.run(["kubectl", "offwake", "setup", "--image", handle.image],
+                              env=handle.env(), capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
+        assert f"collector image: {handle.image} (the cluster's choice" in done.stderr
         yield handle
     finally:
         if not state:
@@ -101,18 +122,17 @@ class Plugin:
 
     def env(self) -> Dict[str, str]:
         env = self.lab.env()
-        env.pop("OFFWAKE_DEBUG", None)
+        for name in ("OFFWAKE_DEBUG", "OFFWAKE_IMAGE"):  # the cluster's choice decides
+            env.pop(name, None)
         return env
 
-    def argv(self, *args: str, collector: bool = True) -> List[str]:
-        extra = ["--collector-python", SYSTEM_PYTHON] if collector and args and \
-            args[0] not in ("setup", "cleanup", "report") else []
-        return plugin_command() + list(args) + extra
+    def argv(self, *args: str) -> List[str]:
+        return plugin_command() + list(args)
 
-    def run(self, *args: str, timeout: float = 180, collector: bool = True
+    def run(self, *args: str, timeout: float = 180, env: Optional[Dict[str, str]] = None
             ) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(*args, collector=collector), cwd=self.workdir,
-                              env=self.env(), capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(self.argv(*args), cwd=self.workdir, env={**self.env(), **(env or {})},
+                              capture_output=True, text=True, timeout=timeout)
 
     def start(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen(self.argv(*args), cwd=self.workdir, env=self.env(),
@@ -272,35 +292,68 @@ def managed_leftovers(lab, ns: str = COLLECTOR_NS) -> List[str]:
     """Collector pods and ConfigMaps still in the cluster (must be none after a run)."""
     out = []
     for kind in ("pods", "configmaps"):
-        data = get_json(lab, kind, "-n", ns, "-l",
-                        "app.kubernetes.io/managed-by=kubectl-offwake")
+        data = get_json(lab, kind, "-n", ns, "-l", COLLECTOR_SELECTOR)
         out += [f"{kind}/{item['metadata']['name']}" for item in data.get("items", [])]
     return out
 
 
-def collector_processes() -> List[int]:
-    """Collector processes still alive on this machine (the zipapp in their argv)."""
+def collector_namespace_contents(lab) -> List[str]:
+    """Every pod and ConfigMap in offwake-system, whoever made it (labels or not)."""
+    out = []
+    for kind in ("pods", "configmaps"):
+        data = get_json(lab, kind, "-n", COLLECTOR_NS)
+        out += [f"{kind}/{item['metadata']['name']}" for item in data.get("items", [])]
+    return sorted(out)
+
+
+def _foreign_netns(lab) -> set:
+    """Network namespaces of other labs on this machine (other people's tests run too)."""
+    out = set()
+    for entry in Path("/run/netns").glob("*"):
+        if not entry.name.startswith(f"{lab.prefix}-"):
+            try:
+                out.add(os.stat(entry).st_ino)
+            except OSError:
+                continue
+    return out
+
+
+def collector_processes(lab) -> List[int]:
+    """Collector processes still alive on this machine (the zipapp in their argv), except
+    those in another lab's pods: a collector of this lab that outlived its pod's network
+    namespace still counts."""
+    foreign = _foreign_netns(lab)
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if not any(arg.endswith(b"/opt/offwake/collector.pyz") for arg in argv):
+                continue
+            if os.stat(entry / "ns" / "net").st_ino in foreign:
+                continue
         except OSError:
             continue
-        if any(arg.endswith(b"/opt/offwake/collector.pyz") for arg in argv):
-            pids.append(int(entry.name))
+        pids.append(int(entry.name))
     return pids
 
 
 def assert_clean(lab, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not managed_leftovers(lab) and not collector_processes():
+        if not managed_leftovers(lab) and not collector_processes(lab):
             return
         time.sleep(0.3)
     assert managed_leftovers(lab) == []
-    assert collector_processes() == []
+    assert collector_processes(lab) == []
+
+
+def pod_name_in(stderr: str) -> str:
+    """The collector pod a run names in its progress lines (`(offwake-system/NAME)`)."""
+    match = re.search(r"\((offwake-system)/(offwake-[a-z0-9-]+)\)", stderr)
+    assert match, stderr
+    return match.group(2)
 
 
 def read_until(proc: subprocess.Popen, needle: str, timeout: float) -> str:
@@ -328,3 +381,65 @@ def read_until(proc: subprocess.Popen, needle: str, timeout: float) -> str:
 
 def interrupt(proc: subprocess.Popen, sig: int = signal.SIGINT) -> None:
     proc.send_signal(sig)
+
+
+# -- images derived from the built one (the registry API, standard library only) -------------
+
+_MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json, "
+                   "application/vnd.docker.distribution.manifest.v2+json")
+
+
+def _registry(method: str, url: str, data: Optional[bytes] = None,
+              headers: Optional[Dict[str, str]] = None) -> tuple:
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return response.read(), response.headers
+
+
+def _push_blob(base: str, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    _, headers = _registry("POST", f"{base}/blobs/uploads/")
+    location = headers["Location"]
+    if location.startswith("/"):
+        location = base.split("/v2/")[0] + location
+    sep = "&" if "?" in location else "?"
+    _registry("PUT", f"{location}{sep}digest={digest}", data,
+              {"Content-Type": "application/octet-stream"})
+    return digest
+
+
+def push_with_file(registry: str, source_tag: str, tag: str, path: str, content: bytes) -> str:
+    """Push ``REPOSITORY:tag``: the image ``REPOSITORY:source_tag`` plus one layer adding the
+    file ``path``. Returns the new reference. A real image, pulled and run by the lab's
+    runtime like any other; nothing of the product knows about it."""
+    base = f"http://{registry}/v2/{REPOSITORY}"
+    raw, headers = _registry("GET", f"{base}/manifests/{source_tag}",
+                             headers={"Accept": _MANIFEST_TYPES})
+    manifest = json.loads(raw)
+    media = headers.get("Content-Type", "").split(";")[0]
+    config = json.loads(_registry("GET", f"{base}/blobs/{manifest['config']['digest']}")[0])
+    tar_bytes = io.BytesIO()
+    with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(path.lstrip("/"))
+        info.size, info.mode, info.mtime = len(content), 0o644, 0
+        tar.addfile(info, io.BytesIO(content))
+    layer = tar_bytes.getvalue()
+    gz = gzip.compress(layer, mtime=0)
+    layer_digest = _push_blob(base, gz)
+    config["rootfs"]["diff_ids"].append("sha256:" + hashlib.sha256(layer).hexdigest())
+    config.setdefault("history", []).append({"created_by": f"tests/e2e: add {path}"})
+    config_bytes = json.dumps(config).encode()
+    manifest["config"] = {**manifest["config"], "digest": _push_blob(base, config_bytes),
+                          "size": len(config_bytes)}
+    oci = "oci" in media
+    manifest["layers"].append({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip" if oci
+        else "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "digest": layer_digest, "size": len(gz)})
+    _registry("PUT", f"{base}/manifests/{tag}", json.dumps(manifest).encode(),
+              {"Content-Type": media})
+    return f"{registry}/{REPOSITORY}:{tag}"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

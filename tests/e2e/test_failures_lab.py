@@ -3,7 +3,9 @@ was collected still reported, and never a collector pod or ConfigMap left behind
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
 import json
 import re
 import signal
@@ -17,10 +19,12 @@ from .conftest import (
     COLLECTOR_NS,
     apply,
     assert_clean,
+    b64,
     envoy_pod,
     get_json,
     managed_leftovers,
     namespace,
+    pod_name_in,
     read_until,
     wait_envoy_ready,
 )
@@ -44,12 +48,6 @@ def target(cluster):
     apply(cluster, [plain, *stuck])
     wait_envoy_ready(cluster, NS, POD)
     return cluster
-
-
-def _pod_name(stderr: str) -> str:
-    match = re.search(r"\((offwake-system)/(offwake-[a-z0-9-]+)\)", stderr)
-    assert match, stderr
-    return match.group(2)
 
 
 # -- bad targets ---------------------------------------------------------------------------
@@ -138,8 +136,43 @@ def test_admission_denied(target, plugin):
 def test_image_pull_failure(target, plugin):
     done = plugin.run(POD, "-n", NS, "--image", "registry.invalid/offwake:1")
     assert done.returncode == 1
+    assert "collector image: registry.invalid/offwake:1 (from --image)" in done.stderr
     assert "cannot pull the collector image registry.invalid/offwake:1" in done.stderr
-    assert "--image" in done.stderr
+    assert "image/build --push REF" in done.stderr and "setup --image REF" in done.stderr
+    assert_clean(target)
+
+
+def test_a_replaced_collector_configmap_is_refused(target, plugin):
+    """What runs privileged is what was sent: the ConfigMap swapped for other bytes while
+    the pod waits for its node, the pod's hash check refuses to run them."""
+    target.pause_node("lab-node-2")
+    proc = plugin.start(POD, "-n", NS, "--duration", "5s")
+    try:
+        seen = read_until(proc, "collector pod created", 60)
+        name = pod_name_in(seen)
+        sent = get_json(target, "configmap", "-n", COLLECTOR_NS, name)
+        assert sent["immutable"] is True
+        pod = get_json(target, "pod", "-n", COLLECTOR_NS, name)
+        command = pod["spec"]["containers"][0]["command"]
+        zipapp = base64.b64decode(sent["binaryData"]["collector.pyz"])
+        assert hashlib.sha256(zipapp).hexdigest() in command
+        target.kubectl("delete", "configmap", "-n", COLLECTOR_NS, name)
+        apply(target, [{"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": name, "namespace": COLLECTOR_NS,
+                                     "labels": sent["metadata"]["labels"]},
+                        "binaryData": {"collector.pyz": b64(zipapp + b"\n# changed\n")}}])
+    finally:
+        target.pause_node("lab-node-2", False)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = seen + err
+    assert proc.returncode == 1, err
+    assert (f"error: the collector on node lab-node-2 refused to run: the zipapp in ConfigMap "
+            f"{COLLECTOR_NS}/{name} is not the one this plugin sent") in err
+    assert "Traceback" not in err and out == ""
     assert_clean(target)
 
 
@@ -151,7 +184,7 @@ def test_collector_crash_reports_what_was_collected(target, plugin, how):
     proc = plugin.start(POD, "-n", NS, "--duration", "60s", "-o", "json")
     try:
         seen = read_until(proc, "collector tracing", 60)
-        name = _pod_name(seen)
+        name = pod_name_in(seen)
         time.sleep(5)  # a couple of snapshots (interval 2 s)
         if how == "oom":
             assert target.oom_kill(COLLECTOR_NS, name, "collector")
@@ -172,7 +205,9 @@ def test_collector_crash_reports_what_was_collected(target, plugin, how):
         assert "exited with code 139 (killed by SIGSEGV)" in err
     report = json.loads(out)
     assert report["wakeups"], "what was collected before the crash is reported"
-    assert "the report shows what was collected before that" in err
+    assert report["source"]["complete"] is False
+    assert [f["source"] for f in report["source"]["failures"]] == ["lab-node-2"]
+    assert "the report shows what was collected, marked incomplete" in err
     assert_clean(target)
 
 
@@ -241,14 +276,14 @@ def test_sigkill_leaves_a_pod_that_cleanup_removes(target, plugin):
     finally:
         if proc.poll() is None:
             proc.kill()
-    name = _pod_name(seen)
+    name = pod_name_in(seen)
     pod = get_json(target, "pod", "-n", COLLECTOR_NS, name)
     assert pod["spec"]["activeDeadlineSeconds"] <= 60 + 120  # the deadline would stop it
     assert managed_leftovers(target) == [f"pods/{name}", f"configmaps/{name}"]
     cm = get_json(target, "configmap", "-n", COLLECTOR_NS, name)
     owners = cm["metadata"].get("ownerReferences") or []
     assert [(o["kind"], o["uid"]) for o in owners] == [("Pod", pod["metadata"]["uid"])]
-    done = plugin.run("cleanup", collector=False)
+    done = plugin.run("cleanup")
     assert done.returncode == 0, done.stderr
     assert f"deleted pod/{name}" in done.stderr
     assert_clean(target)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -93,7 +94,14 @@ def test_dry_run_prints_every_manifest_and_creates_nothing(mesh, plugin):
     web = wait_running(mesh, "app", "web-1")
     cid = next(s["containerID"] for s in web["status"]["containerStatuses"]
                if s["name"] == "istio-proxy")
-    assert cid in pod["spec"]["containers"][0]["command"]
+    container = pod["spec"]["containers"][0]
+    assert cid in container["command"]
+    assert container["image"] == mesh.image  # the cluster's choice, from setup --image
+    assert f"# collector image: {mesh.image} (the cluster's choice" in done.stdout
+    sha = re.search(r"^# collector zipapp sha256: ([0-9a-f]{64}) ", done.stdout, re.M)
+    assert sha and container["command"][:4] == ["python3", "-I", "-u", "-c"]
+    assert container["command"][5:7] == [sha.group(1), "/opt/offwake/collector.pyz"]
+    assert docs[1]["immutable"] is True
     assert "# privileged: BCC needs" in done.stdout
     assert_clean(mesh, timeout=1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubectl_offwake.k8s.diagnose import exit_message, pod_state
+from kubectl_offwake.k8s.podspec import REFUSAL
 
 
 def pod(phase="Pending", state=None, reason=None, message=None, conditions=None):
@@ -31,10 +32,13 @@ def test_running_and_gone():
 
 
 @pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "InvalidImageName"])
-def test_image_pull_errors_name_the_image_and_the_flag(reason):
+def test_image_pull_errors_name_the_image_and_how_to_build_and_select_one(reason):
     state = pod_state(pod(state={"waiting": {"reason": reason, "message": "not found"}}))
     assert state.kind == "failed"
-    assert "reg/img:1" in state.message and "--image" in state.message and "n1" in state.message
+    assert state.message.startswith(f"node n1 cannot pull the collector image reg/img:1 "
+                                    f"({reason}: not found); ")
+    assert "`image/build --push REF`" in state.message
+    assert "`kubectl offwake setup --image REF`" in state.message
 
 
 def test_unschedulable():
@@ -72,3 +76,18 @@ def test_deadline_while_running():
 def test_exit_by_signal_is_named():
     state = pod_state(pod("Failed", {"terminated": {"exitCode": 139, "reason": "Error"}}))
     assert "exited with code 139 (killed by SIGSEGV)" in exit_message("n1", state, [], [])
+
+
+def test_a_refused_zipapp_names_node_configmap_and_what_to_do():
+    state = pod_state(pod("Failed", {"terminated": {"exitCode": 1, "reason": "Error"}}))
+    line = f"{REFUSAL} /opt/offwake/collector.pyz has sha256 {'1' * 64}, not {'2' * 64}; not"
+    text = exit_message("n1", state, [], ["some noise", line + " running it"],
+                        {"name": "offwake-ab-n1", "namespace": "offwake-system"})
+    assert text.startswith("the collector on node n1 refused to run: the zipapp in ConfigMap "
+                           "offwake-system/offwake-ab-n1 is not the one this plugin sent (")
+    assert "1" * 64 in text and "someone replaced the ConfigMap" in text
+
+
+def test_a_clean_exit_without_the_end_record_is_still_a_failure():
+    state = pod_state(pod("Succeeded", {"terminated": {"exitCode": 0, "reason": "Completed"}}))
+    assert "exited before the end of its stream" in exit_message("n1", state, [], [])

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,6 +19,8 @@ from kubectl_offwake.k8s.targets import ResolvedTarget
 
 CID_A = "a" * 64
 CID_B = "b" * 64
+ZIPAPP = b"PK-zipapp-bytes"
+IMAGE = "registry.example/offwake-collector:1"
 
 
 def _targets():
@@ -24,8 +32,9 @@ def _targets():
 
 @pytest.fixture
 def opts():
-    return NodePodOptions(run_id="h7ab12cd", node="node-1", duration_s=30, interval_s=2,
-                          targets=_targets())
+    return NodePodOptions(run_id="h7ab12cd", node="node-1", image=IMAGE,
+                          collector_sha256=hashlib.sha256(ZIPAPP).hexdigest(),
+                          duration_s=30, interval_s=2, targets=_targets())
 
 
 @pytest.fixture
@@ -97,7 +106,6 @@ def test_labels_managed_by_and_run_id(pod):
     labels = pod["metadata"]["labels"]
     assert labels["app.kubernetes.io/managed-by"] == "kubectl-offwake"
     assert labels[podspec.RUN_KEY] == "h7ab12cd"
-    assert podspec.MANAGED_SELECTOR == "app.kubernetes.io/managed-by=kubectl-offwake"
 
 
 def test_modest_requests_and_limits(pod):
@@ -111,9 +119,10 @@ def test_never_restarted_and_graceful_stop(pod):
     assert pod["spec"]["terminationGracePeriodSeconds"] >= 10
 
 
-def test_command_runs_the_zipapp_with_every_target_of_the_node(pod):
+def test_command_checks_the_zipapp_hash_then_runs_it_with_every_target_of_the_node(pod):
     command = _container(pod)["command"]
-    assert command[:2] == ["python3", "/opt/offwake/collector.pyz"]
+    assert command[:5] == ["python3", "-I", "-u", "-c", podspec.VERIFY]
+    assert command[5:7] == [hashlib.sha256(ZIPAPP).hexdigest(), "/opt/offwake/collector.pyz"]
     ids = [command[i + 1] for i, arg in enumerate(command) if arg == "--container-id"]
     assert ids == [f"containerd://{CID_A}", f"cri-o://{CID_B}"]
     assert command[command.index("--duration") + 1] == "30"
@@ -122,25 +131,19 @@ def test_command_runs_the_zipapp_with_every_target_of_the_node(pod):
     assert "args" not in _container(pod)
 
 
-def test_interpreter_and_image_are_options(opts):
-    opts.python = "/usr/bin/python3"
-    opts.image = "registry.example/offwake:1"
+def test_the_image_is_the_chosen_one_and_the_interpreter_the_images(opts):
     container = _container(node_pod(opts))
-    assert container["command"][0] == "/usr/bin/python3"
-    assert container["image"] == "registry.example/offwake:1"
+    assert container["image"] == IMAGE
+    assert container["command"][0] == podspec.PYTHON == "python3"
 
 
-def test_default_image_is_documented():
-    with open("image/README.md", encoding="utf-8") as handle:
-        assert podspec.DEFAULT_IMAGE in handle.read()
-
-
-def test_zipapp_configmap_is_mounted_read_only(opts, pod):
-    cm = collector_configmap(opts, b"PK-zipapp-bytes")
+def test_zipapp_configmap_is_immutable_and_mounted_read_only(opts, pod):
+    cm = collector_configmap(opts, ZIPAPP)
+    assert cm["immutable"] is True
     assert cm["metadata"]["name"] == pod["metadata"]["name"]
     assert cm["metadata"]["namespace"] == pod["metadata"]["namespace"] == "offwake-system"
     assert cm["metadata"]["labels"] == pod["metadata"]["labels"]
-    assert base64.b64decode(cm["binaryData"]["collector.pyz"]) == b"PK-zipapp-bytes"
+    assert base64.b64decode(cm["binaryData"]["collector.pyz"]) == ZIPAPP
     volume = next(v for v in pod["spec"]["volumes"] if "configMap" in v)
     assert volume["configMap"]["name"] == cm["metadata"]["name"]
     mount = next(m for m in _container(pod)["volumeMounts"] if m["name"] == volume["name"])
@@ -160,9 +163,71 @@ def test_names_are_valid_dns_labels():
     assert not name.endswith("-")
 
 
+def test_configmap_and_pod_must_agree_on_the_hash(opts):
+    with pytest.raises(ValueError):
+        collector_configmap(opts, b"other bytes")
+    opts.collector_sha256 = "not-a-hash"
+    with pytest.raises(ValueError):
+        node_pod(opts)
+
+
+def test_cleanup_selects_collector_objects_only(pod):
+    selector = dict(term.split("=") for term in podspec.COLLECTOR_SELECTOR.split(","))
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    assert selector["app.kubernetes.io/name"] == "offwake-collector"
+
+
 def test_dry_run_yaml_round_trips_and_carries_the_security_comment(opts):
-    objects = [collector_configmap(opts, b"zz"), node_pod(opts)]
+    objects = [node_pod(opts), collector_configmap(opts, ZIPAPP)]
     text = podspec.manifests_yaml(objects)
     assert "# privileged: BCC needs bpf()" in text
+    assert "# Immutable; the pod runs it only if its sha256" in text
+    assert "- |\n" in text  # the hash check reads as the code it is
     docs = list(yaml.safe_load_all(text))
     assert docs == objects
+
+
+# -- the hash check, run by a real interpreter on real files ---------------------------------
+
+
+def _zipapp(tmp_path: Path, marker: str) -> bytes:
+    """A tiny zipapp that prints its arguments and a marker, then exits 7."""
+    path = tmp_path / f"{marker}.pyz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("__main__.py", f"import sys\nprint({marker!r}, sys.argv[1:])\nsys.exit(7)\n")
+    return path.read_bytes()
+
+
+def _verify(tmp_path: Path, sha: str, path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    command = [sys.executable, *podspec.collector_command(NodePodOptions(
+        "r1", "node-1", IMAGE, sha))[1:5], sha, str(path), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
+
+
+def test_hash_check_runs_exactly_the_bytes_it_hashed(tmp_path):
+    data = _zipapp(tmp_path, "sent")
+    target = tmp_path / "collector.pyz"
+    target.write_bytes(data)
+    done = _verify(tmp_path, hashlib.sha256(data).hexdigest(), target, "--duration", "5")
+    assert done.returncode == 7, done.stderr
+    assert done.stdout.strip() == "sent ['--duration', '5']"
+
+
+def test_hash_check_refuses_other_bytes_with_one_line(tmp_path):
+    sent = _zipapp(tmp_path, "sent")
+    target = tmp_path / "collector.pyz"
+    target.write_bytes(_zipapp(tmp_path, "swapped"))
+    done = _verify(tmp_path, hashlib.sha256(sent).hexdigest(), target)
+    assert done.returncode == 1
+    assert done.stdout == ""  # nothing of the swapped zipapp ran
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"{podspec.REFUSAL} {target} has sha256 ")
+    assert hashlib.sha256(sent).hexdigest() in line
+
+
+def test_hash_check_of_a_missing_file_is_one_line(tmp_path):
+    done = _verify(tmp_path, "0" * 64, tmp_path / "nothing.pyz")
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"{podspec.REFUSAL} cannot read {tmp_path}/nothing.pyz: " \
+                                  "No such file or directory"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -19,7 +20,9 @@ from typing import List
 
 import pytest
 
+from kubectl_offwake.analysis import analyze
 from kubectl_offwake.errors import RunFailed
+from kubectl_offwake.importers import load_input
 from kubectl_offwake.live import LiveProgress
 from kubectl_offwake.localrun import (
     CollectorCommand,
@@ -27,7 +30,9 @@ from kubectl_offwake.localrun import (
     collector_command,
     default_save_path,
     find_collector_python,
+    raise_if_incomplete,
 )
+from kubectl_offwake.render import RenderOptions, render
 
 FAKE = textwrap.dedent(r'''
     import json, signal, sys, time
@@ -56,6 +61,9 @@ FAKE = textwrap.dedent(r'''
         emit("progress", elapsed_s=snap * 0.1, switches=snap * 3, wakeups=snap * 3,
              edges=snap, lost={"stack_eexist": 0})
         emit("snapshot", snap=snap, elapsed_s=snap * 0.1)
+        if mode == "crash-mid" and snap == 2:
+            print("Segmentation fault in the collector", file=sys.stderr, flush=True)
+            sys.exit(139)
         if mode == "error-end" and snap == 2:
             emit("log", level="error", message="the BPF program failed to load")
             emit("end", reason="error", elapsed_s=0.2, totals={}, lost={},
@@ -150,13 +158,57 @@ def test_collector_crash_before_hello_is_one_sentence_with_stderr(
     assert not saved.exists()  # nothing traced, nothing left behind
 
 
-def test_collector_error_end_fails_and_keeps_what_arrived(tmp_path: Path) -> None:
+def _table(recording) -> str:
+    import io
+
+    out = io.StringIO()
+    render(analyze(recording), "table", out, RenderOptions())
+    return out.getvalue()
+
+
+def test_collector_error_end_is_a_failed_run_that_keeps_what_arrived(tmp_path: Path) -> None:
     saved = tmp_path / "rec.jsonl.gz"
     run = CollectorRun(fake_command(tmp_path, "error-end"), str(saved), None, "x", 5.0)
-    with pytest.raises(RunFailed, match="the BPF program failed to load") as info:
-        run.run()
-    assert str(saved) in str(info.value)
+    result = run.run()
+    sentence = "the collector on node collector failed: the BPF program failed to load"
+    assert result.recording.failures == {"collector": sentence}
+    assert result.recording.edges  # the two snapshots before the failure
     assert lines_of(saved)[-1]["reason"] == "error"
+    assert load_input(str(saved)).failures == {"collector": sentence}  # so says the file
+    with pytest.raises(RunFailed, match="the BPF program failed to load; the report shows"):
+        raise_if_incomplete(result.recording)
+    table = _table(result.recording)
+    assert f"Incomplete: {sentence}" in table and "Nothing stands out" not in table
+
+
+def test_collector_crash_mid_run_is_a_failed_run_said_in_the_recording(tmp_path: Path) -> None:
+    saved = tmp_path / "rec.jsonl.gz"
+    run = CollectorRun(fake_command(tmp_path, "crash-mid"), str(saved), None, "x", 5.0)
+    result = run.run()
+    sentence = "the collector stopped unexpectedly: Segmentation fault in the collector"
+    assert result.returncode == 139 and result.end is None
+    assert result.recording.failures == {"x": sentence}
+    assert lines_of(saved)[-1] == {"type": "failure", "source": "x", "reason": sentence}
+    assert load_input(str(saved)).failures == {"x": sentence}
+    with pytest.raises(RunFailed, match="stopped unexpectedly"):
+        raise_if_incomplete(result.recording)
+
+
+def test_a_collector_without_bcc_fails_the_run_with_its_reason(tmp_path: Path) -> None:
+    """The story of issue 7: the real collector under an interpreter without BCC used to
+    end in "stopped: error", "0 wakeups", "Nothing stands out" and exit 0."""
+    venv = tmp_path / "venv"  # a clean interpreter: no system site-packages, so no BCC
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    assert subprocess.run([python, "-c", "import bcc"], capture_output=True).returncode != 0
+    saved = tmp_path / "rec.jsonl.gz"
+    command = collector_command(python, ["--pid", str(os.getpid())], 5.0, 1.0)
+    run = CollectorRun(command, str(saved), None, "local", 5.0)
+    with pytest.raises(RunFailed, match=r"^the collector on node \S+ failed: .* cannot "
+                                        r"import bcc; install python3-bpfcc") as info:
+        run.run()
+    assert "Nothing stands out" not in str(info.value)
+    assert not saved.exists()  # nothing traced, nothing left behind
 
 
 def test_no_interpreter_with_bcc_says_how_to_install(tmp_path: Path,

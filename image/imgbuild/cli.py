@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,14 @@ from dataclasses import dataclass
 from typing import Dict, List, NoReturn, Optional, Tuple
 
 from . import debian, oci, push, rootfs
-from .recipe import REPO_DIR, RecipeError, read_packages, source_files, sources_digest
+from .recipe import (
+    PLUGIN_VERSION,
+    REPO_DIR,
+    RecipeError,
+    read_packages,
+    source_files,
+    sources_digest,
+)
 
 DEFAULT_OUT = os.path.join(REPO_DIR, "build", "image", "offwake-collector.oci.tar")
 ENTRYPOINT = ["python3"]
@@ -93,6 +99,12 @@ def require_tools(tools: Dict[str, str]) -> None:
                         f"'apt-get install {package}' (or run tests/bootstrap)")
 
 
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise Usage("image/build needs root to build the root filesystem (mmdebstrap "
+                    "installs the packages in a chroot); run it as root, e.g. sudo image/build")
+
+
 @dataclass
 class Source:
     """Where the image's source stands: its date (SOURCE_DATE_EPOCH) and revision."""
@@ -126,15 +138,6 @@ def _git(*args: str) -> str:
     except OSError:
         return ""
     return proc.stdout.strip() if proc.returncode == 0 else ""
-
-
-def plugin_version() -> str:
-    path = os.path.join(REPO_DIR, "kubectl_offwake", "__init__.py")
-    with open(path, encoding="utf-8") as f:
-        m = re.search(r'^__version__\s*=\s*"([^"]+)"', f.read(), re.M)
-    if not m:
-        raise Failed(f"{path} has no __version__ line")
-    return m.group(1)
 
 
 def project_url() -> str:
@@ -251,9 +254,7 @@ class Cache:
 def build_layer(cache: Cache, key: str, inputs: dict, apt: debian.Apt,
                 header_debs: List[str]) -> oci.Layer:
     """Build the root filesystem and pack it into the cache under ``key``."""
-    if os.geteuid() != 0:
-        raise Usage("image/build needs root to build the root filesystem (mmdebstrap "
-                    "installs the packages in a chroot); run it as root, e.g. sudo image/build")
+    require_root()
     require_tools(TOOLS)
     work = cache.entry(key) + f".tmp{os.getpid()}"
     root = os.path.join(work, "root")
@@ -267,9 +268,9 @@ def build_layer(cache: Cache, key: str, inputs: dict, apt: debian.Apt,
         got = rootfs.installed(root)
         if got != inputs["packages"]:
             diff = sorted(set(got.items()) ^ set(inputs["packages"].items()))
-            raise Failed("mmdebstrap installed other versions than were resolved "
-                         f"({', '.join(f'{n}={v}' for n, v in diff[:4])}); the mirror changed "
-                         "during the build, run image/build again")
+            raise Failed("mmdebstrap installed other packages than were resolved "
+                         f"({', '.join(f'{n}={v}' for n, v in diff[:4])}); if the mirror "
+                         "changed during the build, run image/build again")
         trees = rootfs.add_headers(root, header_debs)
         progress(f"bundled kernel headers: {', '.join(trees)}")
         progress("slimming (image/slim)")
@@ -300,7 +301,7 @@ def resolve(cache: Cache) -> Tuple[debian.Apt, dict, List[str]]:
     apt = debian.Apt(os.path.join(cache.root, "apt"), sources)
     progress(f"updating package lists ({', '.join(s.suite for s in sources)})")
     apt.update()
-    packages = apt.resolve(recipe.install)
+    packages = apt.resolve([*rootfs.MERGED_USR_PACKAGES, *recipe.install])
     headers: Dict[str, str] = {}
     for meta in recipe.headers:
         headers.update(apt.header_packages(meta))
@@ -329,6 +330,8 @@ def run(args: argparse.Namespace) -> int:
             raise Usage(str(err)) from None
         require_tools(PUSH_TOOLS)
     require_tools({"apt-get": "apt"})
+    if args.no_cache:
+        require_root()
     try:
         os.makedirs(args.cache_dir, exist_ok=True)
     except OSError as err:
@@ -346,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
         layer = build_layer(cache, key, inputs, apt, debs)
     cache.prune(key)
 
-    version = plugin_version()
+    version = PLUGIN_VERSION
     labels = {
         "org.opencontainers.image.title": TITLE,
         "org.opencontainers.image.description": DESCRIPTION,

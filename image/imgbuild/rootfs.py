@@ -13,11 +13,11 @@ import subprocess
 import tempfile
 from typing import Callable, Dict, List, Optional
 
-from .recipe import PACKAGES, PYTHON_MODULES, SLIM
+from .recipe import BUNDLED_ROOT, PACKAGES, PYTHON_MODULES, SLIM
 
-#: Where the collector looks for them (kubectl_offwake/collector/headers.py BUNDLED_ROOT).
-HEADERS_DIR = "usr/share/offwake/kernel-headers"
 MERGED_USR_HOOK = "/usr/share/mmdebstrap/hooks/merged-usr"
+#: What that hook installs: resolving it up front keeps apt from choosing usrmerge (and Perl).
+MERGED_USR_PACKAGES = ("usr-is-merged",)
 #: The chroot's environment: nothing of the caller's (PYTHONPATH, locale) leaks in.
 CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
               "LC_ALL": "C.UTF-8", "HOME": "/root"}
@@ -69,8 +69,8 @@ def installed(root: str) -> Dict[str, str]:
 
 def add_headers(root: str, debs: List[str]) -> List[str]:
     """Unpack the header packages (no maintainer scripts, no dependencies) and move their
-    trees from /usr/src to HEADERS_DIR; returns the tree names."""
-    dest = os.path.join(root, HEADERS_DIR)
+    trees from /usr/src to where the collector looks; returns the tree names."""
+    dest = os.path.join(root, BUNDLED_ROOT.lstrip("/"))
     os.makedirs(dest, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         for deb in debs:

@@ -325,10 +325,11 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     if args.push:
         try:
-            push.split_ref(args.push)
+            host, _ = push.split_ref(args.push)
         except ValueError as err:
             raise Usage(str(err)) from None
         require_tools(PUSH_TOOLS)
+        push.check_reachable(host)  # before minutes of building, not after
     require_tools({"apt-get": "apt"})
     if args.no_cache:
         require_root()

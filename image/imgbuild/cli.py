@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -106,7 +107,7 @@ def require_root() -> None:
 
 
 @dataclass
-class Source:
+class Provenance:
     """Where the image's source stands: its date (SOURCE_DATE_EPOCH) and revision."""
 
     date: int
@@ -114,7 +115,7 @@ class Source:
     origin: str  # how the date was found
 
 
-def image_source() -> Source:
+def provenance() -> Provenance:
     files = source_files()
     revision = _git("log", "-1", "--format=%H %ct", "--", *files)
     dirty = bool(_git("status", "--porcelain", "--", *files))
@@ -123,12 +124,12 @@ def image_source() -> Source:
     if env is not None:
         if not env.isdigit():
             raise Usage(f"SOURCE_DATE_EPOCH={env!r} is not a number of seconds")
-        return Source(int(env), commit + ("-dirty" if dirty else ""), "SOURCE_DATE_EPOCH")
+        return Provenance(int(env), commit + ("-dirty" if dirty else ""), "SOURCE_DATE_EPOCH")
     if not commit:
         raise Usage("cannot date the image's sources (no git history for image/); set "
                     "SOURCE_DATE_EPOCH to the release's date in seconds")
-    return Source(int(commit_date), commit + ("-dirty" if dirty else ""),
-                  f"last commit to image/, {commit[:12]}")
+    return Provenance(int(commit_date), commit + ("-dirty" if dirty else ""),
+                      f"last commit to image/, {commit[:12]}")
 
 
 def _git(*args: str) -> str:
@@ -141,20 +142,20 @@ def _git(*args: str) -> str:
 
 
 def project_url() -> str:
-    """The project's source URL from pyproject.toml [project.urls], if it names one."""
+    """The project's source URL: pyproject.toml's [project.urls], else git's origin remote,
+    else nothing (and no label)."""
     try:
         import tomllib
-    except ImportError:  # Python < 3.11: go without the label
-        return ""
-    try:
+
         with open(os.path.join(REPO_DIR, "pyproject.toml"), "rb") as f:
             urls = tomllib.load(f).get("project", {}).get("urls", {})
-    except (OSError, ValueError):
-        return ""
-    for key in ("Source", "Repository", "Homepage"):
-        if isinstance(urls.get(key), str):
-            return str(urls[key])
-    return ""
+        for key in ("Source", "Repository", "Homepage"):
+            if isinstance(urls.get(key), str):
+                return str(urls[key])
+    except (ImportError, OSError, ValueError):  # Python < 3.11 has no tomllib
+        pass
+    # never a token of a https://user:token@host/ remote in a public label
+    return re.sub(r"^(\w+://)[^/@]*@", r"\1", _git("remote", "get-url", "origin"))
 
 
 def iso(epoch: int) -> str:
@@ -306,7 +307,7 @@ def resolve(cache: Cache) -> Tuple[debian.Apt, dict, List[str]]:
     for meta in recipe.headers:
         headers.update(apt.header_packages(meta))
     debs = apt.download(headers)
-    source = image_source()
+    source = provenance()
     inputs = {
         "sources": sources_digest(),
         "source_files": source_files(),

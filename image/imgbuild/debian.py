@@ -177,7 +177,11 @@ class Apt:
 
     def update(self) -> None:
         """Fetch the mirror's indices (only what changed since the last time)."""
-        self._run("apt-get", ["update", "-q"])
+        try:
+            self._run("apt-get", ["update", "-q"])
+        except MirrorError as err:
+            raise MirrorError(f"cannot read the Debian mirror ({err}); check the network and "
+                              f"the bookworm entries in {APT_ETC}/sources.list*") from None
 
     def resolve(self, packages: List[str], essential: bool = True) -> Dict[str, str]:
         """name -> version of everything installing ``packages`` (and Essential:yes) takes

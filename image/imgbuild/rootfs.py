@@ -45,11 +45,15 @@ def mmdebstrap(root: str, sources_list: str, packages: Dict[str, str], source_da
                             env=env)
     tail: List[str] = []
     assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        tail = (tail + [line])[-15:]
-        if line.startswith("I: "):
-            progress("mmdebstrap: " + line[3:])
+    try:
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = (tail + [line])[-15:]
+            if line.startswith("I: "):
+                progress("mmdebstrap: " + line[3:])
+    except BaseException:
+        proc.wait()  # Ctrl-C reaches mmdebstrap too: let it unmount before anything is deleted
+        raise
     if proc.wait() != 0:
         detail = "; ".join(x[3:] for x in tail if x.startswith("E: ")) or " | ".join(tail[-3:])
         raise RootfsError(f"mmdebstrap failed: {detail}")

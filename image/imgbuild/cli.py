@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Dict, List, NoReturn, Optional, Tuple
 
@@ -170,8 +171,6 @@ def tools_version() -> str:
                             check=False).stdout.strip()
     except OSError:
         mm = "mmdebstrap missing"
-    import zlib
-
     py = ".".join(map(str, sys.version_info[:2]))
     return f"{mm}, python {py} (tarfile), zlib {zlib.ZLIB_RUNTIME_VERSION}"
 
@@ -240,16 +239,19 @@ class Cache:
             layer = oci.Layer.from_json(os.path.join(path, "layer.tar.gz"), data["layer"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not os.path.exists(layer.path) or os.path.getsize(layer.path) != layer.size:
+        if oci.file_digest(layer.path) != layer.digest:
+            progress(f"the cached layer in {path} is damaged; building it again")
             return None
         os.utime(path)
         return layer
 
     def prune(self, keep: str) -> None:
+        """Keep the KEEP_LAYERS most recently used layers besides ``keep``; also removes
+        what a killed build left (never through something still mounted in it)."""
         entries = sorted((e for e in os.scandir(self.layers) if e.is_dir()),
                          key=lambda e: e.stat().st_mtime, reverse=True)
         for old in [e for e in entries if e.name != keep][KEEP_LAYERS:]:
-            shutil.rmtree(old.path, ignore_errors=True)
+            rootfs.remove_tree(old.path)
 
 
 def build_layer(cache: Cache, key: str, inputs: dict, apt: debian.Apt,

@@ -152,6 +152,18 @@ def write_layer(root: str, out_path: str, clamp: int) -> Layer:
                  sorted(largest, reverse=True))
 
 
+def file_digest(path: str) -> str:
+    """``sha256:...`` of a file's bytes, or "" if it cannot be read."""
+    sha = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(_CHUNK), b""):
+                sha.update(chunk)
+    except OSError:
+        return ""
+    return "sha256:" + sha.hexdigest()
+
+
 def canonical_json(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 

@@ -1,0 +1,1 @@
+"""The collector image's build (image/build): Debian packages to an OCI archive."""

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from tests.golden_files import check_golden
+
+# The lab's fixtures, defined once for every folder: one session-scoped lab per pytest run,
+# whichever folders ask for it (two definitions would start two labs with the same prefix).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lab.fixtures import lab, lab_cluster  # noqa: E402,F401
 
 
 @pytest.fixture

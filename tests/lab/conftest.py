@@ -1,3 +1,1 @@
-"""The lab's own tests use the fixtures every other test package can import."""
-
-from lab.fixtures import lab, lab_cluster  # noqa: F401
+"""The lab's own tests use the `lab` and `lab_cluster` fixtures of tests/conftest.py."""

@@ -1,10 +1,7 @@
 """pytest fixtures for the lab, importable by any test package.
 
-    # tests/e2e/conftest.py
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from lab.fixtures import lab, lab_cluster  # noqa: E402,F401
+    # tests/conftest.py registers them once for every test folder (one lab per pytest run):
+    def test_something(lab): ...          # or lab_cluster
 
 `lab_cluster` (session): a running lab. With OFFWAKE_LAB_STATE=/tmp/offwake-lab set, it
 attaches to a lab started by `tests/lab/up` (and leaves it running); otherwise it starts a

@@ -2,4 +2,3 @@
 the checkout; its fixtures live in install_helpers (a module name no other test uses)."""
 
 from install_helpers import installed, release  # noqa: F401
-from lab.fixtures import lab, lab_cluster  # noqa: F401

@@ -19,7 +19,7 @@ import subprocess
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, FrozenSet, Iterator, List, Optional, Set
+from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Set
 
 from markdown_it import MarkdownIt
 
@@ -177,33 +177,30 @@ class Link:
     target: str
 
 
+def _inline(markdown: str) -> Iterator[tuple[int, Any]]:
+    """(1-based line, token) of every inline token outside code blocks."""
+    for token in MarkdownIt("commonmark").parse(markdown):
+        if token.type == "inline" and token.children:
+            line = (token.map[0] + 1) if token.map else 0
+            for child in token.children:
+                yield line, child
+
+
 def links(markdown: str) -> List[Link]:
     """Link targets of a markdown text (inline links and images)."""
     out = []
-    for token in MarkdownIt("commonmark").parse(markdown):
-        if token.type != "inline" or not token.children:
-            continue
-        line = (token.map[0] + 1) if token.map else 0
-        for child in token.children:
-            if child.type in ("link_open", "image"):
-                target = child.attrGet("href") if child.type == "link_open" \
-                    else child.attrGet("src")
-                if target:
-                    out.append(Link(line, str(target)))
+    for line, token in _inline(markdown):
+        target = token.attrGet("href") if token.type == "link_open" else \
+            token.attrGet("src") if token.type == "image" else None
+        if target:
+            out.append(Link(line, str(target)))
     return out
 
 
 def inline_code(markdown: str) -> List[tuple[int, str]]:
     """(line, content) of every inline code span outside code blocks."""
-    out = []
-    for token in MarkdownIt("commonmark").parse(markdown):
-        if token.type != "inline" or not token.children:
-            continue
-        line = (token.map[0] + 1) if token.map else 0
-        for child in token.children:
-            if child.type == "code_inline":
-                out.append((line, child.content))
-    return out
+    return [(line, token.content) for line, token in _inline(markdown)
+            if token.type == "code_inline"]
 
 
 def resolve_link(doc: str, target: str) -> Optional[tuple[str, str]]:

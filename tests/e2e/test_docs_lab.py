@@ -13,6 +13,7 @@ again and nothing of a run is left.
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -24,6 +25,7 @@ from docs.docrules import (
     assert_ran,
     check_outputs,
     console_parts,
+    fixture_workdir,
     parts_of,
     plugin_env,
     run_part,
@@ -91,22 +93,24 @@ def test_documented_cluster_commands(lab, workloads, tmp_path: Path) -> None:
     assert parts, "no documented command runs against a cluster"
     values: Dict[str, str] = {**PLACEHOLDERS, "<registry>": registry_of(lab)}
     env = plugin_env({"KUBECONFIG": str(lab.kubeconfig)})  # the cluster's choice decides
+    workdir = fixture_workdir(tmp_path)  # relative paths are the repository's
     runs = []
     try:
         for part in parts:
-            ran = run_part(part, tmp_path, values, env=env, timeout=1800)
+            ran = run_part(part, workdir, values, env=env, timeout=1800)
             assert_ran(ran)
             out = re.search(r"--out (\S+)", ran.command)
             if out:
-                assert (tmp_path / out.group(1)).stat().st_size > 0, ran.command
+                assert (workdir / out.group(1)).stat().st_size > 0, ran.command
             runs.append(ran)
         for part in console_parts("lab"):
             if part not in parts:  # the same command pasted again elsewhere: run it again
-                ran = run_part(part, tmp_path, values, env=env, timeout=600)
+                ran = run_part(part, workdir, values, env=env, timeout=600)
                 assert_ran(ran)
                 runs.append(ran)
         check_outputs(runs, values)
     finally:
-        done = lab.kubectl("offwake", "setup", "--image", lab.image, check=False)
+        done = subprocess.run(["kubectl", "offwake", "setup", "--image", lab.image], env=env,
+                              capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
     assert_clean(lab)

@@ -101,6 +101,9 @@ FIXTURE_FILES: Dict[str, str] = {
 #: Placeholder values every group knows.
 PLACEHOLDERS: Dict[str, str] = {"<version>": __version__, "<run>": "5f3c9a01"}
 _PLACEHOLDER = re.compile(r"<[a-z][a-z ]*>")
+#: ``kubectl offwake POD -n NS``: a placeholder too, which no test can fill (write ``<pod>``
+#: for one a rule fills, or mark the command).
+_UPPER_WORD = re.compile(r"[A-Z][A-Z_]+")
 
 
 @dataclass(frozen=True)
@@ -191,9 +194,11 @@ def problems(root: Path = REPO) -> List[str]:
                        "'# needs a real cluster'")
             continue
         unknown = set(_PLACEHOLDER.findall(part.text)) - set(PLACEHOLDERS) - {"<registry>"}
+        unknown |= {w for w in re.split(r"[\s/=:,]+", part.text) if _UPPER_WORD.fullmatch(w)
+                    and f"{w}=" not in part.text}
         if unknown:
             out.append(f"{where}: {part.text!r} has placeholders no test fills: "
-                       f"{sorted(unknown)}")
+                       f"{sorted(unknown)}; name real objects the test makes, or mark it")
     return out
 
 

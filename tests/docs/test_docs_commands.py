@@ -105,6 +105,16 @@ def test_an_unmarked_command_nothing_runs_is_reported(tmp_path: Path) -> None:
     assert len(found) == 1 and "README.md:3" in found[0] and "rm -rf" in found[0], found
 
 
+def test_placeholders_must_be_ones_a_test_fills(tmp_path: Path) -> None:
+    root = _doc(tmp_path, "    kubectl offwake deploy/APP -n NS\n"
+                          "    kubectl offwake report <file>\n"
+                          "    OFFWAKE_UPDATE_GOLDEN=1 python3 -m pytest tests/unit\n"
+                          "    kubectl offwake report offwake-<run>.jsonl.gz\n")
+    found = problems(root)
+    assert len(found) == 2, found
+    assert "['APP', 'NS']" in found[0] and "['<file>']" in found[1]
+
+
 def test_marks_must_be_known_and_needed(tmp_path: Path) -> None:
     root = _doc(tmp_path, "    kubectl krew install offwake   # needs krew\n"
                           "    gcloud container clusters list   # needs a cloud\n"

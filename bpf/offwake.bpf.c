@@ -1,6 +1,6 @@
 // kubectl-offwake: why were the target's threads off the CPU, and who woke them?
 //
-// BCC C, scheduler tracepoints only (DESIGN.md section 4). The program reads nothing but
+// BCC C, scheduler tracepoints only (docs/design.md section 4). The program reads nothing but
 // tracepoint fields and helpers, never a kernel struct, so any reasonably recent set of
 // kernel headers compiles it (that is what makes nodes without matching headers work).
 //
@@ -159,7 +159,7 @@ struct oncpu_t {
     u64 hist[HIST_SLOTS];
 };
 
-// Kernel stack cache. A kernel stack walk is the dominant cost per event (DESIGN.md section 4);
+// Kernel stack cache. A kernel stack walk is the dominant cost per event (docs/design.md section 4);
 // user stacks are cheaper. The kernel path that led to a blocking switch-out, or to a wake
 // made from a system call, is almost always the same for the same user stack, so the
 // kernel stack id is cached by the user stack id (kind 0: a target blocking; kind 1: a waker,

@@ -1,6 +1,6 @@
 """Errors a user sees: one sentence saying what went wrong and what to do.
 
-Exit codes are a stable interface (DESIGN.md §3.1): 1 the run failed, 2 bad usage or input.
+Exit codes are a stable interface (docs/design.md §3.1): 1 the run failed, 2 bad usage or input.
 
 Messages often quote what a node said (a pod name, a collector's last words, a path), so
 this is where error text is made safe to print: every message is neutralized when the error

@@ -20,7 +20,7 @@ from .roles import Roles
 
 
 def analyze(recording: Recording) -> Report:
-    """The report of one recording (DESIGN.md §3.3)."""
+    """The report of one recording (docs/design.md §3.3)."""
     with gc_paused():
         return _analyze(recording)
 

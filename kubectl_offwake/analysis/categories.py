@@ -1,4 +1,4 @@
-"""The wakeup categories and causes of DESIGN.md §3.4: their ids are a stable interface.
+"""The wakeup categories and causes of docs/design.md §3.4: their ids are a stable interface.
 
 This table is the only place category ids are spelled out; the classifier's rules, the
 renderers' legends and the docs all read it.
@@ -43,7 +43,7 @@ CATEGORIES: Tuple[Category, ...] = (
 
 CATEGORY_BY_ID: Dict[str, Category] = {c.id: c for c in CATEGORIES}
 
-#: Who is really responsible for a wakeup (DESIGN.md §3.4).
+#: Who is really responsible for a wakeup (docs/design.md §3.4).
 CAUSES: Dict[str, str] = {
     "waker": "the waker's own code path produced the event",
     "interrupt": "the wake ran in an interrupt; the waker task was a bystander",

@@ -1,6 +1,6 @@
 """Applies the rule table of :mod:`.rules` to one edge: category, detail, cause, rule id.
 
-The cause (DESIGN.md §3.4) comes from the waker's kernel stack, read from the leaf: the
+The cause (docs/design.md §3.4) comes from the waker's kernel stack, read from the leaf: the
 first interrupt entry (``asm_sysvec_*``, ``common_interrupt``, ``irq_exit_rcu``,
 ``hrtimer_interrupt``, ...) makes it ``interrupt``, the ksoftirqd loop (``run_ksoftirqd``)
 makes it ``ksoftirqd``. Without either, a waker named ``ksoftirqd/N`` is ``ksoftirqd`` and

@@ -1,4 +1,4 @@
-"""Display names of the parties in a report (DESIGN.md §3.3, §5).
+"""Display names of the parties in a report (docs/design.md §3.3, §5).
 
 A waker is named by its *process* (tgid), so the threads of one program group together:
 ``ns/pod/container`` for a pod's process, the label a naming step gave it,

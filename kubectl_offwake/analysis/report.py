@@ -48,7 +48,7 @@ class Party:
 
 @dataclass
 class Wakeup:
-    """One classified edge (DESIGN.md §3.3 ``wakeups[]``)."""
+    """One classified edge (docs/design.md §3.3 ``wakeups[]``)."""
 
     edge: Edge
     category: str

@@ -1,4 +1,4 @@
-"""Envoy thread roles (DESIGN.md §3.4), from thread names.
+"""Envoy thread roles (docs/design.md §3.4), from thread names.
 
 Envoy names its threads: ``envoy`` (main), ``wrk:worker_N``, ``dog:main``/``dog:workers``
 (watchdogs), ``AccessLogFlush``, ``grpc_global_tim`` (gRPC's timer). A role is only

@@ -1,5 +1,5 @@
 """Option types shared by the commands: formats, durations and the cluster options of every
-command that talks to a cluster (DESIGN.md §3.1)."""
+command that talks to a cluster (docs/design.md §3.1)."""
 
 from __future__ import annotations
 

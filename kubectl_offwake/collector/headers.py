@@ -1,4 +1,4 @@
-"""Finds kernel headers BCC can compile against, in the order DESIGN.md §4 gives.
+"""Finds kernel headers BCC can compile against, in the order docs/design.md §4 gives.
 
 The BPF program reads no kernel struct, so any reasonably recent headers do; what matters is
 finding *some* tree on a node that rarely has the matching package:

@@ -1,4 +1,4 @@
-"""Naming wakers with the API: host processes → pod and container (DESIGN.md §5).
+"""Naming wakers with the API: host processes → pod and container (docs/design.md §5).
 
 The collector knows each process's container id and pod UID (from its cgroup); the API
 knows which pod and container those are. The result is ``identity`` wire records that

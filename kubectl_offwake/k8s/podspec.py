@@ -1,7 +1,7 @@
 """The node pod and its ConfigMap: the ONE place their manifests are written.
 
 Everything security-relevant about what this tool runs on a cluster is decided here and
-asserted by tests/unit/test_k8s_podspec.py (DESIGN.md §5). The manifests are plain dicts
+asserted by tests/unit/test_k8s_podspec.py (docs/design.md §5). The manifests are plain dicts
 in the API's own JSON shape, so ``--dry-run`` prints exactly what would be sent.
 """
 
@@ -164,7 +164,7 @@ def _num(value: float) -> str:
 
 
 def node_pod(opts: NodePodOptions) -> dict:
-    """The collector pod for one node (DESIGN.md §5)."""
+    """The collector pod for one node (docs/design.md §5)."""
     name = object_name(opts.run_id, opts.node)
     volumes: List[dict] = [
         {"name": "collector", "configMap": {"name": name, "defaultMode": 0o444}},

@@ -1,6 +1,6 @@
 """What a TARGET means, decided from plain pod dicts (no API calls here).
 
-Kept pure so every rule of DESIGN.md §3.1 is unit-tested on literal pod data: the TARGET
+Kept pure so every rule of docs/design.md §3.1 is unit-tested on literal pod data: the TARGET
 forms, the default container (``istio-proxy``, then one whose name or command is
 ``envoy``), Istio's native sidecar (an init container with ``restartPolicy: Always``,
 whose status is in ``initContainerStatuses``), container ids with their runtime prefix,

@@ -4,7 +4,7 @@ Every classified wakeup becomes one path from the root, weighted by its off-CPU 
 (``total_us``), in the order an on-call engineer asks the questions:
 
     all
-    └ category                    why was the thread woken (DESIGN.md §3.4 id)
+    └ category                    why was the thread woken (id: docs/design.md §3.4)
       └ target thread             who slept (comm; `comm (ns/pod)` when several pods are traced)
         └ target stack, root→leaf where it slept (user frames, then kernel frames)
           └ --                    separator, as in BCC offwaketime / flamegraph.pl chain graphs

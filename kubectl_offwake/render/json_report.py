@@ -1,4 +1,4 @@
-"""``--format json``: the report JSON of DESIGN.md §3.3 (schema ``offwake.report/1``).
+"""``--format json``: the report JSON of docs/design.md §3.3 (schema ``offwake.report/1``).
 
 Other people's scripts and runbooks read this, so the shape is explicit here (no
 ``dataclasses.asdict``: a field added to the model must not silently change the file).

@@ -1,4 +1,4 @@
-"""The versioned JSON-lines stream from collector to client (DESIGN.md §3.2).
+"""The versioned JSON-lines stream from collector to client (docs/design.md §3.2).
 
 Standard library only: the collector imports this under the node's system Python.
 """

@@ -1,4 +1,4 @@
-"""The node pod and its ConfigMap: every security-relevant field of DESIGN.md §5."""
+"""The node pod and its ConfigMap: every security-relevant field of docs/design.md §5."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TARGET rules on literal pod data (DESIGN.md §3.1): forms, default container, refusals."""
+"""TARGET rules on literal pod data (docs/design.md §3.1): forms, default container, refusals."""
 
 from __future__ import annotations
 

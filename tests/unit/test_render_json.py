@@ -1,4 +1,4 @@
-"""The report JSON of DESIGN.md §3.3 (``offwake.report/1``) and its documented extras."""
+"""The report JSON of docs/design.md §3.3 (``offwake.report/1``) and its documented extras."""
 
 from __future__ import annotations
 

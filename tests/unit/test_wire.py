@@ -1,5 +1,5 @@
 """The wire stream (kubectl_offwake/wire): writing, reading, and what a reader does with
-damaged, repeated or foreign input (DESIGN.md §3.2)."""
+damaged, repeated or foreign input (docs/design.md §3.2)."""
 
 from __future__ import annotations
 

@@ -30,6 +30,8 @@ FORMATS = {
 #: File suffix → format, for guessing ``--format`` from ``--out``.
 SUFFIXES = {".json": "json", ".folded": "folded", ".txt": "table", ".svg": "svg",
             ".html": "html", ".htm": "html", ".speedscope.json": "speedscope"}
+#: Format → the suffix of a file named for it (the first of :data:`SUFFIXES` for it).
+FORMAT_SUFFIXES = {fmt: suffix for suffix, fmt in reversed(SUFFIXES.items())}
 
 
 @dataclass

@@ -12,7 +12,7 @@ record must not cost the user the rest of a recording.
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union, get_args
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union, get_args
 
 from ..analysis.model import (
     Edge,
@@ -129,11 +129,6 @@ class RecordingBuilder:
             handler(record)
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
             self.malformed += 1
-
-    def add_all(self, records: Iterable[Mapping[str, Any]]) -> RecordingBuilder:
-        for record in records:
-            self.add(record)
-        return self
 
     def finish(self) -> Recording:
         """The recording with the builder's warnings; safe to call repeatedly."""

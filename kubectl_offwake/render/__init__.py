@@ -97,8 +97,3 @@ def atomic_output(path: str) -> Iterator[TextIO]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    with atomic_output(path) as handle:
-        handle.write(text)

@@ -51,10 +51,15 @@ def run_trace(req: TraceRequest) -> int:
     display = LiveProgress(f"kubectl offwake · collector image {choice.image} "
                            f"({choice.describe()})")
     paths = recording_paths(req.save or f"offwake-{prepared.run_id}.jsonl.gz", prepared.nodes)
-    sinks = {node: StreamSink(node, paths[node], display, req.client_records)
-             for node in prepared.nodes}
-    fleet, interrupted = _run_fleet(prepared, sinks, display)
-    return _finish(req, fleet, sinks, prepared.run_id, interrupted)
+    sinks: Dict[str, StreamSink] = {}
+    try:
+        for node in prepared.nodes:  # every file opened before any pod exists
+            sinks[node] = StreamSink(node, paths[node], display, req.client_records)
+        fleet, interrupted = _run_fleet(prepared, sinks, display)
+        return _finish(req, fleet, sinks, prepared.run_id, interrupted)
+    finally:
+        for sink in sinks.values():
+            sink.close()  # again after _finish: a no-op; on an error, what came is kept
 
 
 def _run_fleet(prepared: PreparedRun, sinks: Dict[str, StreamSink],

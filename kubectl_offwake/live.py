@@ -20,9 +20,10 @@ rich markup and no emoji codes.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Dict, List, Optional, Tuple
+from typing import IO, Any, Dict, List, Mapping, Optional, Tuple
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -59,7 +60,7 @@ class SourceState:
     message: Optional[str] = None
     _elapsed_at: Optional[float] = None  # monotonic time the last elapsed_s arrived
 
-    def feed(self, record: Dict[str, Any]) -> None:
+    def feed(self, record: Mapping[str, Any]) -> None:
         rtype = record.get("type")
         if rtype == "hello":
             duration = _num(record.get("duration_s"))
@@ -98,7 +99,7 @@ class SourceState:
         elif rtype == "log" and record.get("level") in ("warning", "error"):
             self.message = str(record.get("message"))
 
-    def _set_elapsed(self, record: Dict[str, Any]) -> None:
+    def _set_elapsed(self, record: Mapping[str, Any]) -> None:
         tracing = _num(traced_field(record))
         if tracing is not None:
             self.elapsed_s = tracing
@@ -160,26 +161,41 @@ class LiveProgress:
         self.sources: Dict[str, SourceState] = {}
         self._live: Optional[Live] = None
         self.final_lines: List[str] = []
+        self._notice = ""
+        #: Every node of a Kubernetes run feeds its row from its own thread.
+        self._lock = threading.Lock()
 
     # -- feeding -------------------------------------------------------------------------
 
     def add_source(self, name: str, duration_s: Optional[float] = None) -> SourceState:
-        state = self.sources.get(name)
-        if state is None:
-            state = SourceState(name, duration_s)
-            self.sources[name] = state
-        elif duration_s is not None:
-            state.duration_s = duration_s
-        return state
+        with self._lock:
+            state = self.sources.get(name)
+            if state is None:
+                state = SourceState(name, duration_s)
+                self.sources[name] = state
+            elif duration_s is not None:
+                state.duration_s = duration_s
+            return state
 
-    def feed(self, name: str, record: Dict[str, Any]) -> None:
-        self.add_source(name).feed(record)
+    def feed(self, name: str, record: Mapping[str, Any]) -> None:
+        state = self.add_source(name)
+        with self._lock:
+            state.feed(record)
 
     def set_status(self, name: str, status: str, message: Optional[str] = None) -> None:
         state = self.add_source(name)
-        state.status = status
-        if message is not None:
-            state.message = message
+        with self._lock:
+            state.status = status
+            if message is not None:
+                state.message = message
+
+    def notice(self, text: str) -> None:
+        """A line about the whole run (an interruption): under the table on a terminal,
+        printed at once anywhere else."""
+        if self._live is not None:
+            self._notice = text
+        else:
+            self.console.print(_text(text), soft_wrap=True)
 
     # -- display -------------------------------------------------------------------------
 
@@ -225,6 +241,8 @@ class LiveProgress:
             notes.extend(f"{state.name}: {n}" for n in loss_sentences(state.lost))
             if state.message:
                 notes.append(f"{state.name}: {state.message}")
+        if self._notice:
+            notes.append(self._notice)
         if not notes:
             return table
         return Group(table, *(_text(n, "yellow") for n in notes))

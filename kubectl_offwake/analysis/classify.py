@@ -24,7 +24,7 @@ from dataclasses import replace
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .frames import normalize
-from .model import Edge, Stack
+from .model import Stack
 from .report import CAUSE_INTERRUPT, CAUSE_KSOFTIRQD, CAUSE_NONE, CAUSE_WAKER, Cause
 from .rules import (
     IRQ_FRAMES,
@@ -207,13 +207,6 @@ class Classifier:
         self._keep: List[object] = []  # holds stacks alive so their ids stay unique
         self._needs_user = frozenset(c for r in self._table.user for c in r.applies_to)
         self._has_detail = frozenset(c for r in self._table.target_detail for c in r.applies_to)
-
-    def classify_edge(self, edge: Edge) -> Classification:
-        waker = edge.waker
-        if waker is None:
-            return self.classify(edge.waker_stack, edge.target_stack, edge.preempted, False)
-        return self.classify(edge.waker_stack, edge.target_stack, edge.preempted,
-                             bool(waker.comm or waker.pid or waker.tid), waker.comm)
 
     def classify(self, waker_stack: Optional[Stack], target_stack: Optional[Stack],
                  preempted: bool, has_waker: bool = True,

@@ -39,9 +39,6 @@ class Stack:
         return self.frames[self.kernel_depth :]
 
 
-EMPTY_STACK = Stack(())
-
-
 class StackTable:
     """Interns stacks and their frame strings so equal stacks are one object."""
 

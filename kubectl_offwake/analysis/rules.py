@@ -315,14 +315,6 @@ NO_WAKER_FALLBACK = Fallback("no-waker", "other", "the source recorded no waker"
 OTHER_DETAIL_FRAMES = 3
 
 
-def explain(rule_id: str) -> str:
-    """The reason behind a ``Wakeup.rule`` (``a+b`` when a user rule refined rule ``a``)."""
-    reasons = {r.id: r.reason for r in RULES}
-    for fallback in (PREEMPTED_FALLBACK, OTHER_FALLBACK, NO_WAKER_FALLBACK):
-        reasons[fallback.id] = fallback.reason
-    return "; ".join(reasons[part] for part in rule_id.split("+") if part in reasons)
-
-
 def _number(rules: Tuple[Rule, ...]) -> Tuple[Rule, ...]:
     """Each rule with its position, after checking ids are unique."""
     seen: Dict[str, Rule] = {}

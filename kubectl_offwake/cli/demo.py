@@ -13,7 +13,7 @@ import typer
 from ..demo.scenarios import BY_NAME, DEFAULT, SCENARIOS, Scenario
 from ..errors import BadInput, say
 from ..render import RenderOptions, guess_format, write_report
-from .options import Format, parse_duration
+from .options import Format, client_record, map_size_args, map_size_option, parse_duration
 
 
 def demo(
@@ -32,6 +32,10 @@ def demo(
         None, "--keep-recording", metavar="FILE",
         help="Also save the recording (.jsonl.gz) for `kubectl offwake report`.",
     ),
+    stack_storage_size: Optional[int] = map_size_option("--stack-storage-size"),
+    agg_size: Optional[int] = map_size_option("--agg-size"),
+    start_size: Optional[int] = map_size_option("--start-size"),
+    oncpu_size: Optional[int] = map_size_option("--oncpu-size"),
 ) -> None:
     """Run Envoy with a pilot-agent, kubelet probes, DNS, load and a noisy neighbour in a
     network namespace (or one scenario's condition); trace it and show why its threads
@@ -45,9 +49,12 @@ def demo(
 
     from ..analysis import analyze
     from ..demo.run import run_demo
-    from ..localrun import raise_if_incomplete
+    from ..pipeline.local import raise_if_incomplete
 
-    result = run_demo(seconds, chosen_scenario, keep_recording)
+    result = run_demo(seconds, chosen_scenario, keep_recording,
+                      collector_args=map_size_args(stack_storage_size, agg_size, start_size,
+                                                   oncpu_size),
+                      client=client_record("kubectl offwake demo"))
     report = analyze(result.recording)
     title = "kubectl offwake demo" + (f": {scenario}" if scenario != DEFAULT else "")
     write_report(report, chosen, out, RenderOptions(title=title))

@@ -6,13 +6,13 @@ saves the recording, and prints the report as ``report`` would.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
 from ..errors import BadInput, say
 from ..render import RenderOptions, guess_format, write_report
-from .options import Format, parse_duration
+from .options import Format, client_record, map_size_args, map_size_option, parse_duration
 
 
 def local(
@@ -30,13 +30,10 @@ def local(
         help="Save the recording here (default: offwake-NAME-TIME.jsonl.gz in this directory).",
     ),
     interval: str = typer.Option("1s", "--interval", help="Snapshot interval of the collector."),
-    stack_storage_size: Optional[int] = typer.Option(
-        None, "--stack-storage-size", min=1,
-        help="Stack map entries (raise it when stacks are lost).",
-    ),
-    agg_size: Optional[int] = typer.Option(
-        None, "--agg-size", min=1, help="Aggregation map entries (raise it when wakeups are lost).",
-    ),
+    stack_storage_size: Optional[int] = map_size_option("--stack-storage-size"),
+    agg_size: Optional[int] = map_size_option("--agg-size"),
+    start_size: Optional[int] = map_size_option("--start-size"),
+    oncpu_size: Optional[int] = map_size_option("--oncpu-size"),
 ) -> None:
     """Trace a process on this machine (needs root and BCC) and print the report."""
     if (pid is None) == (comm is None):
@@ -49,20 +46,18 @@ def local(
     label = f"pid{pid}" if pid is not None else str(comm)
 
     from ..analysis import analyze
-    from ..localrun import default_save_path, raise_if_incomplete, run_local
+    from ..pipeline.local import raise_if_incomplete, run_local
+    from ..pipeline.paths import default_save_path
 
-    extra: List[str] = []
-    if stack_storage_size:
-        extra += ["--stack-storage-size", str(stack_storage_size)]
-    if agg_size:
-        extra += ["--agg-size", str(agg_size)]
+    extra = map_size_args(stack_storage_size, agg_size, start_size, oncpu_size)
     save_path = save or default_save_path(label)
     try:
         interval_s = parse_duration(interval)
     except BadInput:
         raise BadInput(f"--interval {interval!r} is not a duration; use for example 1s") from None
     result = run_local(target, seconds, save_path, interval_s=interval_s,
-                       title=f"tracing {label}", source=label, extra=extra)
+                       title=f"tracing {label}", source=label, extra=extra,
+                       after_hello=[client_record("kubectl offwake local")])
     report = analyze(result.recording)
     write_report(report, chosen, out, RenderOptions())
     for warning in result.recording.warnings:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Any
+from typing import Any, Dict, List, Optional
 
 import typer
 
 from ..errors import BadInput
+from ..wire.schema import MAP_SIZE_OPTIONS
 
 
 class Format(str, Enum):
@@ -51,3 +52,26 @@ def collector_namespace_option(help: str) -> Any:
     from ..k8s.podspec import DEFAULT_COLLECTOR_NAMESPACE
 
     return typer.Option(DEFAULT_COLLECTOR_NAMESPACE, "--collector-namespace", help=help)
+
+
+def map_size_option(flag: str) -> Any:
+    """One of the collector's map sizes (:data:`MAP_SIZE_OPTIONS`), passed through as it is:
+    what the loss finding tells a user to raise."""
+    return typer.Option(None, flag, min=1, metavar="N", help=MAP_SIZE_OPTIONS[flag])
+
+
+def map_size_args(stack_storage: Optional[int], agg: Optional[int], start: Optional[int],
+                  oncpu: Optional[int]) -> List[str]:
+    """The collector options for the map sizes given (in :data:`MAP_SIZE_OPTIONS` order)."""
+    values = dict(zip(MAP_SIZE_OPTIONS, (stack_storage, agg, start, oncpu)))
+    args: List[str] = []
+    for flag, value in values.items():
+        if value is not None:
+            args += [flag, str(value)]
+    return args
+
+
+def client_record(command: str) -> Dict[str, Any]:
+    """The ``client`` record a command's recordings carry: which command made them and which
+    collector options it has, so advice about the recording names options that exist."""
+    return {"type": "client", "command": command, "options": list(MAP_SIZE_OPTIONS)}

@@ -1,6 +1,6 @@
 """``kubectl offwake TARGET``: trace Envoy in pods (hidden command; cli/__init__ routes to it).
 
-Thin: options in, :func:`kubectl_offwake.k8s.session.run_trace` does the work.
+Thin: options in, :func:`kubectl_offwake.pipeline.cluster.run_trace` does the work.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ import typer
 from ..k8s.targets import DEFAULT_MAX_PODS
 from .options import (
     Format,
+    client_record,
     collector_namespace_option,
     context_option,
     kubeconfig_option,
+    map_size_args,
+    map_size_option,
     parse_duration,
 )
 
@@ -56,9 +59,14 @@ def trace(
         help="Where to save the recording (default offwake-RUNID.jsonl.gz here)."),
     interval: str = typer.Option("2s", "--interval", hidden=True,
                                  help="Collector snapshot interval."),
+    stack_storage_size: Optional[int] = map_size_option("--stack-storage-size"),
+    agg_size: Optional[int] = map_size_option("--agg-size"),
+    start_size: Optional[int] = map_size_option("--start-size"),
+    oncpu_size: Optional[int] = map_size_option("--oncpu-size"),
 ) -> None:
     """Trace why Envoy's threads were off the CPU in TARGET, and who woke them."""
-    from ..k8s.session import TraceRequest, guard, run_trace
+    from ..k8s.session import TraceRequest
+    from ..pipeline.cluster import guard, run_trace
 
     if max_pods < 1:
         from ..errors import BadInput
@@ -70,6 +78,8 @@ def trace(
         context=context, kubeconfig=kubeconfig, image=image,
         collector_namespace=collector_namespace, dry_run=dry_run, max_pods=max_pods,
         save=save, interval_s=parse_duration(interval),
+        collector_args=map_size_args(stack_storage_size, agg_size, start_size, oncpu_size),
+        client_records=[client_record("kubectl offwake TARGET")],
     )
     code = guard(lambda: run_trace(request))
     if code:

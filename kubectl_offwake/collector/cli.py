@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import re
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
+from ..wire.schema import MAP_SIZE_OPTIONS
 from .bpfprog import MapSizes
+
+#: The :class:`MapSizes` field each map-size option sets.
+_SIZE_FIELDS = {"--stack-storage-size": "stack_storage", "--agg-size": "agg",
+                "--start-size": "start", "--oncpu-size": "oncpu"}
 
 
 @dataclass
@@ -21,9 +26,12 @@ class Options:
     sizes: MapSizes = field(default_factory=MapSizes)
     node_name: Optional[str] = None
     headers: Optional[str] = None
-    resolve_only: bool = False
     wait_s: float = 0.0
     extra_cflags: List[str] = field(default_factory=list)
+
+    def map_sizes(self) -> Dict[str, int]:
+        """This run's map sizes by the option that sets each (the ``hello`` says them)."""
+        return {flag: getattr(self.sizes, name) for flag, name in _SIZE_FIELDS.items()}
 
 
 def parse_duration(text: str) -> float:
@@ -65,17 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-block-us", type=float, default=1.0,
                    help="ignore sleeps (and run-queue waits of preempted threads) shorter "
                    "than this (default 1)")
-    p.add_argument("--stack-storage-size", type=_positive_int, default=16384)
-    p.add_argument("--agg-size", type=_positive_int, default=16384)
-    p.add_argument("--start-size", type=_positive_int, default=16384)
-    p.add_argument("--oncpu-size", type=_positive_int, default=4096)
+    defaults = MapSizes()
+    for flag, name in _SIZE_FIELDS.items():
+        p.add_argument(flag, type=_positive_int, default=getattr(defaults, name),
+                       help=MAP_SIZE_OPTIONS[flag])
     p.add_argument("--max-targets", type=_positive_int, default=256)
     p.add_argument("--node-name", help="node name to put in the hello record")
     p.add_argument("--headers", help="kernel header tree to compile against")
     p.add_argument("--wait", type=parse_duration, default=0.0,
                    help="keep looking for targets this long before giving up")
-    p.add_argument("--resolve-only", action="store_true",
-                   help="resolve targets, write hello/target/process records and stop")
     p.add_argument("--exact-stacks", action="store_true",
                    help="walk every kernel stack instead of reusing the kernel stack last "
                    "seen with the same user stack (slower, exact)")
@@ -99,7 +105,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
         min_block_us=max(0.0, ns.min_block_us),
         sizes=MapSizes(stack_storage=ns.stack_storage_size, agg=ns.agg_size,
                        start=ns.start_size, targets=ns.max_targets, oncpu=ns.oncpu_size),
-        node_name=ns.node_name, headers=ns.headers, resolve_only=ns.resolve_only,
+        node_name=ns.node_name, headers=ns.headers,
         wait_s=ns.wait, extra_cflags=list(ns.cflag) + (["-DNO_KCACHE"] if ns.exact_stacks else [])
         + (["-DPREEMPT_USER_STACKS"] if ns.preempt_user_stacks else []),
     )

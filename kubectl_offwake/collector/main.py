@@ -80,7 +80,7 @@ class Collector:
             "node": self.opts.node_name or socket.gethostname(),
             "started": round(time.time(), 3), "interval_s": self.opts.interval_s,
             "min_block_us": self.opts.min_block_us,
-            "python": platform.python_version(),
+            "python": platform.python_version(), "map_sizes": self.opts.map_sizes(),
         }
         if self.opts.duration_s:
             fields["duration_s"] = self.opts.duration_s
@@ -147,11 +147,10 @@ class Collector:
             signal.signal(sig, self._on_signal)
         headers: Optional[Headers] = None
         header_error = None
-        if not self.opts.resolve_only:
-            try:
-                headers = find_headers(explicit=self.opts.headers)
-            except LookupError as exc:
-                header_error = str(exc)
+        try:
+            headers = find_headers(explicit=self.opts.headers)
+        except LookupError as exc:
+            header_error = str(exc)
         self._hello(headers)
         res = self._resolve()
         for note in res.notes:
@@ -160,13 +159,6 @@ class Collector:
             return self._fail("no target process found (" + "; ".join(res.notes) + ")")
         self.targets = res.targets
         self.writer.emit(target_record(res.targets))
-        if self.opts.resolve_only:
-            from .identity import describe
-
-            for t in res.targets:
-                self.writer.emit(describe(t.pid, t.comm, with_threads=True))
-            self._end("resolve-only")
-            return 0
         if header_error:
             return self._fail(header_error)
         assert headers is not None

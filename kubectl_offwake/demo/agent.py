@@ -23,7 +23,7 @@ import sys
 import time
 from typing import List, Optional
 
-from .proctitle import die_with_parent, pin, set_comm
+from ..prctl import die_with_parent, pin, set_comm
 from .xds import XdsServer
 
 COMM = "pilot-agent"

@@ -117,13 +117,3 @@ class NodeNetwork:
                 problems.append(proc.stderr.strip())
         return "; ".join(problems) or None
 
-
-def netns_exists(name: str) -> bool:
-    return any(
-        line.split()[0] == name for line in run_ip("netns", "list", check=False).stdout.splitlines()
-        if line.strip()
-    )
-
-
-def link_exists(name: str) -> bool:
-    return run_ip("link", "show", name, check=False).returncode == 0

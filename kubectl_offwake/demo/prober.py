@@ -16,7 +16,7 @@ import sys
 import time
 from typing import List, Optional
 
-from .proctitle import die_with_parent, set_comm
+from ..prctl import die_with_parent, set_comm
 
 COMM = "kubelet"
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Set
 
 from ..errors import RunFailed
+from ..prctl import die_with_parent
 from .cgroup import DemoCgroup
-from .proctitle import die_with_parent
 
 
 @dataclass

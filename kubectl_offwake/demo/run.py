@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..analysis.model import Recording
 from ..errors import RunFailed
 from ..live import LiveProgress, StepPrinter
-from ..localrun import CollectorRun, collector_command, find_collector_python
+from ..pipeline.local import CollectorRun, collector_command, find_collector_python
+from ..pipeline.sink import StreamSink
 from .binaries import DemoBinaries
 from .mesh import DemoMesh, MeshInfo, require_root
 from .scenarios import Scenario
@@ -23,7 +24,6 @@ class DemoResult:
     recording: Recording
     scenario: Scenario
     info: MeshInfo
-    saved_path: Optional[str]
     interrupted: bool
     cleanup_problems: List[str]
 
@@ -44,7 +44,11 @@ def identity_records(info: MeshInfo) -> List[dict]:
 
 
 def run_demo(duration_s: float, scenario: Scenario, keep_recording: Optional[str] = None,
-             steps: Optional[StepPrinter] = None, interval_s: float = 1.0) -> DemoResult:
+             steps: Optional[StepPrinter] = None, interval_s: float = 1.0,
+             collector_args: Optional[List[str]] = None,
+             client: Optional[Dict[str, Any]] = None) -> DemoResult:
+    """Set up the scenario's node, trace its Envoy, remove the node; ``collector_args``
+    go to the collector as they are, ``client`` is the recording's ``client`` record."""
     require_root()
     steps = steps or StepPrinter()
     binaries = DemoBinaries.find()
@@ -57,11 +61,11 @@ def run_demo(duration_s: float, scenario: Scenario, keep_recording: Optional[str
     try:
         time.sleep(WARMUP_S)
         command = collector_command(python, ["--pid", str(info.envoy_pid)], duration_s,
-                                    interval_s)
+                                    interval_s, collector_args)
         with LiveProgress(f"tracing envoy (pid {info.envoy_pid})") as live:
-            run = CollectorRun(command, keep_recording, live, "envoy", duration_s,
-                               annotations=identity_records(info))
-            result = run.run()
+            after_hello = ([client] if client else []) + identity_records(info)
+            sink = StreamSink("envoy", keep_recording, live, after_hello)
+            result = CollectorRun(command, sink, duration_s).run()
     finally:
         with steps.working("removing the demo node…"):
             mesh.__exit__(None, None, None)
@@ -72,5 +76,5 @@ def run_demo(duration_s: float, scenario: Scenario, keep_recording: Optional[str
                         + "; ".join(mesh.cleanup_problems))
     steps.done(f"removed the demo node ({info.netns}, its veth, cgroup, processes and "
                "temporary files)")
-    return DemoResult(result.recording, scenario, info, keep_recording, result.interrupted,
+    return DemoResult(result.recording, scenario, info, result.interrupted,
                       mesh.cleanup_problems)

@@ -14,7 +14,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import List, Optional
 
-from .proctitle import die_with_parent, set_comm
+from ..prctl import die_with_parent, set_comm
 
 COMM = "upstream"
 BODY = b"hello from the demo app\n"

@@ -165,6 +165,9 @@ def extract_warnings(text: str) -> Tuple[str, List[str]]:
     return _BCC_WARNING.sub(keep, text), notes
 
 
+_LOST_STACKS = re.compile(r"^offwaketime: (\d+) stack traces")
+
+
 def corrupt_note(count: int, what: str = "block") -> str:
     return f"skipped {count} corrupt {what}(s)"
 
@@ -179,4 +182,7 @@ def finish_import(recording: Recording, notes: List[str], corrupt: int, *,
     if not recording.edges:
         raise BadInput(all_corrupt if corrupt else nothing_read)
     recording.warnings.extend(notes)
+    lost = sum(int(m.group(1)) for m in map(_LOST_STACKS.match, notes) if m)
+    if lost:  # a loss counter like the collector's, for the loss finding
+        recording.lost["stack_lost"] = lost
     return recording

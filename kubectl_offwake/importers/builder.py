@@ -12,7 +12,7 @@ record must not cost the user the rest of a recording.
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union, get_args
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union, get_args
 
 from ..analysis.model import (
     Edge,
@@ -29,6 +29,7 @@ from ..analysis.vocabulary import traced_field
 from ..wire.schema import (
     CgroupPhase,
     CgroupStatRecord,
+    ClientRecord,
     EndRecord,
     EnvoyStatsRecord,
     FailureRecord,
@@ -97,6 +98,7 @@ class RecordingBuilder:
         #: handler checks or coerces what it uses (a malformed record raises, and is counted).
         self._handlers: Dict[str, Callable[[Any], None]] = {
             "hello": self._hello,
+            "client": self._client,
             "target": self._target,
             "progress": self._progress,
             "process": self._process,
@@ -127,11 +129,6 @@ class RecordingBuilder:
             handler(record)
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
             self.malformed += 1
-
-    def add_all(self, records: Iterable[Mapping[str, Any]]) -> RecordingBuilder:
-        for record in records:
-            self.add(record)
-        return self
 
     def finish(self) -> Recording:
         """The recording with the builder's warnings; safe to call repeatedly."""
@@ -190,6 +187,14 @@ class RecordingBuilder:
             if key not in _ENVELOPE:
                 source[key] = value
         source["kind"] = "offwake"
+
+    def _client(self, record: ClientRecord) -> None:
+        """Which command made the recording, and the collector options it has."""
+        options = record.get("options") or []
+        if not isinstance(options, list):
+            raise TypeError("options must be a list")
+        self.recording.source["command"] = _str(record["command"])
+        self.recording.source["command_options"] = [_str(o) for o in options]
 
     def _target(self, record: TargetRecord) -> None:
         processes = record["processes"]
@@ -472,15 +477,9 @@ class RecordingBuilder:
         if reason == "error":
             node = self.recording.source.get("node")
             source = _str(node) if isinstance(node, (str, int)) and node != "" else "collector"
-            self.recording.failures[source] = (
-                f"the collector on node {source} failed: {self._error_reason(warnings)}")
-
-    def _error_reason(self, warnings: List[Any]) -> str:
-        """Why a collector ended in error: its last error log, else its last warning."""
-        for log in reversed(self.recording.logs):
-            if log.get("level") == "error":
-                return log["message"]
-        return _str(warnings[-1]) if warnings else "it gave no reason"
+            error = record.get("error")
+            why = _str(error) if error is not None else "it gave no reason"
+            self.recording.failures[source] = f"the collector on node {source} failed: {why}"
 
     def _failure(self, record: FailureRecord) -> None:
         """The client's word on a failed source: replaces what the stream said of it."""

@@ -1,4 +1,4 @@
-"""The only code that imports the kubernetes client.
+"""The only code that imports the kubernetes client: it talks to the API, nothing else.
 
 One job per module (pure ones marked *, unit-tested on literal data):
 
@@ -13,11 +13,12 @@ One job per module (pure ones marked *, unit-tested on literal data):
 - ``podspec``*   THE node pod and its ConfigMap (every security decision lives here, with the
                  zipapp's sha256 check the pod runs before the collector)
 - ``diagnose``*  a collector pod's status → one sentence per way it fails
-- ``logs``       following the collector's log, decoding the wire stream, resuming on drops
+- ``logs``       following the collector's log as bytes, resuming on drops (whole lines
+                 go to the run pipeline's sink, which decodes them)
 - ``noderun``    one node's collector pod: create, watch, follow, stop, delete
 - ``fleet``      all nodes at once, one thread each; stop and close from the caller's thread
 - ``naming``*    host processes → ``ns/pod/container``, ``host: COMM``, ``kernel: COMM``
-- ``recordings``* per-node recordings → one per pod and one merged; saving them
-- ``session``    ``kubectl offwake TARGET`` start to finish (signals, progress, reports)
+- ``session``    ``kubectl offwake TARGET`` up to the run: config, preflight, resolve,
+                 ``--dry-run``, image choice (the run is ``kubectl_offwake.pipeline.cluster``)
 - ``setup_objects``* / ``admin``  ``kubectl offwake setup`` and ``cleanup``
 """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, TypeVar
 
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
@@ -43,10 +43,6 @@ class Cluster:
     def namespace(self) -> str:
         return self.config.namespace
 
-    def sanitize(self, obj: Any) -> Any:
-        """A model object as the plain JSON dict the API speaks."""
-        return self.config.api_client.sanitize_for_serialization(obj)
-
 
 def status_message(exc: ApiException) -> str:
     """The ``message`` of a Kubernetes ``Status`` body, else the HTTP reason."""
@@ -59,10 +55,6 @@ def status_message(exc: ApiException) -> str:
         except (ValueError, TypeError):
             pass
     return f"{exc.status} {exc.reason}".strip()
-
-
-def is_not_found(exc: BaseException) -> bool:
-    return isinstance(exc, ApiException) and exc.status == 404
 
 
 def call(what: str, fn: Callable[..., T], *args: Any, server: str = "", **kwargs: Any) -> T:
@@ -128,13 +120,3 @@ def _short(exc: BaseException) -> str:
     if reason is not None:
         text = str(reason)
     return text.split("\n")[0][:200]
-
-
-def maybe(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Optional[T]:
-    """A call whose 404 means 'not there' (returns None); other errors as :func:`call`."""
-    try:
-        return call(what, fn, *args, **kwargs)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise

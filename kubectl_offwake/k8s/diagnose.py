@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Mapping, Optional, Sequence
 
 from .podspec import COLLECTOR_CONTAINER, REFUSAL
 
@@ -97,22 +97,23 @@ def pod_state(pod: Optional[dict]) -> PodState:
     return PodState("pending", wreason or phase)
 
 
-def last_logs(records: List[dict], lines: List[str], limit: int = 5) -> str:
-    """The collector's last ``log`` records (else its last non-JSON lines), joined."""
-    messages = [f"{r.get('level', 'info')}: {r.get('message')}" for r in records
-                if r.get("type") == "log" and r.get("level") in ("error", "warning")]
+def last_logs(logs: Sequence[Mapping[str, str]], lines: Sequence[str], limit: int = 5) -> str:
+    """The collector's last log messages (errors and warnings first; else its last non-JSON
+    lines), joined."""
+    messages = [f"{r.get('level', 'info')}: {r.get('message')}" for r in logs
+                if r.get("level") in ("error", "warning")]
     if not messages:
-        messages = [f"{r.get('level', 'info')}: {r.get('message')}" for r in records
-                    if r.get("type") == "log"]
+        messages = [f"{r.get('level', 'info')}: {r.get('message')}" for r in logs]
     if not messages:
         messages = [line.strip() for line in lines if line.strip()]
     tail = messages[-limit:]
     return " | ".join(tail)
 
 
-def exit_message(node: str, state: PodState, records: List[dict], text_lines: List[str],
-                 configmap: Optional[dict] = None) -> str:
-    """The sentence for a collector that exited without a complete stream.
+def exit_message(node: str, state: PodState, logs: Sequence[Mapping[str, str]],
+                 text_lines: Sequence[str], configmap: Optional[dict] = None) -> str:
+    """The sentence for a collector that exited without a complete stream (``logs``: its
+    ``log`` records so far, ``text_lines``: its output that was no wire record).
 
     ``configmap`` is the metadata of the collector's ConfigMap, named when the pod's hash
     check refused what it found there.
@@ -131,7 +132,7 @@ def exit_message(node: str, state: PodState, records: List[dict], text_lines: Li
     if state.exit_code == 0:
         return (f"the collector on node {node} exited before the end of its stream; "
                 "the report covers the snapshots that arrived")
-    tail = last_logs(records, text_lines)
+    tail = last_logs(logs, text_lines)
     code = state.exit_code
     reason = f" ({state.reason})" if state.reason and state.reason not in ("Error",) else ""
     text = f"the collector on node {node} exited with code {code}{reason}"

@@ -1,22 +1,24 @@
 """A run over one or more nodes: one collector per node, all at once, all cleaned up.
 
 Each node is driven by its own thread (create → watch → follow → name → teardown), so a
-slow image pull on one node does not hold the others back. The caller's thread keeps the
-signals: :meth:`Fleet.request_stop` asks every collector to flush and stop, and
-:meth:`Fleet.close` makes sure every pod and ConfigMap is gone whatever happened.
+slow image pull on one node does not hold the others back. Each node's log goes to the
+stream the caller made for it (:class:`~.noderun.NodeStream`), and the naming step adds
+the node's ``identity`` records to that stream. The caller's thread keeps the signals:
+:meth:`Fleet.request_stop` asks every collector to flush and stop, and :meth:`Fleet.close`
+makes sure every pod and ConfigMap is gone whatever happened.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from ..errors import RunFailed
 from .api import Cluster, get_json
 from .naming import identities
-from .noderun import NodeRun
+from .noderun import NodeRun, NodeStream
 from .podspec import GRACE_PERIOD_S, NodePodOptions
 from .targets import ResolvedTarget, group_by_node
 
@@ -29,6 +31,7 @@ class FleetOptions:
     collector_sha256: str
     duration_s: float
     interval_s: float
+    collector_args: List[str] = field(default_factory=list)
 
 
 def plan(targets: List[ResolvedTarget], options: FleetOptions) -> List[NodePodOptions]:
@@ -39,6 +42,7 @@ def plan(targets: List[ResolvedTarget], options: FleetOptions) -> List[NodePodOp
             image=options.image, collector_sha256=options.collector_sha256,
             duration_s=options.duration_s,
             interval_s=options.interval_s, targets=node_targets,
+            collector_args=list(options.collector_args),
         )
         for node, node_targets in group_by_node(targets).items()
     ]
@@ -48,15 +52,16 @@ class Fleet:
     """Runs the node collectors in parallel; stop and close are safe from any thread."""
 
     def __init__(self, cluster: Cluster, targets: List[ResolvedTarget], options: FleetOptions,
-                 zipapp: bytes, on_update: Optional[Callable[[NodeRun], None]] = None,
-                 on_record: Optional[Callable[[NodeRun, dict], None]] = None,
+                 zipapp: bytes, streams: Dict[str, NodeStream],
+                 on_update: Optional[Callable[[NodeRun], None]] = None,
                  name_all_namespaces: bool = True) -> None:
+        """``streams``: node name → where that node's stream goes, for every node of
+        :func:`plan`."""
         self.cluster = cluster
         self.targets = targets
         self.options = options
-        self.runs: List[NodeRun] = [NodeRun(cluster, opts, zipapp, on_update, on_record)
+        self.runs: List[NodeRun] = [NodeRun(cluster, opts, zipapp, streams[opts.node], on_update)
                                     for opts in plan(targets, options)]
-        self.identity_records: Dict[str, List[dict]] = {}
         self.errors: Dict[str, str] = {}
         self.name_all_namespaces = name_all_namespaces
         self._threads: List[threading.Thread] = []
@@ -102,24 +107,11 @@ class Fleet:
 
     def _name(self, run: NodeRun) -> None:
         """``identity`` records for every process the collector saw on this node."""
-        processes: List[dict] = []
-        for record in run.follower.records:
-            rtype = record.get("type")
-            if rtype == "process":
-                processes.append(record)
-            elif rtype == "target":
-                processes.extend(p for p in record.get("processes") or []
-                                 if isinstance(p, dict))
+        processes = list(run.stream.recording.processes.values())
         if not processes:
             return
-        pods = self._pods_on(run.opts.node)
-        bodies = identities(processes, pods, run.opts.node)
-        seq = run.follower.saved_seq
-        records = []
-        for body in bodies:
-            seq += 1
-            records.append({"type": "identity", "seq": seq, **body})
-        self.identity_records[run.opts.node] = records
+        for record in identities(processes, self._pods_on(run.opts.node), run.opts.node):
+            run.stream.add_client_record(record)
 
     def _pods_on(self, node: str) -> List[dict]:
         selector = f"spec.nodeName={node}"
@@ -168,18 +160,3 @@ class Fleet:
                 if not self._done.get(run.opts.node):
                     run.request_stop(0)
                     run.teardown(wait_s=10)
-
-    def lines(self, run: NodeRun) -> List[str]:
-        """The node's recording: the wire lines as they came, then our identity records and,
-        when the node failed, a ``failure`` record saying why (so a saved recording says it
-        is incomplete, and why, when it is read again)."""
-        import json
-
-        records = list(self.identity_records.get(run.opts.node, []))
-        error = self.errors.get(run.opts.node)
-        if error is not None:
-            seq = records[-1]["seq"] if records else run.follower.saved_seq
-            records.append({"type": "failure", "seq": seq + 1, "source": run.opts.node,
-                            "reason": error})
-        return list(run.follower.lines) + [json.dumps(r, separators=(",", ":"))
-                                           for r in records]

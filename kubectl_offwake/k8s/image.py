@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Literal, Mapping, Optional
 
 from .. import __version__
 from ..errors import BadInput, RunFailed
@@ -25,7 +25,7 @@ CONFIG_MAP = "offwake-config"
 CONFIG_KEY = "image"
 
 #: Where a choice came from (:attr:`ImageChoice.origin`), in precedence order.
-ORIGINS = ("flag", "environment", "cluster", "default")
+Origin = Literal["flag", "environment", "cluster", "default"]
 
 # A reference as the container runtimes accept it: [host[:port]/]path[:tag][@digest]
 # (lowercase path components, tag up to 128 characters, a sha256 digest).
@@ -55,7 +55,7 @@ class ImageChoice:
     """The collector image of a run, and where that choice came from."""
 
     image: str
-    origin: str  # one of ORIGINS
+    origin: Origin
     namespace: str = ""  # the collector namespace (for the cluster's choice)
 
     def describe(self) -> str:

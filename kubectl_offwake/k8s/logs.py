@@ -1,97 +1,63 @@
-"""Following a collector's log and decoding its wire stream, resuming when it drops.
+"""Following a collector's log as bytes, resuming when the connection drops.
 
 A followed log stream can end early: an API server or kubelet restart, a proxy idle
 timeout, a network blip. The follower reconnects and reads the log again from the start;
-``seq`` numbers make the repeat harmless (records already seen are dropped), so nothing
-is lost and nothing is counted twice. Only whole lines are decoded: a line cut by the
-drop comes again after the reconnect.
+the stream's consumer (the run pipeline's sink, :mod:`kubectl_offwake.pipeline.sink`)
+drops the lines it already has by their ``seq``, so nothing is lost and nothing is counted
+twice. Only whole lines are handed on: a line cut by the drop comes again after the
+reconnect.
 
-The follower takes its stream and pod-state as callables, so its resume logic is tested
+The follower takes its stream and pod state as callables, so its resume logic is tested
 against scripted streams (tests/unit/test_k8s_logs.py) and runs unchanged on the API.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import threading
 import time
-from typing import Callable, Iterable, Iterator, List, Optional
-
-from ..wire import StreamDecoder, WireError
-
-_SEQ = re.compile(r'"seq"\s*:\s*(\d+)')
+from typing import Callable, Iterable, Iterator, Optional, Protocol
 
 #: Give up after this many reconnects in a row that brought nothing new.
 MAX_IDLE_RECONNECTS = 8
 
 
-class LogFollower:
-    """Feeds log lines to a StreamDecoder and keeps the raw lines worth saving."""
-
-    def __init__(self, on_record: Optional[Callable[[dict], None]] = None) -> None:
-        self.decoder = StreamDecoder()
-        self.lines: List[str] = []  # wire lines in order, each seq once: the recording
-        self.records: List[dict] = []  # committed records
-        self.text_tail: List[str] = []  # non-JSON output (stderr), last lines only
-        self.saved_seq = 0
-        self.reconnects = 0
-        self.error: Optional[str] = None  # the last transport error (we reconnect)
-        self.fatal: Optional[str] = None  # the stream is not ours / not readable
-        self._on_record = on_record
-        self._lock = threading.Lock()
+class LineConsumer(Protocol):
+    """What a followed log feeds (the run pipeline's ``StreamSink``)."""
 
     @property
     def ended(self) -> bool:
-        return self.decoder.ended
+        """The stream's last record arrived."""
+
+    @property
+    def fatal(self) -> Optional[str]:
+        """Why the stream cannot be read, once it showed it cannot."""
 
     def feed_line(self, line: str) -> bool:
         """Take one whole line; True when it was new."""
-        text = line.strip()
-        if not text:
-            return False
-        if not text.startswith("{"):
-            self.text_tail = (self.text_tail + [text])[-20:]
-            return False
-        match = _SEQ.search(text[:80])
-        seq = int(match.group(1)) if match else None
-        if seq is None:
-            try:
-                value = json.loads(text).get("seq")
-                seq = value if isinstance(value, int) else None
-            except (ValueError, AttributeError):
-                self.text_tail = (self.text_tail + [text])[-20:]
-                return False
-        if seq is not None and seq <= self.saved_seq:
-            return False
-        try:
-            committed = self.decoder.feed(text)
-        except WireError as exc:
-            self.fatal = str(exc)
-            return False
-        with self._lock:
-            self.lines.append(text)
-            if seq is not None:
-                self.saved_seq = seq
-            self.records.extend(committed)
-        if self._on_record is not None:
-            for record in committed:
-                self._on_record(record)
-        return True
+
+
+class LogFollower:
+    """Reads a log until its stream ends, reconnecting when the connection drops."""
+
+    def __init__(self, consumer: LineConsumer) -> None:
+        self.consumer = consumer
+        self.reconnects = 0
+        self.error: Optional[str] = None  # the last transport error (we reconnect)
 
     def feed_chunks(self, chunks: Iterable[bytes]) -> int:
-        """Decode a byte stream; a trailing partial line is dropped (it comes again)."""
+        """Hand on each whole line of a byte stream; a trailing partial line is dropped
+        (it comes again). Returns how many lines were new."""
         buffer = b""
         new = 0
         for chunk in chunks:
-            if self.fatal:
+            if self.consumer.fatal:
                 break
             if not chunk:
                 continue
             buffer += chunk
             while b"\n" in buffer:
                 raw, buffer = buffer.split(b"\n", 1)
-                if self.feed_line(raw.decode("utf-8", "replace")):
+                if self.consumer.feed_line(raw.decode("utf-8", "replace")):
                     new += 1
         return new
 
@@ -102,7 +68,7 @@ class LogFollower:
         stop: Optional[threading.Event] = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> str:
-        """Read until the stream's ``end`` record or the container is gone.
+        """Read until the stream's end or the container is gone.
 
         ``open_stream(follow)`` opens the log from its start; ``finished()`` says the
         container has exited (then one last non-following read picks up the rest).
@@ -115,16 +81,16 @@ class LogFollower:
                 new = self.feed_chunks(open_stream(True))
             except Exception as exc:  # dropped connection, timeout, API error
                 self.error = _short(exc)
-            if self.fatal:
+            if self.consumer.fatal:
                 return "error"
-            if self.ended:
+            if self.consumer.ended:
                 return "end"
             if finished():
                 try:
                     self.feed_chunks(open_stream(False))
                 except Exception as exc:
                     self.error = _short(exc)
-                return "end" if self.ended else "exited"
+                return "end" if self.consumer.ended else "exited"
             self.reconnects += 1
             idle = 0 if new else idle + 1
             if idle >= MAX_IDLE_RECONNECTS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from ..analysis.model import ProcessInfo
 from .targets import split_container_id
 
 
@@ -43,23 +44,22 @@ def pod_index(pods: Iterable[dict]) -> Tuple[Dict[str, Tuple[str, str]], Dict[st
     return by_cid, by_uid
 
 
-def identity_for(process: dict, by_cid: Dict[str, Tuple[str, str]], by_uid: Dict[str, str],
-                 node: Optional[str]) -> dict:
-    """One ``identity`` record (without ``type``/``seq``) for a ``process`` record."""
-    pid = process.get("pid")
-    comm = str(process.get("comm") or "?")
-    out: dict = {"pid": pid}
+def identity_for(process: ProcessInfo, by_cid: Dict[str, Tuple[str, str]],
+                 by_uid: Dict[str, str], node: Optional[str]) -> dict:
+    """The ``identity`` record of a process the collector described."""
+    comm = process.comm or "?"
+    out: dict = {"type": "identity", "pid": process.pid}
     if node:
         out["node"] = node
-    if process.get("kernel_thread"):
+    if process.kernel_thread:
         out["label"] = f"kernel: {comm}"
         return out
-    cid = _norm_cid(process.get("container_id"))
+    cid = _norm_cid(process.container_id)
     if cid and cid in by_cid:
         pod, container = by_cid[cid]
         out.update(pod=pod, container=container, label=f"{pod}/{container}")
         return out
-    uid = _norm_uid(process.get("pod_uid"))
+    uid = _norm_uid(process.pod_uid)
     if uid and uid in by_uid:
         out.update(pod=by_uid[uid], label=by_uid[uid])
         return out
@@ -67,13 +67,8 @@ def identity_for(process: dict, by_cid: Dict[str, Tuple[str, str]], by_uid: Dict
     return out
 
 
-def identities(processes: Iterable[dict], pods: Iterable[dict],
+def identities(processes: Iterable[ProcessInfo], pods: Iterable[dict],
                node: Optional[str]) -> List[dict]:
-    """``identity`` record bodies for every distinct pid among ``process`` records."""
+    """``identity`` records for every process of a recording."""
     by_cid, by_uid = pod_index(pods)
-    seen: Dict[int, dict] = {}
-    for process in processes:
-        pid = process.get("pid")
-        if isinstance(pid, int):
-            seen[pid] = identity_for(process, by_cid, by_uid, node)
-    return list(seen.values())
+    return [identity_for(process, by_cid, by_uid, node) for process in processes]

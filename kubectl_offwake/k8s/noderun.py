@@ -6,6 +6,9 @@ runs on every path):
     create ConfigMap → create Pod → ConfigMap owned by the Pod → watch until the
     collector runs (or say why it cannot) → follow its log, resuming on drops →
     delete the Pod (grace period: SIGTERM lets the collector flush) → wait until gone.
+
+The log's lines go to the node's :class:`NodeStream`, the run pipeline's sink
+(:mod:`kubectl_offwake.pipeline.sink`): this module only moves bytes and reads the pod.
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, Protocol, Sequence
 
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 
+from ..analysis.model import Recording
 from ..errors import RunFailed
 from .api import Cluster, call, get_json, status_message
 from .diagnose import PodState, exit_message, pod_state
-from .logs import LogFollower, read_chunks
+from .logs import LineConsumer, LogFollower, read_chunks
 from .podspec import (
     COLLECTOR_CONTAINER,
     GRACE_PERIOD_S,
@@ -40,6 +44,25 @@ LOG_READ_TIMEOUT_S = 30.0
 WATCH_TIMEOUT_S = 10
 
 
+class NodeStream(LineConsumer, Protocol):
+    """Where a node's collector stream goes, and what the node's run reads back from it."""
+
+    @property
+    def saw_hello(self) -> bool:
+        """The collector started its stream."""
+
+    @property
+    def recording(self) -> Recording:
+        """What the stream said so far (processes to name, log records)."""
+
+    @property
+    def text_tail(self) -> Sequence[str]:
+        """The collector's last lines that were no wire records."""
+
+    def add_client_record(self, record: dict) -> None:
+        """A record of the client's own (``identity``, ``failure``)."""
+
+
 @dataclass
 class NodeStatus:
     """What a live display shows for one node."""
@@ -48,7 +71,6 @@ class NodeStatus:
     pod: str
     phase: str = "creating"  # creating|pending|running|streaming|stopping|done|failed
     detail: str = ""
-    progress: Optional[dict] = None
     targets: List[str] = field(default_factory=list)
 
 
@@ -56,8 +78,7 @@ class NodeRun:
     """Drives one node's collector pod; thread-safe stop requests."""
 
     def __init__(self, cluster: Cluster, opts: NodePodOptions, zipapp: bytes,
-                 on_update: Optional[Callable[[NodeRun], None]] = None,
-                 on_record: Optional[Callable[[NodeRun, dict], None]] = None,
+                 stream: NodeStream, on_update: Optional[Callable[[NodeRun], None]] = None,
                  startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         self.cluster = cluster
         self.opts = opts
@@ -68,7 +89,8 @@ class NodeRun:
         self.namespace = opts.namespace
         self.status = NodeStatus(opts.node, self.name,
                                  targets=[t.label() for t in opts.targets or []])
-        self.follower = LogFollower(on_record=self._on_record)
+        self.stream = stream
+        self.follower = LogFollower(self)
         self.failure: Optional[str] = None
         self.warnings: List[str] = []
         self.created_pod = False
@@ -76,11 +98,9 @@ class NodeRun:
         self.last_pod: Optional[dict] = None
         self.stop_requested = threading.Event()
         self.stop_sent = False
-        self.started_running = False
         self.startup_timeout_s = startup_timeout_s
         self._stop_deadline = float("inf")
         self._on_update = on_update
-        self._on_any_record = on_record
         self._lock = threading.Lock()
 
     # -- helpers ----------------------------------------------------------------------------
@@ -91,13 +111,21 @@ class NodeRun:
         if self._on_update is not None:
             self._on_update(self)
 
-    def _on_record(self, record: dict) -> None:
-        if record.get("type") == "progress":
-            self.status.progress = record
-        elif record.get("type") == "hello" and self.status.phase == "running":
+    # the LineConsumer the follower feeds: the node's stream, and the step it marks
+
+    @property
+    def ended(self) -> bool:
+        return self.stream.ended
+
+    @property
+    def fatal(self) -> Optional[str]:
+        return self.stream.fatal
+
+    def feed_line(self, line: str) -> bool:
+        new = self.stream.feed_line(line)
+        if new and self.status.phase == "running" and self.stream.saw_hello:
             self._set("streaming", "tracing")
-        if self._on_any_record is not None:
-            self._on_any_record(self, record)
+        return new
 
     @property
     def server(self) -> str:
@@ -165,7 +193,6 @@ class NodeRun:
         state = pod_state(self.last_pod)
         while True:
             if state.kind in ("running", "exited"):
-                self.started_running = True
                 return state
             if state.kind == "failed":
                 raise RunFailed(state.message)
@@ -270,14 +297,15 @@ class NodeRun:
         recording's own failure, read by the importer) or the user stopped the collector
         before it finished."""
         node = self.opts.node
-        if self.follower.fatal:
+        if self.stream.fatal:
             return f"the collector on node {node} sent an unreadable stream: " \
-                   f"{self.follower.fatal}"
-        if self.follower.ended:
+                   f"{self.stream.fatal}"
+        if self.stream.ended:
             return None
         state = pod_state(self.last_pod)
         if state.kind == "exited":
-            return exit_message(node, state, self.follower.records, self.follower.text_tail,
+            return exit_message(node, state, self.stream.recording.logs,
+                                list(self.stream.text_tail)[-20:],
                                 self.cm_manifest["metadata"])
         if state.kind == "failed":
             return state.message
@@ -346,7 +374,7 @@ class NodeRun:
 
     def _collector_done(self) -> bool:
         return pod_state(self.last_pod).kind in ("exited", "failed", "gone") or \
-            self.follower.ended
+            self.stream.ended
 
     def _wait_gone(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds

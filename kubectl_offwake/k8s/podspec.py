@@ -12,7 +12,7 @@ import hashlib
 import math
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from .targets import ResolvedTarget
@@ -113,6 +113,8 @@ class NodePodOptions:
     interval_s: float = DEFAULT_INTERVAL_S
     targets: Optional[List[ResolvedTarget]] = None
     image_pull_policy: str = "IfNotPresent"
+    #: More collector options, as the user gave them (the map sizes).
+    collector_args: List[str] = field(default_factory=list)
 
 
 def _dns_label(text: str) -> str:
@@ -155,6 +157,7 @@ def collector_command(opts: NodePodOptions) -> List[str]:
         "--duration", _num(opts.duration_s),
         "--interval", _num(opts.interval_s),
         "--node-name", opts.node,
+        *opts.collector_args,
     ]
     return argv
 

@@ -66,6 +66,11 @@ def image_permission(collector_namespace: str) -> Permission:
                       why="read the cluster's collector image")
 
 
+#: Naming wakers by pod on the node (any namespace); without it, by container id only.
+LIST_ALL_PODS = Permission("list", "pods", None, optional=True,
+                           why="name wakers by pod and container")
+
+
 def run_permissions(collector_namespace: str) -> List[Permission]:
     """What running the node pods needs, and the optional naming of wakers."""
     ns = collector_namespace
@@ -75,8 +80,7 @@ def run_permissions(collector_namespace: str) -> List[Permission]:
     perms += [Permission(verb, "pods", ns, why="run the collector")
               for verb in ("create", "get", "watch", "delete")]
     perms.append(Permission("get", "pods", ns, subresource="log", why="read the collector"))
-    perms.append(Permission("list", "pods", None, optional=True,
-                            why="name wakers by pod and container"))
+    perms.append(LIST_ALL_PODS)
     return perms
 
 
@@ -139,12 +143,16 @@ ASK_AN_ADMIN = "run `kubectl offwake setup` as a cluster admin"
 
 
 def require(cluster: Cluster, permissions: List[Permission],
-            advice: str = ASK_FOR_RBAC) -> List[str]:
-    """Raise naming every missing required permission; return warnings for optional ones."""
+            advice: str = ASK_FOR_RBAC) -> List[Permission]:
+    """Raise naming every missing required permission; return the optional ones missing."""
     missing = check(cluster, permissions)
     required = [p for p in missing if not p.optional]
     if required:
         listed = ", ".join(p.describe() for p in required)
         raise RunFailed(f"you are not allowed to {listed}; {advice}")
-    return [f"cannot {p.describe()}, so wakers are named by container id only"
-            for p in missing if p.optional]
+    return [p for p in missing if p.optional]
+
+
+def degraded(perm: Permission) -> str:
+    """The warning for a missing optional permission: what the run does without it."""
+    return f"cannot {perm.describe()}, so wakers are named by container id only"

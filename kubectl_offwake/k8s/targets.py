@@ -30,7 +30,6 @@ KINDS: Dict[str, str] = {
     "job": "job", "jobs": "job",
     "node": "node", "nodes": "node", "no": "node",
 }
-WORKLOAD_KINDS = ("deployment", "statefulset", "daemonset", "replicaset", "job")
 
 
 @dataclass(frozen=True)

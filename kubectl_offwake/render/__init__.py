@@ -30,6 +30,8 @@ FORMATS = {
 #: File suffix → format, for guessing ``--format`` from ``--out``.
 SUFFIXES = {".json": "json", ".folded": "folded", ".txt": "table", ".svg": "svg",
             ".html": "html", ".htm": "html", ".speedscope.json": "speedscope"}
+#: Format → the suffix of a file named for it (the first of :data:`SUFFIXES` for it).
+FORMAT_SUFFIXES = {fmt: suffix for suffix, fmt in reversed(SUFFIXES.items())}
 
 
 @dataclass
@@ -95,8 +97,3 @@ def atomic_output(path: str) -> Iterator[TextIO]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    with atomic_output(path) as handle:
-        handle.write(text)

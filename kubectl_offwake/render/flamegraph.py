@@ -54,8 +54,6 @@ WAKER_USER = "waker-user"
 WAKER_FRAME = "waker-frame"
 WAKER = "waker"  # the waker's (or preemptor's) name, the top of a chain
 
-#: Kinds that belong to the waker side of a chain (drawn in cool colours).
-WAKER_KINDS = frozenset({SEPARATOR, WAKER_KERNEL, WAKER_USER, WAKER_FRAME, WAKER})
 #: Every kind below the root.
 KINDS = (CATEGORY, THREAD, TARGET_USER, TARGET_KERNEL, TARGET_FRAME, SEPARATOR, WAKER_KERNEL,
          WAKER_USER, WAKER_FRAME, WAKER)

@@ -66,11 +66,6 @@ def render(report: Report, out: TextIO, options: RenderOptions) -> None:
         out.write("".join(pieces))
 
 
-def folded_totals(wakeups: Iterable[Wakeup]) -> Dict[str, int]:
-    """Folded stack line (without its value) → total microseconds."""
-    return dict(_sorted_lines(wakeups))
-
-
 def _sorted_lines(wakeups: Iterable[Wakeup]) -> List[Tuple[str, int]]:
     """(line without its value, total µs), sorted by line, equal lines summed.
 

@@ -387,10 +387,6 @@ def _target(party: Party) -> Dict[str, Any]:
     }
 
 
-def _depth(stack: Optional[Stack]) -> Optional[int]:
-    return stack.kernel_depth if stack is not None else None
-
-
 def _group_numbers(group: Group) -> Dict[str, Any]:
     return {
         "edges": group.edges,

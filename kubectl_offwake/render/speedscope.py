@@ -17,7 +17,6 @@ names are kept exact, with characters a terminal would act on written as JSON es
 from __future__ import annotations
 
 import functools
-import io
 import json
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
@@ -94,8 +93,8 @@ _dumps = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":")
 
 
 def render(report: Report, out: TextIO, options: RenderOptions) -> None:
-    """Exactly ``json.dumps(speedscope_dict(...), separators=(",", ":"))``, written from
-    pre-encoded samples (100k chains of ~60 frames would otherwise be 6M list items)."""
+    """The speedscope document as compact JSON, written from pre-encoded samples (100k
+    chains of ~60 frames would otherwise be 6M list items)."""
     frames = _Frames()
     several_pods = spans_pods(report.wakeups)
     profiles = [_profile(category, wakeups, frames, several_pods)
@@ -121,14 +120,6 @@ def _escaping_writer(out: TextIO) -> Callable[[str], object]:
 
 #: Samples written per ``out.write``.
 _CHUNK = 5_000
-
-
-def speedscope_dict(report: Report, options: RenderOptions) -> Dict[str, Any]:
-    """The document as plain JSON values (what :func:`render` writes)."""
-    buffer = io.StringIO()
-    render(report, buffer, options)
-    document: Dict[str, Any] = json.loads(buffer.getvalue())
-    return document
 
 
 def _by_category(report: Report) -> List[Tuple[str, List[Wakeup]]]:

@@ -42,7 +42,7 @@ class ReadResult:
 
     records: List[dict] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
-    truncated: bool = False
+    #: The stream's ``end`` record arrived (False: it was cut off).
     ended: bool = False
 
 
@@ -190,10 +190,8 @@ def iter_records(lines: Iterable[str], result: Optional[ReadResult] = None) -> I
     if not decoder.saw_hello:
         raise WireError("the input is empty; pass a recording or BCC offwaketime output")
     result.ended = decoder.ended
-    if not decoder.ended:
-        result.truncated = True
-        if not decoder.uncommitted:
-            result.warnings.append("the recording has no 'end' record; the collector was cut off")
+    if not decoder.ended and not decoder.uncommitted:
+        result.warnings.append("the recording has no 'end' record; the collector was cut off")
     result.warnings.extend(decoder.warnings())
 
 

@@ -68,13 +68,28 @@ class _HelloFields(_Envelope):
 class HelloRecord(_HelloFields, total=False):
     """schema, tool_version, collector, kernel, node, started (unix s), interval_s,
     duration_s?, min_block_us?, headers {source, path, note?}?, bcc_version? (null: bcc
-    did not import), python?"""
+    did not import), python?, map_sizes? {option: entries} (the BPF map sizes of this
+    run, by the option of :data:`MAP_SIZE_OPTIONS` that sets each)"""
 
     duration_s: float
     min_block_us: float
     headers: HeadersInfo
     bcc_version: Optional[str]
     python: str
+    map_sizes: Dict[str, int]
+
+
+# -- client -------------------------------------------------------------------------------------
+
+
+class ClientRecord(_Envelope):
+    """command (how a user runs it again: "kubectl offwake local"), options (the collector
+    options that command takes, e.g. the map sizes) — written by the client right after
+    ``hello``, so what a report advises about a recording names options that exist"""
+
+    type: Literal["client"]
+    command: str
+    options: List[str]
 
 
 # -- target -------------------------------------------------------------------------------------
@@ -343,7 +358,7 @@ class SnapshotRecord(_SnapshotFields, total=False):
 
 # -- end ----------------------------------------------------------------------------------------
 
-EndReason = Literal["duration", "signal", "target-exit", "error", "resolve-only"]
+EndReason = Literal["duration", "signal", "target-exit", "error"]
 
 
 class _EndFields(_Envelope):
@@ -356,7 +371,7 @@ class _EndFields(_Envelope):
 
 
 class EndRecord(_EndFields, total=False):
-    """reason ("duration" | "signal" | "target-exit" | "error" | "resolve-only"),
+    """reason ("duration" | "signal" | "target-exit" | "error"),
     elapsed_s, tracing_s?, totals {switches, wakeups, ...}, lost {...}, warnings [str],
     error? (reason "error": the one sentence that says what failed; readers show this,
     never a guess from the warnings)"""
@@ -395,14 +410,15 @@ class FailureRecord(_Envelope):
 
 #: Any record a writer sends.
 WireRecord = Union[
-    HelloRecord, TargetRecord, ProgressRecord, ProcessRecord, IdentityRecord, StackRecord,
-    BlockedWakeupRecord, PreemptedWakeupRecord, OnCpuRecord, PendingRecord, CgroupStatRecord,
-    EnvoyStatsRecord, SnapshotRecord, EndRecord, LogRecord, FailureRecord,
+    HelloRecord, ClientRecord, TargetRecord, ProgressRecord, ProcessRecord, IdentityRecord,
+    StackRecord, BlockedWakeupRecord, PreemptedWakeupRecord, OnCpuRecord, PendingRecord,
+    CgroupStatRecord, EnvoyStatsRecord, SnapshotRecord, EndRecord, LogRecord, FailureRecord,
 ]
 
 #: The TypedDict(s) of every record type, in the order of this file.
 RECORD_SHAPES: Dict[str, Tuple[type, ...]] = {
     "hello": (HelloRecord,),
+    "client": (ClientRecord,),
     "target": (TargetRecord,),
     "progress": (ProgressRecord,),
     "process": (ProcessRecord,),
@@ -423,6 +439,7 @@ RECORD_SHAPES: Dict[str, Tuple[type, ...]] = {
 #: required keys). Types not listed are skipped by readers.
 RECORD_TYPES: Dict[str, FrozenSet[str]] = {
     "hello": frozenset({"schema"}),
+    "client": frozenset({"command"}),
     "target": frozenset({"processes"}),
     "progress": frozenset({"elapsed_s"}),
     "process": frozenset({"pid", "comm"}),
@@ -458,6 +475,16 @@ LOSS_COUNTERS: Dict[str, Tuple[str, str]] = {
     "start_full": ("switch-outs not recorded because the start map was full", "--start-size"),
     "oncpu_full": ("on-CPU runs lost because the on-CPU map was full", "--oncpu-size"),
     "map_full": ("records lost because a map was full", "--agg-size"),
+    # BCC offwaketime's count of stacks it could not display (an imported capture)
+    "stack_lost": ("stacks lost (the stack map was full or collided)", "--stack-storage-size"),
+}
+#: The collector options that size its BPF maps, with what each sizes: every command that
+#: runs the collector passes them through, so every loss above can be acted on.
+MAP_SIZE_OPTIONS: Dict[str, str] = {
+    "--stack-storage-size": "Stack map entries (raise it when stacks are lost).",
+    "--agg-size": "Aggregation map entries (raise it when wakeups are lost).",
+    "--start-size": "Switch-out map entries (raise it when switch-outs are lost).",
+    "--oncpu-size": "On-CPU map entries (raise it when on-CPU runs are lost).",
 }
 #: ``map_full`` is the collector's sum of these counters; it is shown only when they are absent.
 LOSS_SUM_PARTS = ("agg_full", "start_full", "oncpu_full")

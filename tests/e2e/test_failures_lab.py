@@ -226,8 +226,10 @@ def test_log_stream_cut_mid_run_resumes_without_loss(target, plugin):
     assert proc.returncode == 0, seen + err
     assert "resumed without loss" in err
     lines = [json.loads(x) for x in (plugin.workdir / "cut.jsonl").read_text().splitlines()]
-    seqs = [r["seq"] for r in lines if r["type"] != "identity"]
+    seqs = [r["seq"] for r in lines if "seq" in r]  # the client's own records have none
     assert seqs == list(range(1, len(seqs) + 1))  # every record once, none missing
+    assert {r["type"] for r in lines if "seq" not in r} == {"client", "identity"}
+    assert lines[1]["type"] == "client" and lines[1]["command"] == "kubectl offwake TARGET"
     assert lines[-1]["type"] == "identity" and any(r["type"] == "end" for r in lines)
     assert json.loads(out)["wakeups"]
     assert_clean(target)

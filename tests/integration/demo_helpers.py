@@ -14,7 +14,6 @@ from typing import Callable, Iterable, List, Optional, Set
 
 from kubectl_offwake.demo.cgroup import find_v2_root
 from kubectl_offwake.demo.cpulimit import find_cpu_controller, group_name
-from kubectl_offwake.demo.network import link_exists, netns_exists
 from tests.plugin_cli import plugin_cmd, plugin_env
 
 #: The step printed once the demo node is complete and load flows.
@@ -98,6 +97,17 @@ def alive(pid: int) -> bool:
         return state != "Z"
     except OSError:
         return False
+
+
+def netns_exists(name: str) -> bool:
+    """Whether ``ip netns list`` shows the namespace ``name``."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return any(line.split()[0] == name for line in listed.splitlines() if line.strip())
+
+
+def link_exists(name: str) -> bool:
+    """Whether ``ip link show`` finds the interface ``name``."""
+    return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
 
 
 def assert_nothing_left(cli_pid: int, pids: Iterable[int]) -> None:

@@ -8,7 +8,6 @@ under a private ``h5-*`` parent so nothing real is touched. Each container holds
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -25,6 +24,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "pro
 import harness  # noqa: E402
 
 from kubectl_offwake.analysis.analyze import analyze  # noqa: E402
+from kubectl_offwake.collector.identity import describe  # noqa: E402
+from kubectl_offwake.collector.main import target_record  # noqa: E402
+from kubectl_offwake.collector.targets import resolve  # noqa: E402
 from kubectl_offwake.importers import load_text  # noqa: E402
 
 pytestmark = [pytest.mark.root]
@@ -138,11 +140,16 @@ def containers():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _resolve(*args: str) -> List[dict]:
-    res = subprocess.run(
-        [harness.SYSTEM_PYTHON, "-m", "kubectl_offwake.collector", "--resolve-only", *args],
-        capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=harness.REPO))
-    return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+def _resolve(*container_ids: str, comm: Optional[str] = None) -> Tuple[List[dict], List[str]]:
+    """The records the collector writes for what it resolved (its ``target`` record, then
+    a ``process`` record per target), and its notes: the collector's own functions, as its
+    run calls them before tracing."""
+    res = resolve(comm=comm, container_ids=container_ids)
+    records: List[dict] = []
+    if res.targets:
+        records.append(dict(target_record(res.targets)))
+        records += [dict(describe(t.pid, t.comm, with_threads=True)) for t in res.targets]
+    return records, res.notes
 
 
 @pytest.mark.parametrize("case", [f"{k}@{h}" for k, h in CASES])
@@ -150,7 +157,7 @@ def test_container_id_picks_envoy(containers, case):
     if case not in containers:
         pytest.skip(f"hierarchy for {case} not mounted here")
     c = containers[case]
-    records = _resolve("--container-id", c.cid)
+    records, _notes = _resolve(c.cid)
     target = next(r for r in records if r["type"] == "target")
     assert [p["pid"] for p in target["processes"]] == [c.pids["envoy"]]
     proc = target["processes"][0]
@@ -162,25 +169,22 @@ def test_container_id_picks_envoy(containers, case):
     ident = next(r for r in records if r["type"] == "process" and r["pid"] == c.pids["envoy"])
     assert ident["container_id"] == c.cid and ident["pod_uid"] == c.pod_uid
     assert ident["kernel_thread"] is False
-    assert records[-1]["type"] == "end" and records[-1]["reason"] == "resolve-only"
 
 
 def test_container_id_forms(containers):
     c = next(iter(containers.values()))
     for form in (f"containerd://{c.cid}", c.cid[:12], c.cid.upper()):
-        target = next(r for r in _resolve("--container-id", form) if r["type"] == "target")
+        target = next(r for r in _resolve(form)[0] if r["type"] == "target")
         assert [p["pid"] for p in target["processes"]] == [c.pids["envoy"]], form
 
 
 def test_comm_inside_container_and_unknown_id(containers):
     c = next(iter(containers.values()))
-    target = next(r for r in _resolve("--container-id", c.cid, "--comm", "pilot-agent")
-                  if r["type"] == "target")
+    target = next(r for r in _resolve(c.cid, comm="pilot-agent")[0] if r["type"] == "target")
     assert [p["pid"] for p in target["processes"]] == [c.pids["pilot-agent"]]
-    records = _resolve("--container-id", "f" * 64)
-    assert not any(r["type"] == "target" for r in records)
-    assert records[-1]["type"] == "end" and records[-1]["reason"] == "error"
-    assert "no process in container ffffffffffff" in " ".join(records[-1]["warnings"])
+    records, notes = _resolve("f" * 64)
+    assert records == []
+    assert notes == ["no process in container ffffffffffff"]
 
 
 def test_trace_by_container_id(tmp_path):

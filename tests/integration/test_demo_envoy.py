@@ -23,8 +23,7 @@ from typing import List, Set, Tuple
 import pytest
 
 from kubectl_offwake.demo.mesh import DemoMesh
-from kubectl_offwake.demo.network import netns_exists
-from tests.integration.demo_helpers import Steps, alive, assert_nothing_left
+from tests.integration.demo_helpers import Steps, alive, assert_nothing_left, netns_exists
 from tests.plugin_cli import plugin_cmd, plugin_env
 
 pytestmark = [

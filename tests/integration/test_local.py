@@ -85,7 +85,7 @@ def test_local_by_pid_reports_timer_wakeups_and_saves_recording(
     saved = tmp_path / "rec.jsonl.gz"
     proc = subprocess.run(
         plugin_cmd("local", "--pid", str(sleeper.pid), "--duration", "2s", "--format", "json",
-            "--save", str(saved)),
+            "--save", str(saved), "--oncpu-size", "5000"),
         capture_output=True, text=True, env=plugin_env(), timeout=120, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
@@ -102,6 +102,11 @@ def test_local_by_pid_reports_timer_wakeups_and_saves_recording(
     # The recording is the wire stream: hello first, end last, and re-analysable.
     records = read_recording(saved)
     assert records[0]["type"] == "hello" and records[-1]["type"] == "end"
+    assert records[0]["map_sizes"]["--oncpu-size"] == 5000  # passed through to the collector
+    assert records[1] == {"type": "client", "command": "kubectl offwake local",
+                          "options": ["--stack-storage-size", "--agg-size", "--start-size",
+                                      "--oncpu-size"]}
+    assert report["source"]["command"] == "kubectl offwake local"
     assert "recording saved to" in proc.stderr and str(saved) in proc.stderr
     again = subprocess.run(plugin_cmd("report", str(saved), "--format", "json"),
                            capture_output=True, text=True, env=plugin_env(), timeout=60)

@@ -21,6 +21,7 @@ import pytest
 
 from kubectl_offwake.analysis import analyze
 from kubectl_offwake.analysis.report import Wakeup
+from kubectl_offwake.importers import load_input
 from tests.unit.test_classify import CASES, Case
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "classify"
@@ -96,10 +97,6 @@ def test_capture_files_match_the_cases(path: Path, render) -> None:
 
 
 def _load(path: Path) -> Dict[int, Wakeup]:
-    importers = pytest.importorskip("kubectl_offwake.importers")
-    load_input = getattr(importers, "load_input", None)
-    if load_input is None:
-        pytest.skip("the importers do not provide load_input yet")
     report = analyze(load_input(str(path)))
     by_value: Dict[int, Wakeup] = {}
     for w in report.wakeups:

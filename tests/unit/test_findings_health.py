@@ -3,8 +3,11 @@ dominant waker, lost data."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from kubectl_offwake.analysis import analyze
 from kubectl_offwake.analysis.model import Pending, Task
 from tests.unit.findings_support import T_EPOLL_IDLE, at_edge, ids, one
 from tests.unit.test_aggregate import (
@@ -83,7 +86,81 @@ def test_losses_name_the_flag() -> None:
     assert f.evidence["flags"] == ["--agg-size", "--stack-storage-size"]
     assert f.evidence["lost"] == {"stack_eexist": 37, "agg_full": 20}
     assert f.severity == "warning"  # 57 of 1000
-    assert "Raise --agg-size and --stack-storage-size" in f.text
+    # no client record: the collector was run by hand, and it has every option
+    assert f.text.endswith(
+        "Run the collector again with a larger --agg-size and --stack-storage-size.")
+
+
+# The loss advice names options of the command that made the recording (its ``client``
+# record, written by the pipeline) at twice the size the collector said it used (``hello``).
+
+def _lossy_stream(*client: dict) -> str:
+    sizes = {"--stack-storage-size": 16384, "--agg-size": 8192, "--start-size": 16384,
+             "--oncpu-size": 4096}
+    records = [
+        {"type": "hello", "schema": 1, "node": "n1", "interval_s": 1, "map_sizes": sizes},
+        *client,
+        {"type": "target", "processes": [{"pid": 40, "comm": "envoy"}], "by": "pid"},
+        {"type": "stack", "id": 1, "frames": ["schedule", "ep_poll"], "kernel_depth": 2},
+        {"type": "wakeup", "snap": 1, "tid": 40, "pid": 40, "comm": "envoy",
+         "state": "preempted", "preempted_by_pid": 9, "preempted_by_comm": "hog",
+         "target_stack": 1, "count": 100, "total_us": 900, "max_us": 300,
+         "blocked_us": 0, "runq_us": 900},
+        {"type": "snapshot", "snap": 1, "elapsed_s": 1.0},
+        {"type": "end", "reason": "duration", "elapsed_s": 1.0, "totals": {"wakeups": 100},
+         "lost": {"agg_full": 7, "stack_enomem": 3, "map_full": 7}, "warnings": []},
+    ]
+    return "".join(json.dumps({"seq": i + 1, **r}) + "\n" for i, r in enumerate(records))
+
+
+def _command_options(name: str) -> set:
+    """The options the CLI command ``name`` really has."""
+    import typer.main
+
+    from kubectl_offwake.cli import app
+
+    group = typer.main.get_command(app)
+    command = group.commands[name]  # type: ignore[attr-defined]
+    return {opt for param in command.params for opt in param.opts}
+
+
+@pytest.mark.parametrize("command,word", [("kubectl offwake local", "local"),
+                                          ("kubectl offwake demo", "demo"),
+                                          ("kubectl offwake TARGET", "trace")])
+def test_losses_advise_the_command_that_made_the_recording(command: str, word: str) -> None:
+    from kubectl_offwake.cli.options import client_record
+    from kubectl_offwake.importers import parse_wire
+
+    f = one(analyze(parse_wire(_lossy_stream(client_record(command)))), "losses")
+    rerun = f"Trace again with {command} --agg-size 16384 --stack-storage-size 32768 " \
+            "(twice the size this run used)."
+    assert f.text.endswith(rerun) and f.evidence["rerun"] == rerun
+    assert set(f.evidence["flags"]) <= _command_options(word)  # advice that can be followed
+
+
+def test_losses_name_only_options_the_command_has() -> None:
+    from kubectl_offwake.importers import parse_wire
+
+    client = {"type": "client", "command": "some-wrapper", "options": ["--agg-size"]}
+    f = one(analyze(parse_wire(_lossy_stream(client))), "losses")
+    assert f.text.endswith("Trace again with some-wrapper --agg-size 16384 (twice the size "
+                           "this run used).")
+    bare = {"type": "client", "command": "some-wrapper", "options": []}
+    f = one(analyze(parse_wire(_lossy_stream(bare))), "losses")
+    assert f.text.endswith("show an empty stack.") and f.evidence["rerun"] is None
+
+
+def test_losses_of_a_bcc_capture_advise_offwaketime() -> None:
+    from pathlib import Path
+
+    from kubectl_offwake.importers import load_input
+
+    data = Path(__file__).parents[1] / "data" / "offwaketime"
+    for name in ("text_missed_stacks.txt", "folded_missed_stacks.txt"):
+        recording = load_input(str(data / name))
+        assert recording.lost == {"stack_lost": 3}  # offwaketime's own WARNING line
+        f = one(analyze(recording), "losses")
+        assert f.text.endswith("Capture again with a larger offwaketime --stack-storage-size.")
 
 
 def test_losses_near_miss_all_zero() -> None:

@@ -66,6 +66,14 @@ def _wakeup(draw: Any) -> Dict[str, Any]:
     return rec
 
 
+def fed(builder: RecordingBuilder, *records: List[dict]) -> RecordingBuilder:
+    """``builder`` after ``add`` of every record of ``records``, in order."""
+    for batch in records:
+        for record in batch:
+            builder.add(record)
+    return builder
+
+
 def _stacks() -> List[dict]:
     return [{"type": "stack", "id": i, "frames": [f"h10_f{i % 2}", "x"], "kernel_depth": 1}
             for i in range(3)]  # ids 0 and 2 name equal frames: their edges merge
@@ -84,7 +92,7 @@ def test_fast_wakeup_path_matches_the_careful_path(records, redefine_at):
     fast, careful = RecordingBuilder(), CarefulBuilder()
     redefine = {"type": "stack", "id": 1, "frames": ["h10_other"], "kernel_depth": 0}
     for builder in (fast, careful):
-        builder.add_all(_stacks())
+        fed(builder, _stacks())
         for index, record in enumerate(records):
             if index == redefine_at:
                 builder.add(redefine)  # cached identities must not outlive their stack ids
@@ -97,7 +105,7 @@ def test_a_redefined_stack_id_is_not_served_from_the_cache():
               "state": "blocked", "target_stack": 1, "count": 1, "total_us": 5, "max_us": 5,
               "blocked_us": 5, "runq_us": 0, "waker_tid": 1, "waker_pid": 1,
               "waker_comm": "kubelet", "waker_stack": 0}
-    builder = RecordingBuilder().add_all(_stacks())
+    builder = fed(RecordingBuilder(), _stacks())
     builder.add(dict(record))
     builder.add({"type": "stack", "id": 1, "frames": ["h10_other"], "kernel_depth": 0})
     builder.add(dict(record))
@@ -127,11 +135,10 @@ def test_the_fast_path_takes_both_kinds_with_or_without_optional_and_new_fields(
     preempted = dict(base, state="preempted", preempted_by_pid=3, preempted_by_comm="hog")
     records = [blocked, preempted, dict(preempted, preempted_by_tid=4),
                dict(blocked, h1_new_field=[1]), dict(preempted, h1_new_field={"a": 1})]
-    builder = CountingBuilder().add_all(_stacks())
-    builder.add_all(records)
+    builder = fed(CountingBuilder(), _stacks(), records)
     assert builder.careful == 0 and builder.malformed == 0
     assert len(builder.recording.edges) == 3
-    reference = CarefulBuilder().add_all(_stacks()).add_all(records)
+    reference = fed(CarefulBuilder(), _stacks(), records)
     assert _summary(builder) == _summary(reference)
 
 

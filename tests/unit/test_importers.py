@@ -71,7 +71,10 @@ def _in_order(frames, *names) -> bool:
 
 def _built(snapshots: int = 2, end: bool = True) -> Recording:
     result = read_records(recording_text(snapshots, end).splitlines())
-    return RecordingBuilder().add_all(result.records).finish()
+    builder = RecordingBuilder()
+    for record in result.records:
+        builder.add(record)
+    return builder.finish()
 
 
 def test_builder_turns_a_recording_into_the_model():

@@ -14,8 +14,8 @@ from typing import List
 
 from kubectl_offwake.analysis import analyze
 from kubectl_offwake.analysis.model import Edge, ProcessInfo, Recording, Task
+from kubectl_offwake.analysis.recordings import merge, split_by_pod
 from kubectl_offwake.importers import parse_wire
-from kubectl_offwake.k8s.recordings import merge, split_by_pod
 from kubectl_offwake.render import RenderOptions, render
 
 NODE = "lab-node-1"
@@ -56,7 +56,7 @@ def test_the_story_of_issue_7_is_a_failure_not_an_all_clear():
         {"type": "target", "processes": [{"pid": 40, "comm": "envoy"}], "by": "container"},
         {"type": "log", "level": "error", "message": NO_BCC},
         {"type": "end", "reason": "error", "elapsed_s": 0.3, "totals": {}, "lost": {},
-         "warnings": [NO_BCC]},
+         "warnings": [NO_BCC], "error": NO_BCC},
     ))
     sentence = f"the collector on node {NODE} failed: {NO_BCC}"
     assert recording.failures == {NODE: sentence}
@@ -67,16 +67,30 @@ def test_the_story_of_issue_7_is_a_failure_not_an_all_clear():
     assert "the trace is incomplete" in table
 
 
-def test_the_last_error_log_is_the_reason_not_a_later_loss_warning():
+def test_the_reason_is_the_ends_error_not_a_guess_from_logs_or_warnings():
     recording = parse_wire(_stream(
         *_traced(),
         {"type": "log", "level": "error", "message": "the collector failed mid-trace: boom"},
         {"type": "end", "reason": "error", "elapsed_s": 3.0, "totals": {}, "lost": {},
-         "warnings": ["the trace stopped early: boom", "12 stacks lost to hash collisions"]},
+         "warnings": ["the trace stopped early: boom", "12 stacks lost to hash collisions"],
+         "error": "the trace stopped early: boom"},
     ))
     assert recording.failures == {
-        NODE: f"the collector on node {NODE} failed: the collector failed mid-trace: boom"}
+        NODE: f"the collector on node {NODE} failed: the trace stopped early: boom"}
     assert recording.has_data
+
+
+def test_an_error_end_without_its_sentence_is_still_a_failure():
+    """A writer that leaves ``error`` out (it is optional in the schema) still fails the
+    recording; the reason is not guessed from its logs."""
+    recording = parse_wire(_stream(
+        *_traced(),
+        {"type": "log", "level": "error", "message": "something"},
+        {"type": "end", "reason": "error", "elapsed_s": 3.0, "totals": {}, "lost": {},
+         "warnings": []},
+    ))
+    assert recording.failures == {
+        NODE: f"the collector on node {NODE} failed: it gave no reason"}
 
 
 def test_a_failure_record_of_the_client_names_what_the_stream_could_not():

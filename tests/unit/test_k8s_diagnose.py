@@ -58,9 +58,9 @@ def test_oom_and_exit_codes():
     state = pod_state(pod("Failed", {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}))
     assert state.kind == "exited" and "out of memory" in state.message
     state = pod_state(pod("Failed", {"terminated": {"exitCode": 3, "reason": "Error"}}))
-    records = [{"type": "log", "level": "info", "message": "compiling"},
-               {"type": "log", "level": "error", "message": "no such tracepoint"}]
-    text = exit_message("n1", state, records, ["Traceback"])
+    logs = [{"level": "info", "message": "compiling"},
+            {"level": "error", "message": "no such tracepoint"}]
+    text = exit_message("n1", state, logs, ["Traceback"])
     assert "exited with code 3" in text and "no such tracepoint" in text
     assert "compiling" not in text  # errors first when there are any
     text = exit_message("n1", state, [], ["Traceback (most recent call last):", "KeyError"])

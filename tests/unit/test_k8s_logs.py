@@ -1,11 +1,15 @@
-"""Following a collector's log: resuming after drops without loss or double counting."""
+"""Following a collector's log into its sink: resuming after drops without loss or double
+counting (the follower moves bytes; the sink drops what it already has by ``seq``)."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+from typing import List
 
 from kubectl_offwake.k8s.logs import LogFollower, read_chunks
+from kubectl_offwake.pipeline.sink import StreamSink
 from kubectl_offwake.wire import WireWriter
 
 
@@ -28,16 +32,25 @@ def _chunks(data: bytes, size: int = 37):
     return [data[i:i + size] for i in range(0, len(data), size)]
 
 
-def test_whole_stream_in_odd_chunks():
-    follower = LogFollower()
+def _following(path=None):
+    """A sink that keeps every committed record, and a follower feeding it."""
+    records: List[dict] = []
+    sink = StreamSink("n1", str(path) if path else None, on_record=records.append)
+    return sink, records, LogFollower(sink)
+
+
+def test_whole_stream_in_odd_chunks(tmp_path):
+    sink, records, follower = _following(tmp_path / "n1.jsonl.gz")
     data = _stream()
     follower.follow(lambda follow: iter(_chunks(data)), lambda: False, sleep=lambda s: None)
-    assert follower.ended
-    assert sum(r["type"] == "wakeup" for r in follower.records) == 4
-    assert len(follower.lines) == len(data.splitlines())
+    sink.close()
+    assert sink.ended
+    assert sum(r["type"] == "wakeup" for r in records) == 4
+    with gzip.open(tmp_path / "n1.jsonl.gz", "rb") as handle:
+        assert handle.read() == data  # the stream saved as it came
 
 
-def test_drops_mid_line_resume_from_the_start_without_duplicates():
+def test_drops_mid_line_resume_from_the_start_without_duplicates(tmp_path):
     data = _stream(6)
     cuts = [len(data) // 5, len(data) // 2 + 3, len(data) - 10]  # each cut mid-line
     opened = []
@@ -47,24 +60,26 @@ def test_drops_mid_line_resume_from_the_start_without_duplicates():
         n = len(opened) - 1
         return iter(_chunks(data[: cuts[n]] if n < len(cuts) else data))
 
-    seen: list = []
-    follower = LogFollower(on_record=seen.append)
+    path = tmp_path / "n1.jsonl"
+    sink, records, follower = _following(path)
     reason = follower.follow(open_stream, lambda: False, sleep=lambda s: None)
+    sink.close()
     assert reason == "end"
     assert len(opened) == 4 and follower.reconnects == 3
-    wakeups = [r for r in follower.records if r["type"] == "wakeup"]
+    wakeups = [r for r in records if r["type"] == "wakeup"]
     assert [r["snap"] for r in wakeups] == [1, 2, 3, 4, 5, 6]
-    seqs = [json.loads(line)["seq"] for line in follower.lines]
-    assert seqs == sorted(set(seqs)) and seqs[-1] == len(data.splitlines())
-    assert [r["type"] for r in seen].count("progress") == 6
+    seqs = [json.loads(line)["seq"] for line in path.read_text().splitlines()]
+    assert seqs == list(range(1, len(data.splitlines()) + 1))  # each line once, in order
+    assert [r["type"] for r in records].count("progress") == 6
+    assert [e.count for e in sink.finish().edges] == [6]  # counted once each
 
 
 def test_stderr_lines_are_kept_apart_and_do_not_break_decoding():
     data = b"WARNING: bcc could not find headers\n" + _stream(1) + b"Traceback (most...\n"
-    follower = LogFollower()
+    sink, _records, follower = _following()
     follower.follow(lambda follow: iter([data]), lambda: False, sleep=lambda s: None)
-    assert follower.ended and follower.fatal is None
-    assert follower.text_tail[0].startswith("WARNING") and "Traceback" in follower.text_tail[-1]
+    assert sink.ended and sink.fatal is None
+    assert sink.text_tail[0].startswith("WARNING") and "Traceback" in sink.text_tail[-1]
 
 
 def test_container_exited_without_end_reads_the_rest_once():
@@ -76,26 +91,26 @@ def test_container_exited_without_end_reads_the_rest_once():
         calls.append(follow)
         return iter([partial])
 
-    follower = LogFollower()
+    sink, records, follower = _following()
     reason = follower.follow(open_stream, lambda: True, sleep=lambda s: None)
     assert reason == "exited"
     assert calls == [True, False]
-    assert not follower.ended
-    assert sum(r["type"] == "wakeup" for r in follower.records) == 2  # last snapshot committed
+    assert not sink.ended
+    assert sum(r["type"] == "wakeup" for r in records) == 2  # last snapshot committed
 
 
 def test_a_stream_that_never_comes_back_stalls():
     data = _stream(1)[:50]
-    follower = LogFollower()
+    _sink, _records, follower = _following()
     reason = follower.follow(lambda follow: iter([data]), lambda: False, sleep=lambda s: None)
     assert reason == "stalled"
 
 
 def test_an_alien_stream_is_fatal_not_retried():
-    follower = LogFollower()
+    sink, _records, follower = _following()
     data = b'{"type":"progress","seq":1,"elapsed_s":1}\n'
     reason = follower.follow(lambda follow: iter([data]), lambda: False, sleep=lambda s: None)
-    assert reason == "error" and "hello" in (follower.fatal or "")
+    assert reason == "error" and "hello" in (sink.fatal or "")
 
 
 def test_read_chunks_returns_what_arrives():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kubectl_offwake.analysis.model import ProcessInfo
 from kubectl_offwake.k8s.naming import identities
 
 ENVOY_CID = "e" * 64
@@ -24,16 +25,16 @@ def _pods():
 
 def test_every_kind_of_process_gets_its_name():
     processes = [
-        {"pid": 10, "comm": "envoy", "container_id": ENVOY_CID, "runtime": "containerd"},
-        {"pid": 20, "comm": "coredns", "container_id": f"cri-o://{DNS_CID}"},
-        {"pid": 21, "comm": "coredns", "container_id": OLD_CID},
-        {"pid": 30, "comm": "pause", "pod_uid": "11111111_2222_3333_4444_555555555555"},
-        {"pid": 40, "comm": "kubelet"},
-        {"pid": 50, "comm": "ksoftirqd/1", "kernel_thread": True},
-        {"pid": 60, "comm": "runc", "container_id": "f" * 64},
+        ProcessInfo(10, "envoy", container_id=ENVOY_CID, runtime="containerd"),
+        ProcessInfo(20, "coredns", container_id=f"cri-o://{DNS_CID}"),
+        ProcessInfo(21, "coredns", container_id=OLD_CID),
+        ProcessInfo(30, "pause", pod_uid="11111111_2222_3333_4444_555555555555"),
+        ProcessInfo(40, "kubelet"),
+        ProcessInfo(50, "ksoftirqd/1", kernel_thread=True),
+        ProcessInfo(60, "runc", container_id="f" * 64),
     ]
     named = {r["pid"]: r for r in identities(processes, _pods(), "node-1")}
-    assert named[10] == {"pid": 10, "node": "node-1", "pod": "app/web-1",
+    assert named[10] == {"type": "identity", "pid": 10, "node": "node-1", "pod": "app/web-1",
                          "container": "istio-proxy", "label": "app/web-1/istio-proxy"}
     assert named[20]["label"] == "kube-system/coredns-5d78c/coredns"
     assert named[21]["container"] == "coredns"  # a restarted container's old id
@@ -43,6 +44,6 @@ def test_every_kind_of_process_gets_its_name():
     assert named[60]["label"] == "host: runc"  # a container of no pod we know
 
 
-def test_one_identity_per_pid():
-    processes: list = [{"pid": 1, "comm": "a"}, {"pid": 1, "comm": "a"}, {"comm": "no pid"}]
-    assert len(identities(processes, [], None)) == 1
+def test_a_process_without_a_comm_is_named_by_a_placeholder():
+    (named,) = identities([ProcessInfo(1, "")], [], None)
+    assert named == {"type": "identity", "pid": 1, "label": "host: ?"}

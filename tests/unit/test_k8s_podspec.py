@@ -131,6 +131,18 @@ def test_command_checks_the_zipapp_hash_then_runs_it_with_every_target_of_the_no
     assert "args" not in _container(pod)
 
 
+def test_the_users_map_sizes_reach_every_nodes_collector(opts):
+    """``kubectl offwake TARGET --agg-size N`` (what the loss finding advises) is passed to
+    the collector as it is; the collector's own parser accepts the result."""
+    from dataclasses import replace
+
+    from kubectl_offwake.collector.cli import parse_args
+
+    command = podspec.collector_command(replace(opts, collector_args=["--agg-size", "32768"]))
+    assert command[-2:] == ["--agg-size", "32768"]
+    assert parse_args(command[7:]).map_sizes()["--agg-size"] == 32768
+
+
 def test_the_image_is_the_chosen_one_and_the_interpreter_the_images(opts):
     container = _container(node_pod(opts))
     assert container["image"] == IMAGE

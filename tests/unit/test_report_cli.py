@@ -23,20 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "offwaketime"
 
 
-def _analysis_ready() -> bool:
-    try:
-        from kubectl_offwake.analysis import analyze  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_analysis = pytest.mark.skipif(
-    not _analysis_ready(),
-    reason="kubectl_offwake.analysis.analyze does not exist yet (written in parallel by H2)",
-)
-
-
 def _run(args: List[str], stdin: Optional[bytes] = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="120", NO_COLOR="1")
     return subprocess.run(
@@ -91,7 +77,6 @@ def test_empty_stdin_exits_2():
     _assert_one_line_error(_run(["-"], stdin=b""), "standard input is empty")
 
 
-@needs_analysis
 def test_recording_report_as_json(tmp_path):
     path = _write(tmp_path, "h1-rec.jsonl.gz", gzipped(recording_text()))
     out = tmp_path / "h1-report.json"
@@ -107,7 +92,6 @@ def test_recording_report_as_json(tmp_path):
     assert "warning: 2 stacks lost to hash collisions" in stderr
 
 
-@needs_analysis
 def test_offwaketime_text_from_stdin_renders_a_table():
     proc = _run(["-"], stdin=(DATA / "text_user_kernel.txt").read_bytes())
     assert proc.returncode == 0, proc.stderr.decode()
@@ -117,7 +101,6 @@ def test_offwaketime_text_from_stdin_renders_a_table():
     assert proc.stderr == b""
 
 
-@needs_analysis
 @pytest.mark.parametrize("name", ["text_corrupt_blocks.txt", "folded_corrupt_lines.txt"])
 def test_corrupt_blocks_still_report_and_warn(name):
     proc = _run([str(DATA / name), "--format", "json"])
@@ -129,7 +112,6 @@ def test_corrupt_blocks_still_report_and_warn(name):
     assert len(report["wakeups"]) in (3, 4)
 
 
-@needs_analysis
 def test_truncated_gzip_recording_reports_what_it_kept(tmp_path):
     data = gzipped(recording_text(snapshots=8))
     path = _write(tmp_path, "h1-cut.jsonl.gz", data[: len(data) * 3 // 4])
@@ -142,7 +124,6 @@ def test_truncated_gzip_recording_reports_what_it_kept(tmp_path):
     assert report["wakeups"], "what was read before the cut must be reported"
 
 
-@needs_analysis
 def test_folded_capture_gzip_through_the_cli(tmp_path):
     path = _write(tmp_path, "h1-folded.gz", gzip.compress((DATA / "folded.txt").read_bytes()))
     proc = _run([path, "--format", "json"])

@@ -14,10 +14,13 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, get_args, get_type_hints
 
 import pytest
 
+from kubectl_offwake.analysis.model import ProcessInfo
+from kubectl_offwake.cli.options import client_record
 from kubectl_offwake.collector import main as collector_main
 from kubectl_offwake.collector.bpfprog import (
     ST_BLOCKED,
@@ -208,9 +211,10 @@ def test_what_the_collector_writes_fits_the_schema(tmp_path):
     problems = {f"{r['type']} #{i}": record_problems(r) for i, r in enumerate(records)}
     assert {k: v for k, v in problems.items() if v} == {}
     shapes = {matching_shape(r) for r in records}
-    # Every shape but the client's identity and failure records, so none goes unchecked.
+    assert any(r["type"] == "hello" and r["map_sizes"]["--agg-size"] > 0 for r in records)
+    # Every shape but the client's own records, so none goes unchecked.
     assert shapes == set(ALL_SHAPES) - set(RECORD_SHAPES["identity"]) \
-        - set(RECORD_SHAPES["failure"])
+        - set(RECORD_SHAPES["failure"]) - set(RECORD_SHAPES["client"])
     pending = [r for r in records if r["type"] == "pending"]
     assert {r["state"] for r in pending} == {"blocked", "runq", "preempted"}
     assert any(r.get("whole_run") for r in pending)
@@ -223,15 +227,14 @@ def test_a_failed_collector_says_why_in_the_end_record(tmp_path):
     assert records[0]["error"] == records[0]["warnings"][-1]
 
 
-def test_the_identity_records_of_the_client_and_the_demo_fit_the_schema():
-    process = {"type": "process", "pid": 42, "comm": "coredns", "kernel_thread": False,
-               "container_id": "c" * 64}
-    bodies = [
+def test_the_records_of_the_client_and_the_demo_fit_the_schema():
+    process = ProcessInfo(42, "coredns", container_id="c" * 64)
+    records = [
         identity_for(process, {"c" * 64: ("kube-system/coredns-5d78c", "coredns")}, {}, "n1"),
-        identity_for(dict(process, container_id="d" * 64), {}, {}, "n1"),
-        identity_for(dict(process, kernel_thread=True), {}, {}, None),
+        identity_for(replace(process, container_id="d" * 64), {}, {}, "n1"),
+        identity_for(replace(process, kernel_thread=True), {}, {}, None),
+        client_record("kubectl offwake local"),
     ]
-    records = [{"type": "identity", "seq": 7, **body} for body in bodies]
 
     class _Mesh:
         pids = {"kubelet": 11, "dnsmasq": 12}

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from ...units import fmt_us
-from ...wire.schema import LOSS_COUNTERS, distinct_losses
+from ...wire.schema import LOSS_COUNTERS, MAP_SIZE_OPTIONS, distinct_losses
 from ..categories import CATEGORY_BY_ID
 from ..frames import normalize
 from ..model import Pending
@@ -49,6 +49,8 @@ DOMINANT_MIN_WAKES = 50
 #: Lost records as a share of wakeups from which losses are a warning: at 1% the shares the
 #: findings print (in whole percents) may be off; below it the loss is a footnote (info).
 LOSS_WARN_SHARE = 0.01
+#: The map-size option BCC's offwaketime has (a capture imported from it).
+OFFWAKETIME_OPTIONS = ("--stack-storage-size",)
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,8 @@ def dominant_waker(ctx: Context) -> Optional[Finding]:
 
 
 def losses(ctx: Context) -> Optional[Finding]:
-    """Lost stacks or map updates, and the collector flag that makes room."""
+    """Lost stacks or map updates, and the option of the command that made the recording
+    that makes room (so the advice can be followed as written)."""
     lost = distinct_losses(ctx.recording.lost)
     if not lost:
         return None
@@ -168,9 +171,44 @@ def losses(ctx: Context) -> Optional[Finding]:
     severity: Severity = INFO
     if wakeups and total_lost / max(wakeups, 1) >= LOSS_WARN_SHARE:
         severity = WARNING
-    raise_text = f" Raise {' and '.join(flags)} and trace again." if flags else ""
+    rerun = rerun_advice(ctx.recording.source, flags)
     return Finding(
         id="losses", severity=severity, title="Data was lost",
         text=(f"The collector lost data ({'; '.join(parts)}), so some wakeups are missing "
-              f"or show an empty stack.{raise_text}"),
-        evidence={"lost": lost, "flags": flags, "wakeups": wakeups})
+              f"or show an empty stack.{' ' + rerun if rerun else ''}"),
+        evidence={"lost": lost, "flags": flags, "wakeups": wakeups, "rerun": rerun or None})
+
+
+def rerun_advice(source: Mapping[str, object], flags: List[str]) -> str:
+    """One sentence: the command that made the recording again, with larger maps.
+
+    The recording says which command made it and which options that command has (its
+    ``client`` record), and the sizes it used (``hello.map_sizes``): the advice names only
+    options that command has, at twice the size used. A recording without a ``client``
+    record came from the collector run by hand, whose options are all there; a BCC capture
+    can only be taken again with a larger stack map.
+    """
+    kind = str(source.get("kind") or "")
+    if kind.startswith("offwaketime"):
+        usable = [f for f in flags if f in OFFWAKETIME_OPTIONS]
+        return f"Capture again with a larger offwaketime {' and '.join(usable)}." \
+            if usable else ""
+    command = source.get("command")
+    options = source.get("command_options") if command else list(MAP_SIZE_OPTIONS)
+    usable = [f for f in flags if isinstance(options, list) and f in options]
+    if not usable:
+        return ""
+    start = f"Trace again with {command}" if command else "Run the collector again with"
+    sizes = source.get("map_sizes")
+    used = [_size(sizes, f) for f in usable]
+    if all(used):
+        args = " ".join(f"{f} {2 * (n or 0)}" for f, n in zip(usable, used))
+        return f"{start} {args} (twice the size this run used)."
+    return f"{start} a larger {' and '.join(usable)}."
+
+
+def _size(sizes: object, flag: str) -> Optional[int]:
+    """The size ``hello.map_sizes`` says a map had, when it says so sensibly."""
+    value = sizes.get(flag) if isinstance(sizes, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
+        else None

@@ -1,4 +1,5 @@
-"""Small process-level helpers for the demo's stand-in processes (and the local collector).
+"""Process-level helpers for every child this package starts (the local collector, the
+demo's stand-ins): the one place ``prctl`` is resolved.
 
 A stand-in names itself (``/proc/self/comm``) so the report shows ``pilot-agent`` or
 ``kubelet`` as the waker instead of ``python3``, and asks the kernel to kill it when its

@@ -1,4 +1,4 @@
-"""The local runner's plumbing, driven by a stand-in collector process.
+"""The local run's plumbing (pipeline.local and its sink), driven by a stand-in collector.
 
 The stand-in is a small script writing wire records (the real collector needs root and
 BCC; tests/integration/test_local.py runs that one). These tests check what the runner
@@ -24,14 +24,14 @@ from kubectl_offwake.analysis import analyze
 from kubectl_offwake.errors import RunFailed
 from kubectl_offwake.importers import load_input
 from kubectl_offwake.live import LiveProgress
-from kubectl_offwake.localrun import (
+from kubectl_offwake.pipeline.local import (
     CollectorCommand,
     CollectorRun,
     collector_command,
-    default_save_path,
     find_collector_python,
     raise_if_incomplete,
 )
+from kubectl_offwake.pipeline.sink import StreamSink
 from kubectl_offwake.render import RenderOptions, render
 
 FAKE = textwrap.dedent(r'''
@@ -67,7 +67,8 @@ FAKE = textwrap.dedent(r'''
         if mode == "error-end" and snap == 2:
             emit("log", level="error", message="the BPF program failed to load")
             emit("end", reason="error", elapsed_s=0.2, totals={}, lost={},
-                 warnings=["the BPF program failed to load"])
+                 warnings=["the BPF program failed to load"],
+                 error="the BPF program failed to load")
             sys.exit(1)
         time.sleep(0.05)
     emit("wakeup", snap=snap + 1, tid=4242, pid=4242, comm="envoy", state="blocked",
@@ -89,25 +90,31 @@ def lines_of(path: Path) -> List[dict]:
         return [json.loads(line) for line in handle]
 
 
-def run_and_stop(run: CollectorRun, after_snapshots: int = 3) -> None:
-    """Ask the collector to stop once a few snapshots have committed (as Ctrl-C would)."""
-    original = run._decode
+def interrupted_run(tmp_path: Path, saved: Path, display: LiveProgress | None = None,
+                    after_hello: List[dict] | None = None, after_snapshots: int = 3,
+                    on_snapshot=None) -> CollectorRun:
+    """A run of the stand-in that is interrupted once a few snapshots have committed, the
+    way Ctrl-C interrupts it (the signal handler's call, from the main thread)."""
+    runs: List[CollectorRun] = []
 
-    def decode(raw: bytes) -> bool:
-        committed = original(raw)
-        if run.builder.snapshots >= after_snapshots and not run.interrupts:
-            run.request_stop()
-        return committed
+    def on_record(record: dict) -> None:
+        if record["type"] != "snapshot":
+            return
+        if on_snapshot is not None:
+            on_snapshot(runs[0])
+        if runs[0].sink.snapshots >= after_snapshots and not runs[0].interruptions.count:
+            runs[0].interruptions.interrupt()
 
-    run._decode = decode  # type: ignore[method-assign]
+    sink = StreamSink("local", str(saved), display, after_hello, on_record)
+    runs.append(CollectorRun(fake_command(tmp_path, "normal"), sink, 30.0))
+    return runs[0]
 
 
 def test_stream_is_saved_annotated_and_built(tmp_path: Path) -> None:
     saved = tmp_path / "rec.jsonl.gz"
     live = LiveProgress(stream=open(os.devnull, "w"), live=False)  # noqa: SIM115
-    run = CollectorRun(fake_command(tmp_path, "normal"), str(saved), live, "local", 30.0,
-                       annotations=[{"type": "identity", "pid": 77, "label": "agent"}])
-    run_and_stop(run)
+    run = interrupted_run(tmp_path, saved, live,
+                          [{"type": "identity", "pid": 77, "label": "agent"}])
     result = run.run()
     live.close()
     assert result.interrupted and result.end is not None and result.end["reason"] == "signal"
@@ -121,7 +128,7 @@ def test_stream_is_saved_annotated_and_built(tmp_path: Path) -> None:
     (edge,) = recording.edges
     assert edge.waker is not None and edge.waker.comm == "pilot-agent"
     # Every committed snapshot plus the final delta.
-    assert edge.count == 3 * run.builder.snapshots + 1
+    assert edge.count == 3 * run.sink.snapshots + 1
     assert live.sources["local"].status == "done"
 
 
@@ -130,28 +137,51 @@ def test_recording_is_readable_while_being_written(tmp_path: Path) -> None:
     import zlib
 
     saved = tmp_path / "rec.jsonl.gz"
-    run = CollectorRun(fake_command(tmp_path, "normal"), str(saved), None, "local", 30.0)
     seen: List[int] = []
-    original = run._decode
 
-    def decode(raw: bytes) -> bool:
-        committed = original(raw)
-        if run.builder.snapshots == 2 and not seen:
+    def peek(run: CollectorRun) -> None:
+        if run.sink.snapshots == 2 and not seen:
             raw_file = saved.read_bytes()
             text = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw_file).decode()
             seen.append(text.count('"type": "snapshot"'))
-            run.request_stop()
-        return committed
 
-    run._decode = decode  # type: ignore[method-assign]
-    run.run()
+    interrupted_run(tmp_path, saved, after_snapshots=2, on_snapshot=peek).run()
     assert seen and seen[0] >= 1
+
+
+def test_a_plain_name_saves_plain_lines(tmp_path: Path) -> None:
+    saved = tmp_path / "rec.jsonl"
+    interrupted_run(tmp_path, saved).run()
+    records = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert records[0]["type"] == "hello" and records[-1]["type"] == "end"
+
+
+def test_a_second_interruption_forces_the_stop(tmp_path: Path) -> None:
+    """Ctrl-C twice: the collector is killed, what committed before is kept."""
+    script = tmp_path / "stubborn.py"
+    script.write_text(FAKE.replace("signal.signal(signal.SIGTERM, lambda *_: stop.append(1))",
+                                   "signal.signal(signal.SIGTERM, lambda *_: None)"))
+    runs: List[CollectorRun] = []
+
+    def on_record(record: dict) -> None:
+        if record["type"] == "snapshot" and runs[0].sink.snapshots == 2:
+            runs[0].interruptions.interrupt()
+            runs[0].interruptions.interrupt()
+
+    sink = StreamSink("local", str(tmp_path / "rec.jsonl.gz"), None, None, on_record)
+    runs.append(CollectorRun(CollectorCommand([sys.executable, str(script), "normal"],
+                                              dict(os.environ)), sink, 30.0))
+    result = runs[0].run()
+    assert result.returncode == -9 and result.end is None and result.interrupted
+    assert result.recording.edges and not result.recording.failures
+    assert "the collector stopped without its final record" in " ".join(
+        result.recording.warnings)
 
 
 def test_collector_crash_before_hello_is_one_sentence_with_stderr(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     saved = tmp_path / "rec.jsonl.gz"
-    run = CollectorRun(fake_command(tmp_path, "crash-early"), str(saved), None, "x", 5.0)
+    run = CollectorRun(fake_command(tmp_path, "crash-early"), StreamSink("x", str(saved)), 5.0)
     with pytest.raises(RunFailed, match="before it started tracing: Traceback: boom"):
         run.run()
     assert "boom in the collector" in capsys.readouterr().err
@@ -168,7 +198,7 @@ def _table(recording) -> str:
 
 def test_collector_error_end_is_a_failed_run_that_keeps_what_arrived(tmp_path: Path) -> None:
     saved = tmp_path / "rec.jsonl.gz"
-    run = CollectorRun(fake_command(tmp_path, "error-end"), str(saved), None, "x", 5.0)
+    run = CollectorRun(fake_command(tmp_path, "error-end"), StreamSink("x", str(saved)), 5.0)
     result = run.run()
     sentence = "the collector on node collector failed: the BPF program failed to load"
     assert result.recording.failures == {"collector": sentence}
@@ -183,7 +213,7 @@ def test_collector_error_end_is_a_failed_run_that_keeps_what_arrived(tmp_path: P
 
 def test_collector_crash_mid_run_is_a_failed_run_said_in_the_recording(tmp_path: Path) -> None:
     saved = tmp_path / "rec.jsonl.gz"
-    run = CollectorRun(fake_command(tmp_path, "crash-mid"), str(saved), None, "x", 5.0)
+    run = CollectorRun(fake_command(tmp_path, "crash-mid"), StreamSink("x", str(saved)), 5.0)
     result = run.run()
     sentence = "the collector stopped unexpectedly: Segmentation fault in the collector"
     assert result.returncode == 139 and result.end is None
@@ -203,7 +233,7 @@ def test_a_collector_without_bcc_fails_the_run_with_its_reason(tmp_path: Path) -
     assert subprocess.run([python, "-c", "import bcc"], capture_output=True).returncode != 0
     saved = tmp_path / "rec.jsonl.gz"
     command = collector_command(python, ["--pid", str(os.getpid())], 5.0, 1.0)
-    run = CollectorRun(command, str(saved), None, "local", 5.0)
+    run = CollectorRun(command, StreamSink("local", str(saved)), 5.0)
     with pytest.raises(RunFailed, match=r"^the collector on node \S+ failed: .* cannot "
                                         r"import bcc; install python3-bpfcc") as info:
         run.run()
@@ -238,7 +268,3 @@ def test_collector_command_runs_the_zipapp_of_this_package() -> None:
         command.cleanup()
     assert not os.path.exists(os.path.dirname(pyz))
 
-
-def test_default_save_path_is_safe() -> None:
-    name = default_save_path("my envoy/1")
-    assert name.startswith("offwake-my_envoy_1-") and name.endswith(".jsonl.gz")

@@ -1,17 +1,10 @@
-"""Fleet recordings: cut per pod, merged across nodes, file names."""
+"""Recordings of a run over several nodes: cut per pod, merged across nodes, file names."""
 
 from __future__ import annotations
 
-import gzip
-
-from kubectl_offwake.analysis.model import Edge, ProcessInfo, Recording, Stack, Task
-from kubectl_offwake.k8s.recordings import (
-    merge,
-    recording_paths,
-    report_path,
-    save_lines,
-    split_by_pod,
-)
+from kubectl_offwake.analysis.model import Edge, EnvoyStats, ProcessInfo, Recording, Stack, Task
+from kubectl_offwake.analysis.recordings import merge, split_by_pod
+from kubectl_offwake.pipeline.paths import default_save_path, recording_paths, report_path
 
 
 def _recording(node, pods):
@@ -22,6 +15,8 @@ def _recording(node, pods):
         rec.processes[pid] = info
         rec.targets.append(info)
         rec.edges.append(Edge(Task("envoy", pid, pid), stack, None, None, 100 * pid, count=1))
+        rec.envoy_stats.append(EnvoyStats(pid, "127.0.0.1:15000", 5.0,
+                                          {"server.dns_refreshes": pid}))
     rec.totals = {"switches": 10}
     return rec
 
@@ -33,7 +28,8 @@ def test_split_by_pod_keeps_only_that_pods_threads():
     assert [e.target.pid for e in parts["app/a"].edges] == [10]
     assert [t.pid for t in parts["app/b"].targets] == [20]
     assert parts["app/a"].source["pod"] == "app/a"
-    assert len(rec.edges) == 2  # the original is untouched
+    assert [s.pid for s in parts["app/a"].envoy_stats] == [10]  # each pod its own Envoy's
+    assert len(rec.edges) == 2 and len(rec.envoy_stats) == 2  # the original is untouched
 
 
 def test_merge_joins_nodes_and_warns_on_pid_collisions():
@@ -42,6 +38,9 @@ def test_merge_joins_nodes_and_warns_on_pid_collisions():
     merged = merge([one, two], ["n1", "n2"])
     assert len(merged.edges) == 3 and len(merged.targets) == 3
     assert merged.totals == {"switches": 20}
+    assert [s.delta for s in merged.envoy_stats] == [  # every node's counters are kept
+        {"server.dns_refreshes": 10}, {"server.dns_refreshes": 10},
+        {"server.dns_refreshes": 30}]
     assert merged.source["nodes"] == ["n1", "n2"]
     assert merged.processes[10].pod == "app/a"
     assert any("more than one node" in w for w in merged.warnings)
@@ -49,16 +48,14 @@ def test_merge_joins_nodes_and_warns_on_pid_collisions():
     assert isinstance(merged.edges[0].target_stack, Stack)
 
 
-def test_paths(tmp_path):
+def test_paths():
     assert recording_paths("r.jsonl.gz", ["n1"]) == {"n1": "r.jsonl.gz"}
     assert recording_paths("r.jsonl.gz", ["n1", "n/2"]) == {
         "n1": "r-n1.jsonl.gz", "n/2": "r-n_2.jsonl.gz"}
     assert report_path("out/incident.html", "app/web-1") == "out/incident.app_web-1.html"
     assert report_path("x.speedscope.json", "a/b") == "x.a_b.speedscope.json"
-    path = str(tmp_path / "rec.jsonl.gz")
-    save_lines(path, ['{"a":1}', '{"b":2}'])
-    with gzip.open(path, "rt") as handle:
-        assert handle.read() == '{"a":1}\n{"b":2}\n'
+    name = default_save_path("my envoy/1")
+    assert name.startswith("offwake-my_envoy_1-") and name.endswith(".jsonl.gz")
 
 
 def test_merge_prefers_the_target_side_of_a_pid_collision():

@@ -132,6 +132,10 @@ class ImageManager:
             st.job = job
         job = st.job
         if not job.done.is_set():
+            if st.error:  # a retry: the kubelet shows the last failure until the pull ends
+                return None, {"reason": "ImagePullBackOff",
+                              "message": f'Back-off pulling image "{image}": ErrImagePull: '
+                                         f"{st.error}"}
             return None, {"reason": "ContainerCreating"}
         st.job = None
         if job.error is not None:

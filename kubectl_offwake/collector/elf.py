@@ -12,13 +12,24 @@ import bisect
 import mmap
 import struct
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 SHT_SYMTAB = 2
 SHT_DYNSYM = 11
 PT_LOAD = 1
+PF_X = 1
 STT_FUNC = 2
 STT_GNU_IFUNC = 10
+
+
+@dataclass
+class Segment:
+    """A PT_LOAD program header: file bytes [offset, offset+filesz) load at vaddr."""
+
+    offset: int
+    vaddr: int
+    filesz: int
+    executable: bool
 
 
 @dataclass
@@ -63,34 +74,68 @@ def read_symbols(path: str) -> ElfSymbols:
     return out
 
 
-def _parse(data: mmap.mmap, out: ElfSymbols) -> None:
+@dataclass
+class Section:
+    name: str
+    addr: int
+    offset: int
+    size: int
+    sh_type: int
+    link: int
+    entsize: int
+
+
+def read_layout(data: Union[bytes, mmap.mmap]) -> Tuple[List[Section], List[Segment]]:
+    """The sections (in header order, so ``link`` indexes them) and the PT_LOAD segments of
+    a 64-bit little-endian ELF image (empty for anything else)."""
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        return
+        return [], []
     (e_phoff, e_shoff) = struct.unpack_from("<QQ", data, 0x20)
-    (e_phentsize, e_phnum, e_shentsize, e_shnum) = struct.unpack_from("<HHHH", data, 0x36)
+    (e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx) = struct.unpack_from(
+        "<HHHHH", data, 0x36)
+    loads = []
     for i in range(e_phnum):
-        p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
+        p_type, p_flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
             "<IIQQQQ", data, e_phoff + i * e_phentsize)
         if p_type == PT_LOAD:
-            out.loads.append((p_offset, p_vaddr, p_filesz))
-    sections = []
+            loads.append(Segment(p_offset, p_vaddr, p_filesz, bool(p_flags & PF_X)))
+    raw = []
     for i in range(e_shnum):
-        (_name, sh_type, _flags, _addr, sh_offset, sh_size, sh_link, _info, _align,
+        (name, sh_type, _flags, addr, sh_offset, sh_size, sh_link, _info, _align,
          sh_entsize) = struct.unpack_from("<IIQQQQIIQQ", data, e_shoff + i * e_shentsize)
-        sections.append((sh_type, sh_offset, sh_size, sh_link, sh_entsize))
+        raw.append((name, sh_type, addr, sh_offset, sh_size, sh_link, sh_entsize))
+    names_off = raw[e_shstrndx][3] if 0 < e_shstrndx < len(raw) else None
+    sections = []
+    for name, sh_type, addr, off, size, link, entsize in raw:
+        label = ""
+        if names_off is not None:
+            stop = data.find(b"\0", names_off + name)
+            label = bytes(data[names_off + name:stop]).decode("ascii", "replace")
+        sections.append(Section(label, addr, off, size, sh_type, link, entsize))
+    return sections, loads
+
+
+def section(sections: List[Section], name: str) -> Optional[Section]:
+    return next((s for s in sections if s.name == name), None)
+
+
+def _parse(data: mmap.mmap, out: ElfSymbols) -> None:
+    sections, loads = read_layout(data)
+    out.loads.extend((s.offset, s.vaddr, s.filesz) for s in loads)
+    by_index = sections
     table = None
     for want in (SHT_SYMTAB, SHT_DYNSYM):
-        for sec in sections:
-            if sec[0] == want and sec[2]:
+        for sec in by_index:
+            if sec.sh_type == want and sec.size:
                 table = sec
                 break
         if table:
             break
-    if table is None:
+    if table is None or table.link >= len(by_index):
         return
-    _type, off, size, link, entsize = table
-    str_off = sections[link][1]
-    entsize = entsize or 24
+    str_off = by_index[table.link].offset
+    entsize = table.entsize or 24
+    off, size = table.offset, table.size
     rows = []
     for st_name, st_info, _other, st_shndx, st_value, st_size in struct.iter_unpack(
             "<IBBHQQ", data[off:off + size - size % entsize]):

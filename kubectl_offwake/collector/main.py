@@ -95,14 +95,16 @@ class Collector:
         self.writer.emit("hello", **fields)
 
     def _end(self, reason: str, totals: Optional[Dict[str, int]] = None,
-             lost: Optional[Dict[str, int]] = None) -> None:
+             lost: Optional[Dict[str, int]] = None,
+             frames: Optional[Dict[str, int]] = None) -> None:
         now = time.monotonic()
         timing = {"elapsed_s": round(now - self.started_mono, 3)}
         if self.attached_mono is not None:
             timing["tracing_s"] = round(now - self.attached_mono, 3)
+        extra = {"frames": frames} if frames is not None else {}
         self.writer.emit(
             "end", reason=reason, **timing,
-            totals=totals or {}, lost=lost or {}, warnings=self.warnings,
+            totals=totals or {}, lost=lost or {}, **extra, warnings=self.warnings,
         )
         self.writer.flush()
 
@@ -194,8 +196,12 @@ class Collector:
             self.log("warning", note)
         snap = Snapshotter(program, self.writer, self.started_mono, self.opts.min_block_us)
         try:
+            snap.warm([t.pid for t in self.targets])
+            if snap.sites.stats.modules:
+                st = snap.sites.stats
+                self.log("info", f"unwind tables for {st.modules} modules without frame "
+                         f"pointers ({st.sites} sites) in {st.seconds * 1000:.0f} ms")
             for t in self.targets:
-                snap.sym.warm(t.pid)
                 snap.process(t.pid, t.comm, with_threads=True)
             program.set_targets([t.pid for t in self.targets])
             self.attached_mono = snap.attached_mono = time.monotonic()
@@ -227,8 +233,13 @@ class Collector:
                 "kstack_walks": counters.get("kstack_walks", 0),
                 "kstack_cache_hits": counters.get("kcache_hit", 0),
                 "kstack_cache_mismatches": counters.get("kcache_mismatch", 0),
-                "ustack_cache_hits": counters.get("ucache_hit", 0),
-                "ustack_cache_mismatches": counters.get("ucache_mismatch", 0),
+                "ustack_walks": counters.get("ustack_walks", 0),
+                "ustack_known": counters.get("ustack_known", 0),
+                "ustack_cfi": counters.get("ustack_cfi", 0),
+                "ustack_truncated": counters.get("ustack_truncated", 0),
+                "unwind_modules": snap.sites.stats.modules,
+                "unwind_sites": snap.sites.stats.sites,
+                "unwind_index_ms": int(snap.sites.stats.seconds * 1000),
                 "stack_overflow": counters.get("stack_overflow", 0),
                 "waker_ustack_lost": counters.get("wstack_eexist", 0)
                 + counters.get("wstack_enomem", 0),
@@ -237,7 +248,7 @@ class Collector:
                 "load_ms": int(program.load_s * 1000),
                 "symbolize_ms": int(snap.symbolize_s * 1000),
             }
-            self._end(reason, totals, lost_summary(counters))
+            self._end(reason, totals, lost_summary(counters), snap.frames.record())
             return 1 if reason == "error" else 0
         finally:
             program.close()

@@ -13,15 +13,45 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from ..wire import WireWriter
+from ..wire.schema import TRUNCATED_FRAME
 from .bpfprog import ST_BLOCKED, Edge, Program
 from .identity import Identities, threads_of
-from .symbolize import Symbolizer, describe_missing
+from .sites import SiteIndex, is_system_library
+from .symbolize import MODULE_OFFSET, SYMBOL, UNKNOWN, Symbolizer, describe_missing
 
 EFAULT = -14
 
 
 def _us(ns: int) -> int:
     return int((ns + 500) // 1000)
+
+
+class FrameCounts:
+    """How the frames of the stacks sent resolved (each distinct stack counted once): the
+    ``frames`` object of the ``end`` record."""
+
+    def __init__(self) -> None:
+        self.user = {SYMBOL: 0, MODULE_OFFSET: 0, UNKNOWN: 0}
+        self.kernel = 0
+        self.kernel_unknown = 0
+        self.cfi = 0
+        self.truncated_stacks = 0
+
+    def add(self, kernel: List[str], user_kinds: List[str], cfi: int, truncated: bool) -> None:
+        self.kernel += len(kernel)
+        self.kernel_unknown += sum(1 for name in kernel if name.startswith("0x"))
+        for kind in user_kinds:
+            self.user[kind] += 1
+        self.cfi += cfi
+        self.truncated_stacks += truncated
+
+    def record(self) -> Dict[str, int]:
+        return {
+            "user": sum(self.user.values()), "user_symbol": self.user[SYMBOL],
+            "user_module_offset": self.user[MODULE_OFFSET], "user_unknown": self.user[UNKNOWN],
+            "user_cfi": self.cfi, "truncated_stacks": self.truncated_stacks,
+            "kernel": self.kernel, "kernel_unknown": self.kernel_unknown,
+        }
 
 
 class Snapshotter:
@@ -45,6 +75,30 @@ class Snapshotter:
         self._user_ids: set = set()  # (waker map?, id)
         self.symbolize_s = 0.0
         self.active_tids: set = set()
+        self.frames = FrameCounts()
+        self.sites = SiteIndex(program.add_sites, program.drop_sites, program.sizes.sites)
+        self._new_wakers: set = set()
+
+    def warm(self, target_pids: List[int]) -> None:
+        """Before tracing: read the targets' symbols, and the unwind sites of their frameless
+        modules and of every process's system libraries (so any waker's calls into libc
+        have their callers from the first event on)."""
+        for pid in target_pids:
+            self.sym.warm(pid)
+        if not self.program.own_ustacks:
+            return
+        for pid in target_pids:
+            self.sites.add_process(pid)
+        self.sites.add_all_processes(is_system_library)
+
+    def _index_new_wakers(self) -> None:
+        """The frameless modules of wakers seen for the first time (their main programs,
+        say), from the next snapshot on. Only processes that woke a target from their own
+        code: the bystanders an interrupt happened to hit need none."""
+        if self.program.own_ustacks:
+            for pid in sorted(self._new_wakers):
+                self.sites.add_process(pid)
+        self._new_wakers.clear()
 
     # --- identities and stacks ---------------------------------------------------------
 
@@ -70,21 +124,31 @@ class Snapshotter:
         frames.extend(kernel)
         if waker and uid >= 0 and in_interrupt(kernel):
             uid = EFAULT  # as if there were no user stack
+        elif waker and uid >= 0:
+            self._new_wakers.add(pid)  # a real waker: its own modules get unwind tables
+        kinds: List[str] = []
+        cfi, truncated = 0, False
         if uid >= 0:
             self._user_ids.add((waker, uid))
-            ips = self.program.user_ips(uid, waker=waker)
-            if ips:
-                frames.extend(self.sym.user(pid, ips))
+            ust = self.program.user_stack(uid, waker=waker)
+            if ust is not None:
+                resolved = self.sym.user_frames(pid, ust.ips)
+                frames.extend(name for name, _kind in resolved)
+                kinds = [kind for _name, kind in resolved]
+                cfi, truncated = ust.cfi_frames, ust.truncated
+                if truncated:
+                    frames.append(TRUNCATED_FRAME)
         seen = self.ids.seen(pid)
         kthread = bool(seen and seen.get("kernel_thread")) or pid == 0
         missing = describe_missing(kid, uid, kthread)
         self.symbolize_s += time.monotonic() - t0
-        sid = self.stack_of_frames(frames, len(kernel), missing)
+        sid = self.stack_of_frames(frames, len(kernel), missing, kinds, cfi, truncated)
         self._stacks[key] = sid
         return sid
 
     def stack_of_frames(self, frames: List[str], kernel_depth: int,
-                        missing: Optional[str]) -> int:
+                        missing: Optional[str], user_kinds: Optional[List[str]] = None,
+                        cfi: int = 0, truncated: bool = False) -> int:
         """The wire id of a symbolized stack, sending it the first time. Stacks that differ
         only in offsets inside the same functions read the same: they are sent once."""
         content = (tuple(frames), kernel_depth, missing)
@@ -92,6 +156,7 @@ class Snapshotter:
         if sid is None:
             sid = len(self._by_content) + 1
             self._by_content[content] = sid
+            self.frames.add(frames[:kernel_depth], user_kinds or [], cfi, truncated)
             rec: dict = {"id": sid, "frames": frames, "kernel_depth": kernel_depth}
             if missing:
                 rec["missing"] = missing
@@ -171,6 +236,7 @@ class Snapshotter:
         )
         self.writer.emit("snapshot", snap=self.snap, **timing)
         self.writer.flush()
+        self._index_new_wakers()
 
     def pending(self, target_pids: List[int], attached_mono: float,
                 now_ns: Optional[int] = None) -> int:

@@ -18,7 +18,13 @@ process    pid, comm, cgroup?, container_id?, runtime?, pod_uid?, kernel_thread,
 identity   pid, pod? ("ns/name"), container?, node?, label? — written by the client when it
            names a process through the Kubernetes API
 stack      id, frames [str, leaf first], kernel_depth (how many leading frames are kernel)
-           missing? ("kernel" | "user" | "both")
+           missing? ("kernel" | "user" | "both"). A user frame is a symbol, or
+           ``module+0xOFFSET`` for any address inside a mapping (ELF virtual address for
+           files; ``[heap]+0x..``, ``anon+0x..`` otherwise), or ``0xADDRESS`` only outside
+           every mapping. A last frame ``[truncated: frame-pointer loop]`` (TRUNCATED_FRAME)
+           marks a user stack whose frame-pointer chain stopped moving up the stack (a frame
+           pointer below the frame before it, or the same return address twice): the walk
+           stopped there, the frames above are unknown
 wakeup     snap, tid, pid, comm, state ("blocked" | "preempted"), waker_tid?, waker_pid?,
            waker_comm?, target_stack (id), waker_stack? (id), count, total_us, max_us,
            blocked_us, runq_us, preempted_by_pid?, preempted_by_tid?, preempted_by_comm?
@@ -31,7 +37,13 @@ cgroup_stat pid, cgroup, phase ("start" | "end"), nr_periods, nr_throttled, thro
 snapshot   snap, elapsed_s, tracing_s? — commits the deltas sent since the previous snapshot
 end        reason ("duration" | "signal" | "target-exit" | "error" | "resolve-only"), elapsed_s,
            tracing_s?,
-           totals {switches, wakeups, ...}, lost {...}, warnings [str]
+           totals {switches, wakeups, ...}, lost {...}, warnings [str],
+           frames? {user, user_symbol, user_module_offset, user_unknown, user_cfi,
+           truncated_stacks, kernel, kernel_unknown} — the frames of the stacks sent, each
+           distinct stack once: user frames by what they resolved to (a symbol,
+           ``module+0xOFFSET``, a bare address outside every mapping), how many callers came
+           from unwind tables (CFI) rather than frame pointers, stacks ending in
+           TRUNCATED_FRAME, kernel frames and those kallsyms could not name
 log        level ("debug" | "info" | "warning" | "error"), message
 """
 
@@ -40,6 +52,9 @@ from __future__ import annotations
 from typing import Dict, FrozenSet, List, Tuple
 
 SCHEMA_VERSION = 1
+
+#: The last user frame of a stack whose frame-pointer walk was stopped (see ``stack``).
+TRUNCATED_FRAME = "[truncated: frame-pointer loop]"
 
 #: Required fields per record type. Types not listed are skipped by readers.
 RECORD_TYPES: Dict[str, FrozenSet[str]] = {

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
@@ -33,9 +33,14 @@ def skip_reason() -> Optional[str]:
     return None
 
 
-def compile_prog(name: str, outdir: str) -> str:
-    exe = os.path.join(outdir, name)
-    subprocess.run(["gcc", *CFLAGS, "-o", exe, os.path.join(HERE, f"{name}.c")], check=True)
+#: Built as distribution binaries often are: no frame pointers.
+CFLAGS_NO_FP = ["-O1", "-fomit-frame-pointer", "-pthread"]
+
+
+def compile_prog(name: str, outdir: str, cflags: Sequence[str] = tuple(CFLAGS),
+                 exe_name: Optional[str] = None) -> str:
+    exe = os.path.join(outdir, exe_name or name)
+    subprocess.run(["gcc", *cflags, "-o", exe, os.path.join(HERE, f"{name}.c")], check=True)
     return exe
 
 

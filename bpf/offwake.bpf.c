@@ -91,11 +91,8 @@
 #define C_WSTACK_EEXIST 14  // waker user stack lost to a collision (counted apart: mostly
                             // bystanders of interrupts)
 #define C_WSTACK_ENOMEM 15  // waker user stack lost: map full
-#define C_UWALK 16          // user stacks walked
-#define C_UKNOWN 17         // walked user stacks that were stored already
-#define C_UCFI 18           // walked user stacks with frames unwound by CFI
-#define C_UTRUNC 19         // walked user stacks cut at a frame-pointer loop
-#define N_COUNTERS 20
+#define C_UTRUNC 16         // user stack walks cut at a frame-pointer loop
+#define N_COUNTERS 17
 
 // A stack map drops a stack whose hash bucket holds another stack (-EEXIST); with a few
 // hundred distinct stacks in 16384 buckets that already happens now and then. Such a stack
@@ -441,8 +438,6 @@ static __always_inline u64 user_walk(struct uwalk_t *w)
     flags |= cfi << UST_CFI_SHIFT;
     s->n = n;
     s->flags = flags;
-    if (cfi)
-        count(C_UCFI);
     if (flags & UST_TRUNCATED)
         count(C_UTRUNC);
     return (mix(h, flags) >> 1) | 1;  // > 0 as an s64: apart from error codes
@@ -457,7 +452,6 @@ static __always_inline s64 walk_user(void *ctx, u32 kind)
     if (!w)
         return -12;
     struct ustack_rec_t *s = &w->rec;
-    count(C_UWALK);
     u64 h = user_walk(w);
     if (!h)
         return -14;  // no user stack (as the kernel's walk says for kernel threads)
@@ -482,7 +476,6 @@ static __always_inline s64 walk_user(void *ctx, u32 kind)
         if (have->ip[i] != s->ip[i])
             goto collision;
     }
-    count(C_UKNOWN);
     return h;
 collision:
     if (kind)
@@ -510,7 +503,6 @@ BPF_TABLE("stacktrace", int, struct ustack_t, wustacks2, STACK_OVERFLOW_SIZE);
 
 static __always_inline s64 walk_ustack(void *ctx)
 {
-    count(C_UWALK);
     s32 id = ustacks.get_stackid(ctx, BPF_F_USER_STACK | STACK_FLAGS);
     if (id == -17) {
         count(C_STACK_OVERFLOW);
@@ -523,7 +515,6 @@ static __always_inline s64 walk_ustack(void *ctx)
 
 static __always_inline s64 walk_waker_ustack(void *ctx)
 {
-    count(C_UWALK);
     s32 id = wustacks.get_stackid(ctx, BPF_F_USER_STACK | STACK_FLAGS);
     if (id == -17) {
         count(C_STACK_OVERFLOW);

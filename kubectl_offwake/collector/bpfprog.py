@@ -24,8 +24,8 @@ SOURCE_NAME = "offwake.bpf.c"
 COUNTERS = (
     "switch_out", "wakeup", "noop_wake", "short", "stack_eexist", "stack_enomem",
     "agg_full", "start_full", "oncpu_full", "switch_in", "kcache_hit", "kcache_mismatch",
-    "kstack_walks", "stack_overflow", "wstack_eexist", "wstack_enomem", "ustack_walks",
-    "ustack_known", "ustack_cfi", "ustack_truncated",
+    "kstack_walks", "stack_overflow", "wstack_eexist", "wstack_enomem",
+    "ustack_truncated",
 )
 #: Marks a stack id that lives in the overflow stack map (see the C source).
 OVERFLOW_BIT = 0x40000000

@@ -350,14 +350,36 @@ struct ustack_rec_t {
     u32 flags;
     u64 ip[USTACK_DEPTH];
 };
+// A per-CPU direct-mapped cache of site lookups by (process, address), positive and
+// negative, so that the addresses every event brings back cost neither a code read nor a
+// hash lookup. `gen` is bumped by user space whenever it changes the sites table.
+#ifndef SCACHE_SLOTS
+#define SCACHE_SLOTS 256
+#endif
+struct scache_ent {
+    u64 ip;
+    u32 tgid;
+    u32 gen;
+    struct site_t site;
+    u32 is_site;
+    u32 pad;
+};
 struct uwalk_t {  // the walk's scratch space (too big for the BPF stack)
     struct ustack_rec_t rec;
     struct site_key_t key;
+    struct scache_ent cache[SCACHE_SLOTS];
 };
+
+static __always_inline u32 scache_slot(u64 ip, u32 tgid)
+{
+    u64 x = (ip ^ ((u64)tgid << 32)) * 0x9E3779B97F4A7C15ULL;
+    return (x >> 40) & (SCACHE_SLOTS - 1);
+}
 BPF_F_TABLE("hash", struct site_key_t, struct site_t, sites, SITES_SIZE, BPF_F_NO_PREALLOC);
 BPF_HASH(ustore, u64, struct ustack_rec_t, STACK_STORAGE_SIZE);   // targets' stacks
 BPF_HASH(wustore, u64, struct ustack_rec_t, STACK_STORAGE_SIZE);  // wakers' stacks
 BPF_PERCPU_ARRAY(uscratch, struct uwalk_t, 1);
+BPF_ARRAY(sitegen, u32, 1);  // bumped by user space when `sites` changes
 
 static __always_inline u64 mix(u64 h, u64 v)
 {
@@ -387,21 +409,40 @@ static __always_inline u64 user_walk(struct uwalk_t *w)
     u64 h = mix(0, ip);
     s->ip[0] = ip;
 
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u32 zero = 0;
+    u32 *genp = sitegen.lookup(&zero);
+    u32 gen = genp ? *genp : 0;
 #pragma clang loop unroll(disable)
     for (int i = 0; i < CFI_DEPTH; i++) {
-        struct site_key_t *k = &w->key;
-        if (bpf_probe_read_user(&k->before, 16, (void *)(ip - 8)))
-            break;
-        k->page_off = ip & 0xfff;
-        k->pad = 0;
-        struct site_t *site = sites.lookup(k);
-        if (!site)
-            break;
-        u64 cfa = (site->cfa_reg ? bp : sp) + (s64)site->cfa_off;
+        // The per-CPU cache first: the same few addresses come back on every event.
+        struct scache_ent *e = &w->cache[scache_slot(ip, tgid)];
+        struct site_t site;
+        if (e->ip == ip && e->tgid == tgid && e->gen == gen) {
+            if (!e->is_site)
+                break;
+            site = e->site;
+        } else {
+            struct site_key_t *k = &w->key;
+            if (bpf_probe_read_user(&k->before, 16, (void *)(ip - 8)))
+                break;
+            k->page_off = ip & 0xfff;
+            k->pad = 0;
+            struct site_t *found = sites.lookup(k);
+            e->ip = ip;
+            e->tgid = tgid;
+            e->gen = gen;
+            e->is_site = found != 0;
+            if (!found)
+                break;
+            site = *found;
+            e->site = site;
+        }
+        u64 cfa = (site.cfa_reg ? bp : sp) + (s64)site.cfa_off;
         u64 ra = 0, nbp = bp;
         if (bpf_probe_read_user(&ra, 8, (void *)(cfa - 8)) || ra < MMAP_MIN_ADDR)
             break;
-        if (site->bp_off && bpf_probe_read_user(&nbp, 8, (void *)(cfa + site->bp_off)))
+        if (site.bp_off && bpf_probe_read_user(&nbp, 8, (void *)(cfa + site.bp_off)))
             break;
         s->ip[n & (USTACK_DEPTH - 1)] = ra;
         h = mix(h, ra);

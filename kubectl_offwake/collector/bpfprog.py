@@ -262,7 +262,15 @@ class Program:
         except Exception:  # noqa: BLE001 - kernels without batch ops: one at a time
             for i in range(len(items)):
                 table[keys[i]] = values[i]
+        self._sites_changed()
         return len(items)
+
+    def _sites_changed(self) -> None:
+        """The program caches site lookups per CPU (negative ones too) under a generation
+        number: a new one makes them look again."""
+        gen = self.bpf["sitegen"]
+        key = gen.Key(0)
+        gen[key] = gen.Leaf((int(gen[key].value) + 1) & 0xFFFFFFFF)
 
     def drop_sites(self, keys: Sequence[SiteKey]) -> None:
         """Removes sites found ambiguous after they were written."""
@@ -275,6 +283,7 @@ class Program:
                 del self._sites[key]
             except KeyError:
                 pass
+        self._sites_changed()
 
     def set_targets(self, tgids: Sequence[int]) -> None:
         for tgid in tgids:

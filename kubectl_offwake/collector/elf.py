@@ -1,4 +1,4 @@
-"""A small ELF reader: function symbols and load segments, all the symbolizer needs.
+"""A small ELF reader: function symbols, load segments, sections, the build id.
 
 Why our own: a stripped Envoy has almost no symbols, so nearly every lookup misses, and a
 miss through BCC's symbolizer costs ~10 µs; a bisect over arrays read once per module costs
@@ -40,6 +40,8 @@ class ElfSymbols:
     ends: List[int] = field(default_factory=list)
     names: List[bytes] = field(default_factory=list)
     loads: List[Tuple[int, int, int]] = field(default_factory=list)
+    full: bool = False  # names from .symtab (all functions), not just .dynsym (exported)
+    build_id: Optional[str] = None  # hex, from .note.gnu.build-id
 
     def vaddr(self, file_offset: int) -> int:
         """The ELF virtual address of a file offset (what addr2line and symbol tables use)."""
@@ -119,9 +121,28 @@ def section(sections: List[Section], name: str) -> Optional[Section]:
     return next((s for s in sections if s.name == name), None)
 
 
+NT_GNU_BUILD_ID = 3
+
+
+def _build_id(data: Union[bytes, mmap.mmap], note: Optional[Section]) -> Optional[str]:
+    if note is None or note.size < 16:
+        return None
+    namesz, descsz, kind = struct.unpack_from("<III", data, note.offset)
+    if kind != NT_GNU_BUILD_ID or descsz > 64:
+        return None
+    desc = note.offset + 12 + (namesz + 3) // 4 * 4
+    return bytes(data[desc:desc + descsz]).hex() or None
+
+
+def debug_file(root: str, build_id: str) -> str:
+    """Where distributions install separate debug symbols (Debian's *-dbg, -dbgsym)."""
+    return f"{root}/usr/lib/debug/.build-id/{build_id[:2]}/{build_id[2:]}.debug"
+
+
 def _parse(data: mmap.mmap, out: ElfSymbols) -> None:
     sections, loads = read_layout(data)
     out.loads.extend((s.offset, s.vaddr, s.filesz) for s in loads)
+    out.build_id = _build_id(data, section(sections, ".note.gnu.build-id"))
     by_index = sections
     table = None
     for want in (SHT_SYMTAB, SHT_DYNSYM):
@@ -133,6 +154,7 @@ def _parse(data: mmap.mmap, out: ElfSymbols) -> None:
             break
     if table is None or table.link >= len(by_index):
         return
+    out.full = table.sh_type == SHT_SYMTAB
     str_off = by_index[table.link].offset
     entsize = table.entsize or 24
     off, size = table.offset, table.size

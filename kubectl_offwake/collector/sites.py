@@ -221,6 +221,25 @@ def _open_path(pid: int, start: int, end: int, path: str) -> Optional[Tuple[str,
     return None
 
 
+def merge_sites(rules: Dict[SiteKey, Optional[Rule]], new: Dict[SiteKey, Optional[Rule]]
+                ) -> Tuple[Dict[SiteKey, Rule], List[SiteKey]]:
+    """Adds a module's sites to ``rules``; returns the sites to write and the keys to drop
+    (a key two modules give different rules is ambiguous: no rule at all is safer)."""
+    fresh: Dict[SiteKey, Rule] = {}
+    dropped: List[SiteKey] = []
+    for key, rule in new.items():
+        if key in rules:
+            have = rules[key]
+            if have is not None and have != rule:
+                rules[key] = None
+                dropped.append(key)
+            continue
+        rules[key] = rule
+        if rule is not None:
+            fresh[key] = rule
+    return fresh, dropped
+
+
 @dataclass
 class IndexStats:
     modules: int = 0  # frameless modules indexed
@@ -273,36 +292,26 @@ class SiteIndex:
         if self.stats.full:
             return
         t0 = time.monotonic()
-        mod = module_sites(open_path)
-        if mod is None:
+        try:
+            mod = module_sites(open_path)
+            if mod is None:
+                return
+            if mod.frame_pointers:
+                self.stats.frame_pointer_modules += 1
+                return
+            fresh, dropped = merge_sites(self.rules, mod.sites)
+            if dropped:
+                self._drop(dropped)
+                self.stats.sites -= len(dropped)
+            self.stats.ambiguous += len(dropped) + sum(1 for r in mod.sites.values()
+                                                       if r is None)
+            if self.stats.sites + len(fresh) > self.budget:
+                for key in fresh:
+                    del self.rules[key]
+                self.stats.full = True
+                return
+            self.stats.sites += self._write(fresh)
+            self.stats.modules += 1
+            self.stats.names.append(os.path.basename(path))
+        finally:
             self.stats.seconds += time.monotonic() - t0
-            return
-        if mod.frame_pointers:
-            self.stats.frame_pointer_modules += 1
-            self.stats.seconds += time.monotonic() - t0
-            return
-        fresh: Dict[SiteKey, Rule] = {}
-        dropped: List[SiteKey] = []
-        for key, rule in mod.sites.items():
-            if key in self.rules:
-                have = self.rules[key]
-                if have is not None and have != rule:
-                    self.rules[key] = None
-                    dropped.append(key)
-                continue
-            self.rules[key] = rule
-            if rule is not None:
-                fresh[key] = rule
-        if self.stats.sites + len(fresh) > self.budget:
-            for key in fresh:
-                del self.rules[key]
-            self.stats.full = True
-            self.stats.seconds += time.monotonic() - t0
-            return
-        if dropped:
-            self._drop(dropped)
-        self.stats.sites += self._write(fresh) - len(dropped)
-        self.stats.ambiguous += len(dropped) + sum(1 for r in mod.sites.values() if r is None)
-        self.stats.modules += 1
-        self.stats.names.append(os.path.basename(path))
-        self.stats.seconds += time.monotonic() - t0

@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .elf import ElfSymbols, read_symbols
+from .elf import ElfSymbols, debug_file, read_symbols
 
 MAX_NAME = 200
 
@@ -212,7 +212,8 @@ class Symbolizer:
         ident = (st.st_dev, st.st_ino)
         found = self._modules.get(ident)
         if found is None:
-            found = self._modules[ident] = read_symbols(path)
+            found = self._modules[ident] = with_debug_symbols(read_symbols(path),
+                                                              f"/proc/{pid}/root")
         self._module_of[key] = found
         return found
 
@@ -238,6 +239,22 @@ class Symbolizer:
         if name:
             return short_name(self.demangle(name)), SYMBOL
         return f"{base}+0x{vaddr:x}", MODULE_OFFSET
+
+
+def with_debug_symbols(syms: ElfSymbols, root: str) -> ElfSymbols:
+    """A stripped module's symbols from its separate debug file, where the process's root
+    has one (e.g. libc6-dbg: start_thread, __futex_abstimed_wait_common instead of
+    ``libc.so.6+0x...``); the module's own load segments map addresses either way."""
+    if syms.full or not syms.build_id:
+        return syms
+    path = debug_file(root, syms.build_id)
+    if not os.path.isfile(path):
+        return syms
+    debug = read_symbols(path)
+    if not debug.full or debug.build_id != syms.build_id:
+        return syms
+    return ElfSymbols(starts=debug.starts, ends=debug.ends, names=debug.names,
+                      loads=syms.loads, full=True, build_id=syms.build_id)
 
 
 def split_stack(ips: Sequence[int]) -> List[int]:

@@ -25,6 +25,7 @@ import harness  # noqa: E402
 
 from kubectl_offwake.analysis.analyze import analyze  # noqa: E402
 from kubectl_offwake.collector.elf import read_symbols  # noqa: E402
+from kubectl_offwake.collector.symbolize import with_debug_symbols  # noqa: E402
 from kubectl_offwake.importers import load_text  # noqa: E402
 from kubectl_offwake.wire.schema import TRUNCATED_FRAME  # noqa: E402
 
@@ -124,9 +125,11 @@ def _main_edge(run: Run, name: str) -> Any:
 
 
 def _libc_names(run: Run, pid: int) -> Set[str]:
-    """Names the symbolizer can give libc's frames: its symbols, or ``libc.so.6+0x..``."""
+    """Names the symbolizer can give libc's frames: its symbols (with its separate debug
+    symbols where installed), or ``libc.so.6+0x..``."""
     path = next(p for _lo, _hi, p in run.maps[pid] if os.path.basename(p).startswith("libc."))
-    return {n.decode("utf-8", "replace") for n in read_symbols(path).names}
+    syms = with_debug_symbols(read_symbols(path), "")
+    return {n.decode("utf-8", "replace") for n in syms.names}
 
 
 def _is_libc(frame: str, names: Set[str]) -> bool:

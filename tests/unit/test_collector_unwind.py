@@ -75,8 +75,18 @@ def binaries(tmp_path_factory) -> Dict[str, str]:
     return out
 
 
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _maps() -> List[List[str]]:
+    with open("/proc/self/maps") as f:
+        return [line.split() for line in f]
+
+
 def _fdes(path: str) -> List[Fde]:
-    data = open(path, "rb").read()
+    data = _read(path)
     sections, _loads = read_layout(data)
     eh = section(sections, ".eh_frame")
     assert eh is not None
@@ -129,8 +139,8 @@ def test_cfi_rows_agree_with_readelf(binaries, which):
 
 
 def _libc() -> str:
-    for line in open("/proc/self/maps"):
-        path = line.split()[-1]
+    for parts in _maps():
+        path = parts[-1]
         if os.path.basename(path).startswith("libc.so"):
             return path
     pytest.skip("no libc mapped")
@@ -163,7 +173,7 @@ def _objdump_sites(path: str) -> List[int]:
 @pytest.mark.parametrize("which", ["nofp", "libc"])
 def test_every_call_and_syscall_site_is_found(binaries, which):
     path = binaries.get(which) or _libc()
-    data = open(path, "rb").read()
+    data = _read(path)
     sections, loads = read_layout(data)
     fdes = _fdes(path)
     plt = [(s.addr, s.addr + s.size) for s in sections if s.name.startswith(".plt")]
@@ -232,8 +242,7 @@ def test_user_frames_are_symbols_or_module_offsets_never_bare_inside_a_mapping()
     sym = Symbolizer(None)
     pid = os.getpid()
     heap = code = None
-    for line in open("/proc/self/maps"):
-        parts = line.split()
+    for parts in _maps():
         lo = int(parts[0].split("-")[0], 16)
         if parts[-1] == "[heap]" and heap is None:
             heap = lo + 0x10

@@ -77,7 +77,7 @@ class Snapshotter:
         self.active_tids: set = set()
         self.frames = FrameCounts()
         self.sites = SiteIndex(program.add_sites, program.drop_sites, program.sizes.sites)
-        self._new_wakers: set = set()
+        self._waker_modules: Dict[int, set] = {}  # waker pid -> module paths to index
 
     def warm(self, target_pids: List[int]) -> None:
         """Before tracing: read the targets' symbols, and the unwind sites of their frameless
@@ -91,14 +91,19 @@ class Snapshotter:
             self.sites.add_process(pid)
         self.sites.add_all_processes(is_system_library)
 
-    def _index_new_wakers(self) -> None:
-        """The frameless modules of wakers seen for the first time (their main programs,
-        say), from the next snapshot on. Only processes that woke a target from their own
-        code: the bystanders an interrupt happened to hit need none."""
+    def _index_wakers(self) -> None:
+        """Unwind tables for the modules wakers' stacks went through (their own programs,
+        say: a frameless interpreter), from the next snapshot on. Only processes that woke a
+        target from their own code (the bystanders an interrupt happened to hit need none),
+        and only their main program and the modules their stacks reached, not every
+        library they map."""
         if self.program.own_ustacks:
-            for pid in sorted(self._new_wakers):
-                self.sites.add_process(pid)
-        self._new_wakers.clear()
+            for pid, paths in sorted(self._waker_modules.items()):
+                exe = _exe(pid)
+                if exe:
+                    paths.add(exe)
+                self.sites.add_process(pid, paths.__contains__)
+        self._waker_modules.clear()
 
     # --- identities and stacks ---------------------------------------------------------
 
@@ -124,8 +129,6 @@ class Snapshotter:
         frames.extend(kernel)
         if waker and uid >= 0 and in_interrupt(kernel):
             uid = EFAULT  # as if there were no user stack
-        elif waker and uid >= 0:
-            self._new_wakers.add(pid)  # a real waker: its own modules get unwind tables
         kinds: List[str] = []
         cfi, truncated = 0, False
         if uid >= 0:
@@ -133,6 +136,9 @@ class Snapshotter:
             ust = self.program.user_stack(uid, waker=waker)
             if ust is not None:
                 resolved = self.sym.user_frames(pid, ust.ips)
+                if waker:  # a real waker (not an interrupt's bystander)
+                    self._waker_modules.setdefault(pid, set()).update(
+                        self.sym.modules_of(pid, ust.ips))
                 frames.extend(name for name, _kind in resolved)
                 kinds = [kind for _name, kind in resolved]
                 cfi, truncated = ust.cfi_frames, ust.truncated
@@ -236,7 +242,7 @@ class Snapshotter:
         )
         self.writer.emit("snapshot", snap=self.snap, **timing)
         self.writer.flush()
-        self._index_new_wakers()
+        self._index_wakers()
 
     def pending(self, target_pids: List[int], attached_mono: float,
                 now_ns: Optional[int] = None) -> int:
@@ -316,6 +322,13 @@ def merge_wakeups(records: List[dict]) -> List[dict]:
             have[k] = have.get(k, 0) + rec.get(k, 0)
         have["max_us"] = max(have.get("max_us", 0), rec.get("max_us", 0))
     return list(out.values())
+
+
+def _exe(pid: int) -> Optional[str]:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
 
 
 def _thread_state(pid: int, tid: int) -> Optional[str]:

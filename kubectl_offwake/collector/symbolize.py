@@ -33,8 +33,11 @@ MAX_NAME = 200
 
 
 def short_name(name: str) -> str:
-    """``ns::Cls::fn(int, std::string const&) const`` -> ``ns::Cls::fn``."""
+    """``ns::Cls::fn(int, std::string const&) const`` -> ``ns::Cls::fn``; a symbol version
+    (``pthread_mutex_lock@@GLIBC_2.2.5``) goes too."""
     text = name.strip()
+    if "@" in text and "(" not in text:
+        text = text.split("@", 1)[0] or text
     for suffix in (" const", " &&", " &", " volatile"):
         while text.endswith(suffix):
             text = text[: -len(suffix)]
@@ -184,6 +187,17 @@ class Symbolizer:
             if found is None:
                 found = cache[addr] = self._resolve(pid, addr)
             out.append(found)
+        return out
+
+    def modules_of(self, pid: int, addrs: Sequence[int]) -> List[str]:
+        """The file paths of the mappings these addresses fall in (as /proc/PID/maps
+        names them)."""
+        maps = self._maps(pid)
+        out = []
+        for addr in addrs:
+            m = maps.find(addr)
+            if m is not None and m.path.startswith("/"):
+                out.append(m.path)
         return out
 
     def forget(self, pid: int) -> None:

@@ -25,7 +25,7 @@ import harness  # noqa: E402
 
 from kubectl_offwake.analysis.analyze import analyze  # noqa: E402
 from kubectl_offwake.collector.elf import read_symbols  # noqa: E402
-from kubectl_offwake.collector.symbolize import with_debug_symbols  # noqa: E402
+from kubectl_offwake.collector.symbolize import short_name, with_debug_symbols  # noqa: E402
 from kubectl_offwake.importers import load_text  # noqa: E402
 from kubectl_offwake.wire.schema import TRUNCATED_FRAME  # noqa: E402
 
@@ -129,7 +129,7 @@ def _libc_names(run: Run, pid: int) -> Set[str]:
     symbols where installed), or ``libc.so.6+0x..``."""
     path = next(p for _lo, _hi, p in run.maps[pid] if os.path.basename(p).startswith("libc."))
     syms = with_debug_symbols(read_symbols(path), "")
-    return {n.decode("utf-8", "replace") for n in syms.names}
+    return {short_name(n.decode("utf-8", "replace")) for n in syms.names}
 
 
 def _is_libc(frame: str, names: Set[str]) -> bool:

@@ -271,3 +271,11 @@ def test_frame_counts_and_the_marker():
         "user_cfi": 1, "truncated_stacks": 1, "kernel": 2, "kernel_unknown": 1,
     }
     assert TRUNCATED_FRAME.startswith("[truncated:")
+
+
+def test_symbol_versions_are_dropped():
+    from kubectl_offwake.collector.symbolize import short_name
+
+    assert short_name("pthread_mutex_lock@@GLIBC_2.2.5") == "pthread_mutex_lock"
+    assert short_name("__libc_start_main@GLIBC_2.2.5") == "__libc_start_main"
+    assert short_name("ns::f(int)") == "ns::f"

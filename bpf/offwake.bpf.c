@@ -378,6 +378,7 @@ static __always_inline u32 scache_slot(u64 ip, u32 tgid)
 BPF_F_TABLE("hash", struct site_key_t, struct site_t, sites, SITES_SIZE, BPF_F_NO_PREALLOC);
 BPF_HASH(ustore, u64, struct ustack_rec_t, STACK_STORAGE_SIZE);   // targets' stacks
 BPF_HASH(wustore, u64, struct ustack_rec_t, STACK_STORAGE_SIZE);  // wakers' stacks
+BPF_HASH(newwakers, u32, u64, 1024);  // waker tgid -> a new stack of it (user space drains)
 BPF_PERCPU_ARRAY(uscratch, struct uwalk_t, 1);
 BPF_ARRAY(sitegen, u32, 1);  // bumped by user space when `sites` changes
 
@@ -499,8 +500,15 @@ static __always_inline s64 walk_user(void *ctx, u32 kind)
     struct ustack_rec_t *have = kind ? wustore.lookup(&h) : ustore.lookup(&h);
     if (!have) {
         int err = kind ? wustore.update(&h, s) : ustore.update(&h, s);
-        if (err == 0)
+        if (err == 0) {
+            if (kind) {
+                // A waker stack never seen: tell user space, which gives the waker's own
+                // modules unwind tables within a poll (a new stack is rare: cheap here).
+                u32 tgid = bpf_get_current_pid_tgid() >> 32;
+                newwakers.insert(&tgid, &h);
+            }
             return h;
+        }
         if (kind)
             count(C_WSTACK_ENOMEM);
         else

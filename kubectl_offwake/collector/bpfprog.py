@@ -237,6 +237,7 @@ class Program:
         if self.own_ustacks:
             self._wustore = self.bpf["wustore"]
             self._sites = self.bpf["sites"]
+            self._newwakers = self.bpf["newwakers"]
         else:
             self._ustacks = self.bpf["ustacks"]
             self._ustacks2 = self.bpf["ustacks2"]
@@ -343,6 +344,13 @@ class Program:
                 blocked_ns=v.blocked_ns, runq_ns=v.runq_ns,
             ))
         return out
+
+    def drain_new_wakers(self) -> List[Tuple[int, int]]:
+        """(tgid, stack) of processes that woke a target with a user stack not seen before
+        (their own code, or whatever an interrupt happened to hit), since the last call."""
+        if not self.own_ustacks:
+            return []
+        return [(_int(k), _int(v)) for k, v in self._drain(self._newwakers)]
 
     def drain_oncpu(self) -> List[OnCpuRow]:
         out = []

@@ -271,6 +271,7 @@ class Collector:
                 return "target-exit"
             if len(alive) != len(self.targets):
                 self.targets = alive
+            snap.index_new_wakers()
             if now >= next_snap:
                 snap.take(program.counters())
                 next_snap += self.opts.interval_s

@@ -77,7 +77,7 @@ class Snapshotter:
         self.active_tids: set = set()
         self.frames = FrameCounts()
         self.sites = SiteIndex(program.add_sites, program.drop_sites, program.sizes.sites)
-        self._waker_modules: Dict[int, set] = {}  # waker pid -> module paths to index
+        self._waker_modules: Dict[int, set] = {}  # waker pid -> module paths indexed
 
     def warm(self, target_pids: List[int]) -> None:
         """Before tracing: read the targets' symbols, and the unwind sites of their frameless
@@ -91,19 +91,25 @@ class Snapshotter:
             self.sites.add_process(pid)
         self.sites.add_all_processes(is_system_library)
 
-    def _index_wakers(self) -> None:
-        """Unwind tables for the modules wakers' stacks went through (their own programs,
-        say: a frameless interpreter), from the next snapshot on. Only processes that woke a
-        target from their own code (the bystanders an interrupt happened to hit need none),
-        and only their main program and the modules their stacks reached, not every
-        library they map."""
-        if self.program.own_ustacks:
-            for pid, paths in sorted(self._waker_modules.items()):
-                exe = _exe(pid)
-                if exe:
-                    paths.add(exe)
+    def index_new_wakers(self) -> None:
+        """Unwind tables for the modules a new waker's stack went through (its own program,
+        say: a frameless interpreter), as soon as its first stacks are stored: the program
+        reports new waker stacks, the collector's loop calls this every poll. Only wakers
+        woken in a system call, i.e. from their own code (an interrupt's bystander is
+        anywhere), and only their main program and the modules their stacks reached, not
+        every library they map."""
+        for pid, ref in self.program.drain_new_wakers():
+            ust = self.program.user_stack(ref, waker=True)
+            if ust is None or not ust.ips or not _after_syscall(pid, ust.ips[0]):
+                continue
+            done = self._waker_modules.setdefault(pid, set())
+            paths = set(self.sym.modules_of(pid, ust.ips))
+            exe = _exe(pid)
+            if exe:
+                paths.add(exe)
+            if paths - done:
+                done.update(paths)
                 self.sites.add_process(pid, paths.__contains__)
-        self._waker_modules.clear()
 
     # --- identities and stacks ---------------------------------------------------------
 
@@ -136,9 +142,6 @@ class Snapshotter:
             ust = self.program.user_stack(uid, waker=waker)
             if ust is not None:
                 resolved = self.sym.user_frames(pid, ust.ips)
-                if waker:  # a real waker (not an interrupt's bystander)
-                    self._waker_modules.setdefault(pid, set()).update(
-                        self.sym.modules_of(pid, ust.ips))
                 frames.extend(name for name, _kind in resolved)
                 kinds = [kind for _name, kind in resolved]
                 cfi, truncated = ust.cfi_frames, ust.truncated
@@ -242,7 +245,6 @@ class Snapshotter:
         )
         self.writer.emit("snapshot", snap=self.snap, **timing)
         self.writer.flush()
-        self._index_wakers()
 
     def pending(self, target_pids: List[int], attached_mono: float,
                 now_ns: Optional[int] = None) -> int:
@@ -322,6 +324,17 @@ def merge_wakeups(records: List[dict]) -> List[dict]:
             have[k] = have.get(k, 0) + rec.get(k, 0)
         have["max_us"] = max(have.get("max_us", 0), rec.get("max_us", 0))
     return list(out.values())
+
+
+def _after_syscall(pid: int, ip: int) -> bool:
+    """Whether the code right before ``ip`` is a ``syscall`` instruction (where a thread in
+    a system call stopped)."""
+    try:
+        with open(f"/proc/{pid}/mem", "rb") as mem:
+            mem.seek(ip - 2)
+            return mem.read(2) == b"\x0f\x05"
+    except (OSError, ValueError, OverflowError):
+        return False
 
 
 def _exe(pid: int) -> Optional[str]:

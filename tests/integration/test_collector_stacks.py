@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Set, Tuple
@@ -37,6 +38,9 @@ if _SKIP:
 
 ITERS = 20
 PERIOD_MS = 20
+FIFO_ITERS = 60
+#: Debian's /bin/sh, built without frame pointers like the rest of the distribution.
+SHELL = "/bin/dash"
 
 #: program -> (source, cflags)
 PROGRAMS: Dict[str, Tuple[str, List[str]]] = {
@@ -77,13 +81,22 @@ def _maps(pid: int) -> List[Tuple[int, int, str]]:
     return out
 
 
-def _run(tmp: str, programs: Dict[str, Tuple[str, List[str]]], extra: List[str]) -> Run:
+def _run(tmp: str, programs: Dict[str, Tuple[str, List[str]]], extra: List[str],
+         fifo_writer: bool = False) -> Run:
+    """Runs the programs under one collector; with ``fifo_writer``, also ``fifo_read``, fed
+    by a shell (its own process, built without frame pointers, started after attach)."""
     run = Run()
     collector = None
+    writer = None
+    fifo = os.path.join(tmp, "fifo")
     try:
         for name, (source, cflags) in programs.items():
             exe = harness.compile_prog(source, tmp, cflags, name)
             run.progs[name] = harness.Prog(exe, ITERS, PERIOD_MS)
+        if fifo_writer:
+            os.mkfifo(fifo)
+            exe = harness.compile_prog("fifo_read", tmp)
+            run.progs["fifo_read"] = harness.Prog(exe, FIFO_ITERS, PERIOD_MS, [fifo])
         args = ["--interval", "1", "--duration", "60", *extra]
         for p in run.progs.values():
             args += ["--pid", str(p.pid)]
@@ -91,6 +104,10 @@ def _run(tmp: str, programs: Dict[str, Tuple[str, List[str]]], extra: List[str])
         collector.wait_attached()
         for p in run.progs.values():
             p.go()
+        if fifo_writer:
+            script = (f"i=0; while [ $i -lt {FIFO_ITERS} ]; do printf x; "
+                      f"sleep {PERIOD_MS / 1000}; i=$((i+1)); done > {fifo}")
+            writer = subprocess.Popen([SHELL, "-c", script])
         for p in run.progs.values():
             p.wait_done()
             run.maps[p.pid] = _maps(p.pid)  # while it is alive
@@ -102,6 +119,8 @@ def _run(tmp: str, programs: Dict[str, Tuple[str, List[str]]], extra: List[str])
     finally:
         if collector is not None and collector.proc.poll() is None:
             collector.proc.kill()
+        if writer is not None:
+            writer.wait(timeout=30)
         for p in run.progs.values():
             p.close()
 
@@ -110,7 +129,7 @@ def _run(tmp: str, programs: Dict[str, Tuple[str, List[str]]], extra: List[str])
 def session():
     tmp = tempfile.mkdtemp(prefix="h5-stacks-")
     try:
-        yield _run(tmp, PROGRAMS, [])
+        yield _run(tmp, PROGRAMS, [], fifo_writer=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -209,6 +228,27 @@ def test_no_bare_address_inside_a_mapping(session):
                 addr = int(frame, 16)
                 inside = [p for lo, hi, p in session.maps[task.pid] if lo <= addr < hi]
                 assert not inside, (frame, inside)
+
+
+def test_a_frameless_waker_found_while_tracing_is_unwound_whole(session):
+    """The shell writing into the FIFO is a process the collector meets only when it wakes
+    the target: its program gets unwind tables within a poll, and from then on its stacks
+    run from libc's write through the shell's own frames to libc's program start."""
+    prog = session.progs["fifo_read"]
+    edges = [w for w in session.report.wakeups
+             if w.target.tid == prog.target_tid and w.waker is not None
+             and w.waker.comm == os.path.basename(SHELL)]
+    assert edges, "no wake from the shell"
+    assert sum(w.edge.count or 0 for w in edges) >= FIFO_ITERS - 1
+    whole = [w for w in edges if "__libc_start_main" in harness.user_frames_of(w.edge.waker_stack)]
+    assert whole, [harness.user_frames_of(w.edge.waker_stack) for w in edges]
+    # most wakes: the first few may come before the shell's tables are in
+    assert sum(w.edge.count or 0 for w in whole) >= FIFO_ITERS // 2
+    frames = harness.user_frames_of(max(whole, key=lambda w: w.edge.count or 0).edge.waker_stack)
+    libc = _libc_names(session, prog.pid)
+    first_own = next(f for f in frames if not _is_libc(f, libc))
+    assert first_own.startswith("dash+0x") or not first_own.startswith("0x"), frames
+    assert TRUNCATED_FRAME not in frames
 
 
 def test_kernels_without_task_regs_get_the_kernels_walk():

@@ -47,10 +47,10 @@ def compile_prog(name: str, outdir: str, cflags: Sequence[str] = tuple(CFLAGS),
 class Prog:
     """A test program: started, its tids read, told to go, waited for, told to exit."""
 
-    def __init__(self, exe: str, iters: int, period_ms: int) -> None:
+    def __init__(self, exe: str, iters: int, period_ms: int, args: Sequence[str] = ()) -> None:
         self.name = os.path.basename(exe)
-        self.proc = subprocess.Popen([exe, str(iters), str(period_ms)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([exe, str(iters), str(period_ms), *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.info: Dict[str, int] = json.loads(self.proc.stdout.readline())
         self.pid = self.info["pid"]

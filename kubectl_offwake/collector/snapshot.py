@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..wire import WireWriter
 from ..wire.schema import TRUNCATED_FRAME
 from .bpfprog import ST_BLOCKED, Edge, Program
+from .elf import needed_libraries
 from .identity import Identities, threads_of
 from .sites import SiteIndex, is_system_library
 from .symbolize import MODULE_OFFSET, SYMBOL, UNKNOWN, Symbolizer, describe_missing
@@ -92,24 +93,21 @@ class Snapshotter:
         self.sites.add_all_processes(is_system_library)
 
     def index_new_wakers(self) -> None:
-        """Unwind tables for the modules a new waker's stack went through (its own program,
-        say: a frameless interpreter), as soon as its first stacks are stored: the program
+        """Unwind tables for the modules a new waker's stack went through and for its own
+        program (the executable and the libraries it links against: a frameless
+        interpreter and its libpython), as soon as its first stacks are stored: the program
         reports new waker stacks, the collector's loop calls this every poll. Only wakers
-        woken in a system call, i.e. from their own code (an interrupt's bystander is
-        anywhere), and only their main program and the modules their stacks reached, not
-        every library they map."""
+        stopped in a system call, i.e. in their own code (an interrupt's bystander is
+        anywhere), and not every library they map (an interpreter maps dozens)."""
         for pid, ref in self.program.drain_new_wakers():
             ust = self.program.user_stack(ref, waker=True)
             if ust is None or not ust.ips or not _after_syscall(pid, ust.ips[0]):
                 continue
             done = self._waker_modules.setdefault(pid, set())
-            paths = set(self.sym.modules_of(pid, ust.ips))
-            exe = _exe(pid)
-            if exe:
-                paths.add(exe)
+            paths = set(self.sym.modules_of(pid, ust.ips)) | own_program(pid)
             if paths - done:
                 done.update(paths)
-                self.sites.add_process(pid, paths.__contains__)
+                self.sites.add_process(pid, _one_of(paths))
 
     # --- identities and stacks ---------------------------------------------------------
 
@@ -337,11 +335,18 @@ def _after_syscall(pid: int, ip: int) -> bool:
         return False
 
 
-def _exe(pid: int) -> Optional[str]:
+def _one_of(paths: Set[str]) -> Callable[[str], bool]:
+    """Matches a mapping's path against paths and bare file names (DT_NEEDED gives those)."""
+    return lambda path: path in paths or os.path.basename(path) in paths
+
+
+def own_program(pid: int) -> Set[str]:
+    """A process's executable (path) and the libraries it links against (file names)."""
     try:
-        return os.readlink(f"/proc/{pid}/exe")
+        exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
-        return None
+        return set()
+    return {exe, *needed_libraries(f"/proc/{pid}/exe")}
 
 
 def _thread_state(pid: int, tid: int) -> Optional[str]:

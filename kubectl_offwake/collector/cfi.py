@@ -14,6 +14,7 @@ Only x86-64 ``.eh_frame`` is read (the BPF side is x86-64 only too).
 from __future__ import annotations
 
 import bisect
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -35,23 +36,43 @@ class Rule:
     bp_off: int  # the caller's rbp is saved at CFA + bp_off; 0: rbp still holds it
 
 
+#: A row as the interpreter leaves it: (CFA register, CFA offset, CFA is an expression,
+#: rbp rule, return-address rule); turned into a Rule only when asked for (most rows of a
+#: module never are).
+_Row = Tuple[int, int, bool, Tuple[str, int], Tuple[str, int]]
+
+
 @dataclass
 class Fde:
-    """The rows of one function: ``starts[i]`` is where ``rules[i]`` begins to apply."""
+    """The rows of one function: ``starts[i]`` is where ``rows[i]`` begins to apply."""
 
     pc_begin: int
     pc_end: int
     starts: List[int]
-    rules: List[Optional[Rule]]
+    rows: List[_Row]
 
     def rule_at(self, addr: int) -> Optional[Rule]:
         i = bisect.bisect_right(self.starts, addr) - 1
-        return self.rules[i] if i >= 0 else None
+        return _rule(self.rows[i]) if i >= 0 else None
 
     @property
     def uses_rbp_frame(self) -> bool:
         """Whether the function sets up an rbp frame (CFA from rbp somewhere in it)."""
-        return any(r is not None and r.cfa_reg == CFA_RBP for r in self.rules)
+        return any(row[0] == RBP and not row[2] for row in self.rows)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rule(row: _Row) -> Optional[Rule]:
+    cfa_reg, cfa_off, cfa_expr, bp, ra = row
+    if cfa_expr or cfa_reg not in (RSP, RBP) or ra != ("offset", -8):
+        return None
+    if bp[0] == "same":
+        bp_off = 0
+    elif bp[0] == "offset" and bp[1] != 0:
+        bp_off = bp[1]
+    else:
+        return None
+    return Rule(CFA_RSP if cfa_reg == RSP else CFA_RBP, cfa_off, bp_off)
 
 
 class CfiError(ValueError):
@@ -133,16 +154,8 @@ class _State:
     def copy(self) -> _State:
         return _State(self.cfa_reg, self.cfa_off, self.cfa_expr, self.bp, self.ra)
 
-    def rule(self) -> Optional[Rule]:
-        if self.cfa_expr or self.cfa_reg not in (RSP, RBP) or self.ra != ("offset", -8):
-            return None
-        if self.bp[0] == "same":
-            bp_off = 0
-        elif self.bp[0] == "offset" and self.bp[1] != 0:
-            bp_off = self.bp[1]
-        else:
-            return None
-        return Rule(CFA_RSP if self.cfa_reg == RSP else CFA_RBP, self.cfa_off, bp_off)
+    def row(self) -> _Row:
+        return (self.cfa_reg, self.cfa_off, self.cfa_expr, self.bp, self.ra)
 
 
 def _set_reg(state: _State, reg: int, how: Tuple[str, int]) -> None:
@@ -153,7 +166,7 @@ def _set_reg(state: _State, reg: int, how: Tuple[str, int]) -> None:
 
 
 def _run(program: bytes, cie: _Cie, state: _State, initial: Optional[_State], loc: int,
-         starts: List[int], rules: List[Optional[Rule]]) -> int:
+         starts: List[int], rows: List[_Row]) -> int:
     """Executes CFA instructions, appending a row before every location advance."""
     stack: List[_State] = []
     pos = 0
@@ -162,7 +175,7 @@ def _run(program: bytes, cie: _Cie, state: _State, initial: Optional[_State], lo
     def advance(delta: int) -> None:
         nonlocal loc
         starts.append(loc)
-        rules.append(state.rule())
+        rows.append(state.row())
         loc += delta * cie.code_align
 
     def restore(reg: int) -> None:
@@ -185,7 +198,7 @@ def _run(program: bytes, cie: _Cie, state: _State, initial: Optional[_State], lo
         elif op == 0x01:  # set_loc (absolute pointers only here)
             new, pos = _pointer(program, pos, cie.fde_enc & 0x0F, 0)
             starts.append(loc)
-            rules.append(state.rule())
+            rows.append(state.row())
             loc = new
         elif op in (0x02, 0x03, 0x04):  # advance_loc1/2/4
             size = {0x02: 1, 0x03: 2, 0x04: 4}[op]
@@ -330,9 +343,9 @@ def _parse_fde(data: bytes, pos: int, end: int, section_addr: int, cie: _Cie,
         aug_len, pos = _uleb(data, pos)
         pos += aug_len
     starts: List[int] = []
-    rules: List[Optional[Rule]] = []
+    rows: List[_Row] = []
     state = initial.copy()
-    loc = _run(bytes(data[pos:end]), cie, state, initial, pc_begin, starts, rules)
+    loc = _run(bytes(data[pos:end]), cie, state, initial, pc_begin, starts, rows)
     starts.append(loc)
-    rules.append(state.rule())
-    return Fde(pc_begin, pc_begin + pc_range, starts, rules)
+    rows.append(state.row())
+    return Fde(pc_begin, pc_begin + pc_range, starts, rows)

@@ -134,36 +134,6 @@ def _build_id(data: Union[bytes, mmap.mmap], note: Optional[Section]) -> Optiona
     return bytes(data[desc:desc + descsz]).hex() or None
 
 
-DT_NEEDED = 1
-
-
-def needed_libraries(path: str) -> List[str]:
-    """The DT_NEEDED names of an ELF file (the libraries it links against), or []."""
-    try:
-        with open(path, "rb") as f:
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError):
-        return []
-    try:
-        sections, _loads = read_layout(data)
-        dyn = section(sections, ".dynamic")
-        if dyn is None or dyn.link >= len(sections):
-            return []
-        strtab = sections[dyn.link].offset
-        out = []
-        for tag, value in struct.iter_unpack("<qQ", data[dyn.offset:dyn.offset + dyn.size]):
-            if tag == 0:
-                break
-            if tag == DT_NEEDED:
-                stop = data.find(b"\0", strtab + value)
-                out.append(bytes(data[strtab + value:stop]).decode("utf-8", "replace"))
-        return out
-    except (struct.error, ValueError, IndexError):
-        return []
-    finally:
-        data.close()
-
-
 def debug_file(root: str, build_id: str) -> str:
     """Where distributions install separate debug symbols (Debian's *-dbg, -dbgsym)."""
     return f"{root}/usr/lib/debug/.build-id/{build_id[:2]}/{build_id[2:]}.debug"

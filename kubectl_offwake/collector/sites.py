@@ -83,7 +83,7 @@ def _fde_uses_frames(fdes: Iterable[Fde]) -> Tuple[int, int]:
     """(non-leaf functions, those with an rbp frame) among ``fdes``."""
     nonleaf = framed = 0
     for fde in fdes:
-        if len(fde.rules) < 2:
+        if len(fde.rows) < 2:
             continue  # no stack adjustment at all: a leaf, says nothing
         nonleaf += 1
         framed += fde.uses_rbp_frame
@@ -112,8 +112,8 @@ def scan_sites(data: bytes, loads: List[Segment], fdes: List[Fde],
     targets = set(starts)
     out: Dict[SiteKey, Optional[Rule]] = {}
 
-    def in_plt(addr: int) -> bool:
-        return any(lo <= addr < hi for lo, hi in plt)
+    plt_lo = min((lo for lo, _hi in plt), default=0)
+    plt_hi = max((hi for _lo, hi in plt), default=0)
 
     for seg in _code_segments(loads, len(data)):
         code = data[seg.offset:seg.offset + seg.filesz]
@@ -124,7 +124,7 @@ def scan_sites(data: bytes, loads: List[Segment], fdes: List[Fde],
             if at + 5 > len(code):
                 continue
             dest = seg.vaddr + at + 5 + struct.unpack_from("<i", code, at + 1)[0]
-            if dest in targets or in_plt(dest):
+            if dest in targets or plt_lo <= dest < plt_hi:
                 sites.append(at + 5)
         sites.extend(_indirect_call_end(code, m.start())
                      for m in _CALL_IND.finditer(code) if m.start() + 7 <= len(code))

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..wire import WireWriter
 from ..wire.schema import TRUNCATED_FRAME
 from .bpfprog import ST_BLOCKED, Edge, Program
-from .elf import needed_libraries
 from .identity import Identities, threads_of
 from .sites import SiteIndex, is_system_library
 from .symbolize import MODULE_OFFSET, SYMBOL, UNKNOWN, Symbolizer, describe_missing
@@ -93,21 +92,25 @@ class Snapshotter:
         self.sites.add_all_processes(is_system_library)
 
     def index_new_wakers(self) -> None:
-        """Unwind tables for the modules a new waker's stack went through and for its own
-        program (the executable and the libraries it links against: a frameless
-        interpreter and its libpython), as soon as its first stacks are stored: the program
-        reports new waker stacks, the collector's loop calls this every poll. Only wakers
-        stopped in a system call, i.e. in their own code (an interrupt's bystander is
-        anywhere), and not every library they map (an interpreter maps dozens)."""
+        """Unwind tables for the modules a new waker's stack went through and for its main
+        program, as soon as its stacks are stored: the BPF program reports new waker
+        stacks, the collector's loop calls this every poll. A stack cut short where it left
+        the modules indexed so far reaches one more module each time, until it is whole.
+        Only wakers stopped in a system call, i.e. in their own code (an interrupt's
+        bystander is anywhere), and not every library they map (an interpreter maps
+        dozens, and each costs time)."""
         for pid, ref in self.program.drain_new_wakers():
             ust = self.program.user_stack(ref, waker=True)
             if ust is None or not ust.ips or not _after_syscall(pid, ust.ips[0]):
                 continue
             done = self._waker_modules.setdefault(pid, set())
-            paths = set(self.sym.modules_of(pid, ust.ips)) | own_program(pid)
+            paths = set(self.sym.modules_of(pid, ust.ips))
+            exe = _exe(pid)
+            if exe:
+                paths.add(exe)
             if paths - done:
                 done.update(paths)
-                self.sites.add_process(pid, _one_of(paths))
+                self.sites.add_process(pid, paths.__contains__)
 
     # --- identities and stacks ---------------------------------------------------------
 
@@ -335,18 +338,11 @@ def _after_syscall(pid: int, ip: int) -> bool:
         return False
 
 
-def _one_of(paths: Set[str]) -> Callable[[str], bool]:
-    """Matches a mapping's path against paths and bare file names (DT_NEEDED gives those)."""
-    return lambda path: path in paths or os.path.basename(path) in paths
-
-
-def own_program(pid: int) -> Set[str]:
-    """A process's executable (path) and the libraries it links against (file names)."""
+def _exe(pid: int) -> Optional[str]:
     try:
-        exe = os.readlink(f"/proc/{pid}/exe")
+        return os.readlink(f"/proc/{pid}/exe")
     except OSError:
-        return set()
-    return {exe, *needed_libraries(f"/proc/{pid}/exe")}
+        return None
 
 
 def _thread_state(pid: int, tid: int) -> Optional[str]:

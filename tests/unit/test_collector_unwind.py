@@ -280,9 +280,3 @@ def test_symbol_versions_are_dropped():
     assert short_name("__libc_start_main@GLIBC_2.2.5") == "__libc_start_main"
     assert short_name("ns::f(int)") == "ns::f"
 
-
-def test_needed_libraries(binaries):
-    from kubectl_offwake.collector.elf import needed_libraries
-
-    assert "libc.so.6" in needed_libraries(binaries["fp"])
-    assert needed_libraries("/nonexistent") == []

@@ -79,7 +79,8 @@ class CfiError(ValueError):
     """The section is not CFI this reader understands."""
 
 
-def _uleb(data: bytes, pos: int) -> Tuple[int, int]:
+def _leb(data: bytes, pos: int, signed: bool) -> Tuple[int, int]:
+    """A LEB128 number at ``pos``; returns it and the position after it."""
     value = shift = 0
     while True:
         byte = data[pos]
@@ -87,20 +88,17 @@ def _uleb(data: bytes, pos: int) -> Tuple[int, int]:
         value |= (byte & 0x7F) << shift
         shift += 7
         if not byte & 0x80:
+            if signed and byte & 0x40:
+                value -= 1 << shift
             return value, pos
+
+
+def _uleb(data: bytes, pos: int) -> Tuple[int, int]:
+    return _leb(data, pos, False)
 
 
 def _sleb(data: bytes, pos: int) -> Tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            if byte & 0x40:
-                value -= 1 << shift
-            return value, pos
+    return _leb(data, pos, True)
 
 
 _FIXED = {0x02: "<H", 0x03: "<I", 0x04: "<Q", 0x0A: "<h", 0x0B: "<i", 0x0C: "<q"}

@@ -59,13 +59,20 @@ class ElfSymbols:
         return None
 
 
+def map_file(path: str) -> Optional[mmap.mmap]:
+    """The file mapped read-only, or None if it cannot be (missing, empty, unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None
+
+
 def read_symbols(path: str) -> ElfSymbols:
     """Function symbols (.symtab, else .dynsym) and load segments of an ELF file."""
     out = ElfSymbols()
-    try:
-        with open(path, "rb") as f:
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError):
+    data = map_file(path)
+    if data is None:
         return out
     try:
         _parse(data, out)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from .cfi import Fde, Rule, read_fdes
-from .elf import Segment, read_layout, section
+from .elf import Segment, map_file, read_layout, section
 
 #: Code bytes read on each side of an address to key it.
 BEFORE = 8
@@ -150,10 +150,8 @@ def scan_sites(data: bytes, loads: List[Segment], fdes: List[Fde],
 
 def module_sites(path: str) -> Optional[ModuleSites]:
     """The sites of the ELF file at ``path``; None if it cannot be read or has no CFI."""
-    try:
-        with open(path, "rb") as f:
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError):
+    data = map_file(path)
+    if data is None:
         return None
     try:
         return _module_sites(data)

@@ -37,6 +37,15 @@ def skip_reason() -> Optional[str]:
 CFLAGS_NO_FP = ["-O1", "-fomit-frame-pointer", "-pthread"]
 
 
+def skip_module_unless_runnable() -> None:
+    """Skips the calling test module (at import) where these tests cannot run."""
+    reason = skip_reason()
+    if reason:
+        import pytest
+
+        pytest.skip(reason, allow_module_level=True)
+
+
 def compile_prog(name: str, outdir: str, cflags: Sequence[str] = tuple(CFLAGS),
                  exe_name: Optional[str] = None) -> str:
     exe = os.path.join(outdir, exe_name or name)

@@ -237,7 +237,7 @@ def test_a_frameless_waker_found_while_tracing_is_unwound_whole(session):
              if w.target.tid == prog.target_tid and w.waker is not None
              and w.waker.comm == os.path.basename(SHELL)]
     assert edges, "no wake from the shell"
-    assert sum(w.edge.count or 0 for w in edges) >= FIFO_ITERS - 1
+    assert sum(w.edge.count or 0 for w in edges) >= FIFO_ITERS - 5
     whole = [w for w in edges if "__libc_start_main" in harness.user_frames_of(w.edge.waker_stack)]
     assert whole, [harness.user_frames_of(w.edge.waker_stack) for w in edges]
     # most wakes: the first few may come before the shell's tables are in

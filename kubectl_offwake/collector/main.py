@@ -199,8 +199,8 @@ class Collector:
             snap.warm([t.pid for t in self.targets])
             if snap.sites.stats.modules:
                 st = snap.sites.stats
-                self.log("info", f"unwind tables for {st.modules} modules without frame "
-                         f"pointers ({st.sites} sites) in {st.seconds * 1000:.0f} ms")
+                self.log("info", f"unwind tables for the targets' {st.modules} modules without "
+                         f"frame pointers ({st.sites} sites) in {st.seconds * 1000:.0f} ms")
             for t in self.targets:
                 snap.process(t.pid, t.comm, with_threads=True)
             program.set_targets([t.pid for t in self.targets])
@@ -208,6 +208,7 @@ class Collector:
             self.log("info", f"BPF compiled and attached in {program.load_s * 1000:.0f} ms")
             self._cgroup_stats("start")
             self.writer.flush()
+            snap.index_system_libraries()
             try:
                 reason = self._loop(program, snap)
             except Exception as exc:  # noqa: BLE001 - keep what we have, say what broke

@@ -80,16 +80,20 @@ class Snapshotter:
         self._waker_modules: Dict[int, set] = {}  # waker pid -> module paths indexed
 
     def warm(self, target_pids: List[int]) -> None:
-        """Before tracing: read the targets' symbols, and the unwind sites of their frameless
-        modules and of every process's system libraries (so any waker's calls into libc
-        have their callers from the first event on)."""
+        """Before tracing: read the targets' symbols and the unwind sites of their frameless
+        modules (their stacks are complete from the first event on)."""
         for pid in target_pids:
             self.sym.warm(pid)
-        if not self.program.own_ustacks:
-            return
-        for pid in target_pids:
-            self.sites.add_process(pid)
-        self.sites.add_all_processes(is_system_library)
+        if self.program.own_ustacks:
+            for pid in target_pids:
+                self.sites.add_process(pid)
+
+    def index_system_libraries(self) -> None:
+        """Right after attaching: the unwind sites of every process's system libraries, so
+        that any waker's calls into libc have their callers (most share the targets' libc,
+        indexed already; the others are read now rather than delay the start)."""
+        if self.program.own_ustacks:
+            self.sites.add_all_processes(is_system_library)
 
     def index_new_wakers(self) -> None:
         """Unwind tables for the modules a new waker's stack went through and for its main

@@ -20,7 +20,14 @@ from typing import Dict, Sequence, TextIO, Tuple
 
 from ..analysis.categories import CATEGORY_BY_ID, CAUSES
 from ..analysis.report import Finding, Group, Party, Report, ThreadSummary
-from ..analysis.vocabulary import Fact, source_facts, target_names, thread_name, total_facts
+from ..analysis.vocabulary import (
+    Fact,
+    is_marker,
+    source_facts,
+    target_names,
+    thread_name,
+    total_facts,
+)
 from ..units import fmt_count, fmt_seconds, fmt_share, fmt_timestamp, fmt_us
 from . import RenderOptions, incomplete
 from . import flamegraph as fg
@@ -287,12 +294,19 @@ def _threads(report: Report) -> str:
 def _stack_cell(frames: Sequence[str]) -> str:
     if not frames:
         return '<span class="muted">no stack</span>'
-    head = "<br>".join(f"<code>{esc(f)}</code>" for f in frames[:STACK_PREVIEW])
+    head = "<br>".join(map(_frame_code, frames[:STACK_PREVIEW]))
     if len(frames) <= STACK_PREVIEW:
         return head
-    rest = "<br>".join(f"<code>{esc(f)}</code>" for f in frames[STACK_PREVIEW:])
+    rest = "<br>".join(map(_frame_code, frames[STACK_PREVIEW:]))
     more = len(frames) - STACK_PREVIEW
     return f"{head}<details><summary>{more} more frames</summary>{rest}</details>"
+
+
+def _frame_code(frame: str) -> str:
+    """A frame of a stack; a marker (``[truncated: frame-pointer loop]``) set apart as in
+    the flame graph, since it says where the stack stopped rather than naming code."""
+    cls = ' class="marker"' if is_marker(frame) else ""
+    return f"<code{cls}>{esc(frame)}</code>"
 
 
 def _pending(report: Report) -> str:

@@ -29,6 +29,7 @@ from ..analysis.model import Pending, Stack, Throttling
 from ..analysis.report import Group, Report, ThreadSummary, Wakeup
 from ..analysis.vocabulary import (
     cause_phrase,
+    is_marker,
     source_facts,
     target_names,
     thread_name,
@@ -315,6 +316,8 @@ def _stack_summary(stack: Stack) -> str:
         telling = next((f for f in user[1:] if "Envoy::" in f), None)
         if telling:
             parts.append(_short(telling))
+        if len(user) > 1 and is_marker(user[-1]):
+            parts.append(user[-1])  # where the walk stopped: the callers are unknown
     return " ← ".join(parts) if parts else "(no stack)"
 
 

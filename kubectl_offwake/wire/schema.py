@@ -29,6 +29,9 @@ from typing import Dict, FrozenSet, List, Literal, Optional, Tuple, TypedDict, U
 
 SCHEMA_VERSION = 1
 
+#: The last user frame of a stack whose frame-pointer walk was stopped (see ``stack``).
+TRUNCATED_FRAME = "[truncated: frame-pointer loop]"
+
 
 class _Envelope(TypedDict, total=False):
     #: Written by :class:`~kubectl_offwake.wire.writer.WireWriter`; records the client adds
@@ -205,7 +208,13 @@ class _StackFields(_Envelope):
 
 class StackRecord(_StackFields, total=False):
     """id, frames [str, leaf first], kernel_depth (how many leading frames are kernel),
-    missing? ("kernel" | "user" | "both")"""
+    missing? ("kernel" | "user" | "both"). A user frame is a symbol, or ``module+0xOFFSET``
+    for any address inside a mapping (ELF virtual address for files; ``[heap]+0x..``,
+    ``anon+0x..`` otherwise), or ``0xADDRESS`` only outside every mapping. A last frame
+    ``[truncated: frame-pointer loop]`` (:data:`TRUNCATED_FRAME`) marks a user stack whose
+    frame-pointer chain stopped moving up the stack (a frame pointer below the frame before
+    it, or the same return address twice): the walk stopped there, the frames above are
+    unknown."""
 
     missing: MissingHalf
 
@@ -361,6 +370,24 @@ class SnapshotRecord(_SnapshotFields, total=False):
 EndReason = Literal["duration", "signal", "target-exit", "error"]
 
 
+class EndFrames(TypedDict):
+    """``end.frames``: the frames of the stacks sent, each distinct stack once. User frames
+    by what they resolved to (``user_symbol``, ``user_module_offset``, ``user_unknown``: a
+    bare address outside every mapping; ``user`` is their sum), ``user_cfi`` callers found
+    from unwind tables rather than frame pointers, ``truncated_stacks`` stacks ending in
+    :data:`TRUNCATED_FRAME`, ``kernel`` frames and ``kernel_unknown`` ones kallsyms could
+    not name."""
+
+    user: int
+    user_symbol: int
+    user_module_offset: int
+    user_unknown: int
+    user_cfi: int
+    truncated_stacks: int
+    kernel: int
+    kernel_unknown: int
+
+
 class _EndFields(_Envelope):
     type: Literal["end"]
     reason: EndReason
@@ -374,10 +401,11 @@ class EndRecord(_EndFields, total=False):
     """reason ("duration" | "signal" | "target-exit" | "error"),
     elapsed_s, tracing_s?, totals {switches, wakeups, ...}, lost {...}, warnings [str],
     error? (reason "error": the one sentence that says what failed; readers show this,
-    never a guess from the warnings)"""
+    never a guess from the warnings), frames? (:class:`EndFrames`)"""
 
     tracing_s: float
     error: str
+    frames: EndFrames
 
 
 # -- log ----------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from kubectl_offwake.collector.bpfprog import (
     Edge,
     MapSizes,
     OnCpuRow,
+    UserStack,
     Waiting,
 )
 from kubectl_offwake.collector.cli import Options
@@ -41,6 +42,7 @@ from kubectl_offwake.wire import WireWriter
 from kubectl_offwake.wire.schema import (
     RECORD_SHAPES,
     RECORD_TYPES,
+    TRUNCATED_FRAME,
     BlockedWakeupRecord,
     PreemptedWakeupRecord,
     WireRecord,
@@ -110,6 +112,7 @@ class _FakeProgram:
 
     bpf_cls = _FakeBPF
     sizes = MapSizes()
+    own_ustacks = False  # as where the kernel walks user stacks: no unwind sites to write
 
     def __init__(self) -> None:
         self.edges: List[Edge] = []
@@ -133,8 +136,20 @@ class _FakeProgram:
     def kernel_ips(self, stack_id: int) -> Optional[List[int]]:
         return [0xFFFFFFFF81000000 + stack_id, 0xFFFFFFFF81000100] if stack_id >= 0 else None
 
-    def user_ips(self, stack_id: int, waker: bool = False) -> Optional[List[int]]:
-        return [0x1000 + stack_id] if stack_id >= 0 else None
+    def user_stack(self, stack_id: int, waker: bool = False) -> Optional[UserStack]:
+        """One frame; the preempted edge's stack (20) stopped at a frame-pointer loop."""
+        if stack_id < 0:
+            return None
+        return UserStack([0x1000 + stack_id], truncated=stack_id == 20, cfi_frames=1)
+
+    def add_sites(self, sites: Dict[Any, Any]) -> int:
+        return 0
+
+    def drop_sites(self, keys: List[Any]) -> None:
+        pass
+
+    def drain_new_wakers(self) -> List[Any]:
+        return []
 
 
 def _edge(state: int, kstack: int, **over: Any) -> Edge:
@@ -149,8 +164,9 @@ def _edge(state: int, kstack: int, **over: Any) -> Edge:
 
 
 def _snapshotter_records() -> List[dict]:
-    """A snapshot with both kinds of wakeup (one lost stack among them), on-CPU time, and
-    every kind of pending thread, including one asleep for the whole run."""
+    """A snapshot with both kinds of wakeup (one lost stack, one truncated among them),
+    on-CPU time, every kind of pending thread, including one asleep for the whole run, and
+    the end record that counts the stacks' frames."""
     out = io.StringIO()
     program = _FakeProgram()
     pid, tid = os.getpid(), threading.get_native_id()
@@ -176,6 +192,8 @@ def _snapshotter_records() -> List[dict]:
     finally:
         asleep.set()
         sleeper.join()
+    collector = collector_main.Collector(Options(pids=[pid]), out)
+    collector._end("duration", {"switches": 9}, {}, frames=snap.frames.record())
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
@@ -219,6 +237,10 @@ def test_what_the_collector_writes_fits_the_schema(tmp_path):
     assert {r["state"] for r in pending} == {"blocked", "runq", "preempted"}
     assert any(r.get("whole_run") for r in pending)
     assert any(r["type"] == "stack" and r.get("missing") for r in records)
+    assert any(r["type"] == "stack" and r["frames"][-1:] == [TRUNCATED_FRAME]
+               for r in records)
+    frames = [r["frames"] for r in records if r["type"] == "end" and "frames" in r]
+    assert frames and frames[0]["truncated_stacks"] == 1 and frames[0]["user_cfi"] > 0
 
 
 def test_a_failed_collector_says_why_in_the_end_record(tmp_path):

@@ -22,7 +22,13 @@ stack      id, frames [str, leaf first], kernel_depth (how many leading frames a
 wakeup     snap, tid, pid, comm, state ("blocked" | "preempted"), waker_tid?, waker_pid?,
            waker_comm?, target_stack (id), waker_stack? (id), count, total_us, max_us,
            blocked_us, runq_us, preempted_by_pid?, preempted_by_tid?, preempted_by_comm?
-oncpu      snap, tid, pid, comm, count, total_us, max_us, hist_log2_us [counts]
+oncpu      snap, tid, pid, comm, count, total_us, max_us, hist_log2_us [counts],
+           max_busy_us? (the longest busy period: CPU time between two sleeps, runs split by
+           preemptions added up)
+queued     snap, tid, pid, comm, holder_tid, holder_pid, holder_comm, count, wait_us, max_us
+           — the target thread's run-queue waits (after a wake, or a whole preemption) by who
+           held the CPU: the task that ran on it just before the target got it back
+           (holder_tid 0: the CPU was idle; collector/runqueue.py)
 pending    tid, pid, comm, state ("blocked" | "runq": woken, not yet run | "preempted"),
            waiting_us, target_stack (id) — still off the CPU at the end;
            whole_run? (true: off the CPU for the whole trace, waiting_us is then a lower bound)
@@ -56,6 +62,7 @@ RECORD_TYPES: Dict[str, FrozenSet[str]] = {
     "stack": frozenset({"id", "frames"}),
     "wakeup": frozenset({"tid", "comm", "target_stack", "total_us"}),
     "oncpu": frozenset({"tid", "comm", "count", "total_us", "max_us"}),
+    "queued": frozenset({"tid", "holder_tid", "count", "wait_us"}),
     "pending": frozenset({"tid", "comm", "waiting_us"}),
     "cgroup_stat": frozenset({"phase"}),
     "envoy_stats": frozenset({"pid"}),
@@ -67,7 +74,7 @@ RECORD_TYPES: Dict[str, FrozenSet[str]] = {
 #: Records that commit the deltas before them.
 COMMIT_TYPES = frozenset({"snapshot", "end"})
 #: Records that are deltas, held back until committed.
-DELTA_TYPES = frozenset({"wakeup", "oncpu", "pending"})
+DELTA_TYPES = frozenset({"wakeup", "oncpu", "queued", "pending"})
 
 
 class WireError(Exception):
@@ -82,10 +89,12 @@ LOSS_COUNTERS: Dict[str, Tuple[str, str]] = {
     "agg_full": ("wakeups not counted because the aggregation map was full", "--agg-size"),
     "start_full": ("switch-outs not recorded because the start map was full", "--start-size"),
     "oncpu_full": ("on-CPU runs lost because the on-CPU map was full", "--oncpu-size"),
+    "queued_full": ("run-queue waits not attributed because the queued map was full",
+                    "--oncpu-size"),
     "map_full": ("records lost because a map was full", "--agg-size"),
 }
 #: ``map_full`` is the collector's sum of these counters; it is shown only when they are absent.
-LOSS_SUM_PARTS = ("agg_full", "start_full", "oncpu_full")
+LOSS_SUM_PARTS = ("agg_full", "start_full", "oncpu_full", "queued_full")
 
 
 def distinct_losses(lost: Dict[str, int]) -> Dict[str, int]:

@@ -115,6 +115,9 @@ def preempted_label(by: Optional[str]) -> str:
 
 #: A wakeup whose source named no waker and no preemption.
 NO_WAKER = "[no waker]"
+#: Who held the CPU while a thread waited to run, when nobody did: the CPU was idle, so
+#: the wait was the wakeup's own latency (waking the CPU, moving the thread to it).
+IDLE_CPU = "idle CPU"
 #: Group keys (``by_waker[].key`` in the report JSON) of interrupts and preemptors; a
 #: waker process's key is ``PID:NAME``.
 INTERRUPT_KEY_PREFIX = "interrupt:"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import List, Optional
@@ -12,6 +13,7 @@ from ..live import LiveProgress, StepPrinter
 from ..localrun import CollectorRun, collector_command, find_collector_python
 from .binaries import DemoBinaries
 from .mesh import DemoMesh, MeshInfo, require_root
+from .proctitle import pin
 from .scenarios import Scenario
 
 #: Seconds of load before tracing starts, so connections and caches are warm.
@@ -54,7 +56,12 @@ def run_demo(duration_s: float, scenario: Scenario, keep_recording: Optional[str
     steps.note(f"scenario {scenario.name}: {scenario.summary}")
     with steps.working("setting up the demo node…"):
         info = mesh.__enter__()
+    mine = os.sched_getaffinity(0)
     try:
+        # The tracer's user side and this process's live display run next to the stand-ins,
+        # off Envoy's CPU (the collector inherits this), so that there only the scenario's
+        # own neighbours (none, or the hog) compete with Envoy.
+        pin(info.other_cpus or None)
         time.sleep(WARMUP_S)
         command = collector_command(python, ["--pid", str(info.envoy_pid)], duration_s,
                                     interval_s)
@@ -63,6 +70,7 @@ def run_demo(duration_s: float, scenario: Scenario, keep_recording: Optional[str
                                annotations=identity_records(info))
             result = run.run()
     finally:
+        pin(mine)
         with steps.working("removing the demo node…"):
             mesh.__exit__(None, None, None)
         for problem in mesh.cleanup_problems:

@@ -51,6 +51,20 @@ def test_access_log_flush() -> None:
            waker_user=U_ACCESS_LOG, target_kernel=T_FUTEX)
     f = one(m.report(), "access-log-flush")
     assert f.evidence["flush_wakeups"] == 308 and "10.3 times a second" in f.text
+    assert f.severity == "info"
+
+
+def test_access_log_flushing_a_hundred_times_a_second_is_a_warning() -> None:
+    m = Mesh(duration_s=5)
+    m.wake("AccessLogFlush", MAIN, W_FUTEX, 1500, 4_000_000, target_kernel=T_FUTEX)
+    m.wake("AccessLogFlush", Mesh.task("wrk:worker_0"), W_FUTEX, 100, 400_000,
+           waker_user=U_ACCESS_LOG, target_kernel=T_FUTEX)
+    m.envoy_stats({"filesystem.flushed_by_timer": 1237}, window_s=5.1)
+    f = one(m.report(), "access-log-flush")
+    assert f.severity == "warning" and f.evidence["timer_flushes"] == 1237
+    assert ("woken 320.0 times a second (1600 futex wakeups, 1500 by the main thread's flush "
+            "timer, 100 by workers filling a log buffer)") in f.text
+    assert "Envoy counted 1237 flushes by its flush timer" in f.text
 
 
 def test_access_log_workers_waiting_on_the_log_lock() -> None:
@@ -116,7 +130,8 @@ def test_access_log_flush_says_both_when_both_show() -> None:
     m.wake("wrk:worker_1", Mesh.task("AccessLogFlush"), W_FUTEX, 20, 50_000,
            waker_user=U_ACCESS_LOG, target_kernel=T_FUTEX)
     f = one(m.report(), "access-log-flush")
-    assert "10.3 times a second (308 futex wakeups) and workers waited 50.0 ms" in f.text
+    assert ("woken 10.3 times a second (308 futex wakeups, 308 by workers filling a log "
+            "buffer); workers waited 50.0 ms") in f.text
     assert f.severity == "info" and f.evidence["worker_wait_us"] == 50_000
 
 
@@ -181,3 +196,14 @@ def log_lock(waited_us: int) -> Mesh:
 ], ids=["post-share", "post-time", "main-lock", "flush-rate", "log-lock"])
 def test_thresholds_at_their_edge(make, fid, at, under) -> None:
     at_edge(make, fid, at, under)
+
+
+def test_access_log_warning_from_a_hundred_flushes_a_second() -> None:  # ACCESS_LOG_WARN_PER_S
+    assert one(flush_rate(3000).report(), "access-log-flush").severity == "warning"
+    assert one(flush_rate(2999).report(), "access-log-flush").severity == "info"
+
+
+def test_main_thread_lock_says_what_it_saw_not_what_it_guesses() -> None:
+    f = one(main_lock(20_000).report(), "main-thread-lock")
+    assert "until the main thread woke them (50 wakeups): a lock it held, or a condition " \
+        "it signalled. Its user frames do not say what for" in f.text

@@ -150,8 +150,8 @@ def _noisy_neighbour(proc: Process, workers_only: bool, wait: RunnableWait,
         how = (f"Other processes preempted them: {top} took the CPU from them for "
                f"{fmt_us(top_us)}{of_all}")
     else:
-        how = (f"Other processes had the CPU while they waited to run: {top} for "
-               f"{fmt_us(top_us)}{of_all} (by who ran last before each waiting thread "
+        how = (f"Other processes ran while they waited: {top} for {fmt_us(top_us)}{of_all} "
+               "(each wait counted for the task that ran just before the waiting thread "
                "got the CPU)")
     return Finding(
         id="noisy-neighbour", severity=severity,

@@ -143,7 +143,7 @@ def event_loop_stall(ctx: Context, proc: Process) -> Optional[Finding]:
         dog = "; Envoy's watchdog counted no miss (it counts stalls of 200 ms and more)"
     return Finding(
         id="event-loop-stall", severity=severity, title=f"Event loop stalled: {comm}",
-        text=(f"{comm}{ctx.where(proc)} {how}{and_more(len(stalls) - 1, 'more thread')}: "
+        text=(f"{comm}{ctx.where(proc)}{and_more(len(stalls) - 1, 'more thread')} {how}: "
               f"every event queued on its loop waited that long{dog}. Look for expensive "
               "filters, Lua/Wasm, regexes, stats merges or TLS handshakes on that thread."),
         evidence={"thread": comm, "tid": worst.target.tid, "stall_us": worst_us,

@@ -16,7 +16,6 @@ import os
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator
 
@@ -27,6 +26,7 @@ from kubectl_offwake.demo.binaries import find_envoy
 from kubectl_offwake.demo.cpulimit import find_cpu_controller
 from kubectl_offwake.demo.scenarios import BY_NAME, DEFAULT, SCENARIOS
 from tests.integration.demo_helpers import (
+    ScenarioRun,
     Steps,
     assert_nothing_left,
     listening_sockets,
@@ -35,29 +35,6 @@ from tests.integration.demo_helpers import (
 from tests.plugin_cli import plugin_cmd, plugin_env
 
 TRACE = "3s"
-
-
-@dataclass
-class ScenarioRun:
-    report: dict
-    steps: Steps
-    live: Dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def stats(self) -> dict:
-        [stats] = self.report["envoy_stats"]
-        assert stats["admin"], f"envoy's admin was not read: {self.report['warnings']}"
-        return stats
-
-    def delta(self, counter: str) -> int:
-        return int(self.stats["delta"].get(counter, 0))
-
-    def per_s(self, counter: str) -> float:
-        return self.delta(counter) / self.stats["window_s"]
-
-    def accept_wakeups(self) -> int:
-        return sum(w["count"] for w in self.report["wakeups"]
-                   if w["category"] == "tcp-accept" and w["target"]["role"] == "worker")
 
 
 # -- what each scenario's condition looks like while it runs -------------------------------------

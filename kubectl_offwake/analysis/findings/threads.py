@@ -30,8 +30,13 @@ POST_MIN_WAKES = 20
 POST_MIN_US = 10_000
 #: Wake details that mean another Envoy thread posted work.
 POST_DETAILS = frozenset(("cross-thread-post", "thread-local-update", "stats-flush"))
-#: Workers blocked this long in all on futexes the main thread released: 10 ms over a trace
-#: is a visible stall of the workers' loops, where an uncontended lock costs microseconds.
+#: Workers blocked on futexes the main thread woke them from for this share of the trace:
+#: at 1% (10 ms a second) the workers' loops visibly stall on the main thread, where an
+#: uncontended lock costs microseconds and a rare contended one, or one made longer by
+#: the main thread losing its CPU while it held the lock, is noise in a long trace.
+MAIN_LOCK_SHARE = 0.01
+#: ... or, without the trace's duration (some imports), this long in all: 10 ms, the same
+#: share of a one-second trace.
 MAIN_LOCK_WAIT_US = 10_000
 #: Access-log flushing: futex wakes of the AccessLogFlush thread a second. It is woken when
 #: a log's buffer reaches 64 KiB or every ``--file-flush-interval-msec`` (10 s by default),
@@ -126,7 +131,8 @@ def main_lock(ctx: Context, proc: Process) -> Optional[Finding]:
     waits = [w for w in proc.woken(FUTEX, WORKER) if w.waker is not None
              and w.waker.role == MAIN]
     blocked = sum(w.edge.total_us for w in waits)
-    if blocked < MAIN_LOCK_WAIT_US:
+    floor = MAIN_LOCK_SHARE * ctx.duration_s * 1e6 if ctx.duration_s else MAIN_LOCK_WAIT_US
+    if not waits or blocked < floor:
         return None
     workers = sorted({w.target.comm for w in waits})
     details = sorted({w.detail for w in waits if w.detail})

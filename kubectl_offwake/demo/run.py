@@ -30,19 +30,22 @@ class DemoResult:
     cleanup_problems: List[str]
 
 
+#: What the report calls each of the demo's stand-ins (by the name the demo starts it under).
+LABELS = {
+    "pilot-agent": "pilot-agent (demo stand-in)",
+    "kubelet": "kubelet probe (demo stand-in)",
+    "dnsmasq": "dnsmasq (the mesh's DNS)",
+    "upstream": "upstream app",
+    "wrk": "wrk (load client)",
+    "cpu-hog": "cpu-hog (noisy neighbour)",
+}
+
+
 def identity_records(info: MeshInfo) -> List[dict]:
     """Names for the demo's stand-ins (``identity`` records, as the Kubernetes path names
     processes by pod), so the report says what each waker stands for."""
-    labels = {
-        "pilot-agent": "pilot-agent (demo stand-in)",
-        "kubelet": "kubelet probe (demo stand-in)",
-        "dnsmasq": "dnsmasq (the mesh's DNS)",
-        "upstream": "upstream app",
-        "wrk": "wrk (load client)",
-        "cpu-hog": "cpu-hog (noisy neighbour)",
-    }
     return [{"type": "identity", "pid": info.pids[name], "label": label}
-            for name, label in labels.items() if name in info.pids]
+            for name, label in LABELS.items() if name in info.pids]
 
 
 def run_demo(duration_s: float, scenario: Scenario, keep_recording: Optional[str] = None,

@@ -34,6 +34,7 @@ import pytest
 
 from kubectl_offwake.analysis import analyze
 from kubectl_offwake.demo import envoy_config
+from kubectl_offwake.demo.run import LABELS
 from kubectl_offwake.demo.scenarios import BY_NAME, SCENARIOS, names
 from kubectl_offwake.importers import load_input
 from kubectl_offwake.render import RenderOptions, render
@@ -99,6 +100,9 @@ def said(report: dict) -> str:
 def test_scenario_raises_exactly_its_findings(name: str, scenario) -> None:
     run = scenario(name)
     assert serious(run.report) == set(BY_NAME[name].expected), said(run.report)
+    for finding in run.report["findings"]:
+        if finding["id"] == "noisy-neighbour":  # and it names the scenario's own hog
+            assert finding["evidence"]["neighbour"] == LABELS["cpu-hog"], said(run.report)
 
 
 def _herd(run: ScenarioRun) -> tuple:

@@ -88,6 +88,11 @@ def cflags(min_block_us: float, sizes: MapSizes) -> List[str]:
     ]
 
 
+def us(ns: int) -> int:
+    """Nanoseconds from a map as whole microseconds (rounded), as the wire records carry."""
+    return int((ns + 500) // 1000)
+
+
 def _int(key: Any) -> int:
     """A scalar map key: BCC hands out ctypes values or plain ints depending on the call."""
     return int(getattr(key, "value", key))

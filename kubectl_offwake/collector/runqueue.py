@@ -13,11 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .bpfprog import QueuedRow
-
-
-def _us(ns: int) -> int:
-    return int((ns + 500) // 1000)
+from .bpfprog import QueuedRow, us
 
 
 def queued_record(row: QueuedRow, snap: int) -> Dict[str, Any]:
@@ -26,4 +22,4 @@ def queued_record(row: QueuedRow, snap: int) -> Dict[str, Any]:
     return {"snap": snap, "tid": row.tid, "pid": row.tgid, "comm": row.comm,
             "holder_tid": row.holder_tid, "holder_pid": row.holder_tgid,
             "holder_comm": row.holder_comm, "count": row.count,
-            "wait_us": _us(row.wait_ns), "max_us": _us(row.max_ns)}
+            "wait_us": us(row.wait_ns), "max_us": us(row.max_ns)}

@@ -14,15 +14,12 @@ from typing import Dict, List, Optional, Tuple
 
 from ..wire import WireWriter
 from .bpfprog import ST_BLOCKED, Edge, Program
+from .bpfprog import us as _us
 from .identity import Identities, threads_of
 from .runqueue import queued_record
 from .symbolize import Symbolizer, describe_missing
 
 EFAULT = -14
-
-
-def _us(ns: int) -> int:
-    return int((ns + 500) // 1000)
 
 
 class Snapshotter:

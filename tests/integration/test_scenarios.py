@@ -6,7 +6,8 @@ condition's own evidence, not the findings: while the demo runs, what the kernel
 (the quota written on Envoy's cgroup, listening sockets counted by ``ss``, the hog on
 Envoy's CPU, a slow answer through Envoy); afterwards, what Envoy counted itself
 (``envoy_stats``) and the cgroup's throttling counters. Then nothing may remain.
-The findings each scenario raises are printed (``-s``) for the record.
+The findings each scenario raises are printed (``-s``) for the record; which findings each
+must raise is asserted by test_scenario_findings.py.
 """
 
 from __future__ import annotations

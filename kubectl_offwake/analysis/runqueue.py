@@ -1,12 +1,11 @@
-"""Who held the CPU while the traced threads waited in the run queue.
-
-The collector names, for every wait in the run queue (after a wake, or a whole preemption),
-the task that ran on that CPU just before the waiting thread got it back (its ``queued``
-records, ``Recording.queued``). Summed here per traced process and holder: another process
-by its display name (a neighbour), one of the traced process's own threads by thread (the
-workers queueing behind each other or behind the main thread), or the idle CPU (the wait
-was the wakeup's own latency). The noisy-neighbour finding rests on these sums, and every
-view lists them.
+"""Who held the CPU while the traced threads waited in the run queue. The collector names, for
+every wait in the run queue (after a wake, or a whole preemption), the task that ran on that
+CPU just before the waiting thread got it back (its ``queued`` records,
+``Recording.queued``). Summed here per traced process and holder: another process by its
+display name (a neighbour), one of the traced process's own threads by thread, ``COMM
+(TID)`` as the target threads are named (the workers queueing behind each other or behind
+the main thread), or the idle CPU (the wait was the wakeup's own latency). The noisy-
+neighbour finding rests on these sums, and every view lists them.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from .model import Recording
 from .naming import Namer
 from .report import Party
 from .roles import WORKER
-from .vocabulary import IDLE_CPU, party_label
+from .vocabulary import IDLE_CPU, thread_name
 
 
 @dataclass
@@ -43,14 +42,21 @@ class Holder:
 
 def holders(recording: Recording, namer: Namer) -> List[Holder]:
     """Per traced process, its threads' run-queue waits by holder, longest first."""
-    groups: Dict[Tuple[Optional[int], str, str], Holder] = {}
+    groups: Dict[Tuple[Optional[int], str, object], Holder] = {}
     for q in recording.queued:
         target = namer.party(q.task)
         holder = namer.party(q.holder) if q.holder is not None else None
         own = holder is not None and holder.pid is not None and holder.pid == target.pid
-        # another process by its name; one of the traced process's own threads by thread
-        label = IDLE_CPU if holder is None else party_label(holder) if own else holder.name
-        key = (target.pid, target.name, label)
+        # a thread of the traced process by thread, as the target threads are named; another
+        # process by process (two of one name told apart below)
+        if holder is None:
+            who: object = None
+            label = IDLE_CPU
+        elif own:
+            who, label = ("thread", holder.tid), thread_name(holder)
+        else:
+            who, label = ("process", holder.pid, holder.name), holder.name
+        key = (target.pid, target.name, who)
         group = groups.get(key)
         if group is None:
             group = groups[key] = Holder(target.pid, target.name, holder, label, own)
@@ -59,4 +65,17 @@ def holders(recording: Recording, namer: Namer) -> List[Holder]:
         group.max_us = max(group.max_us, q.max_us)
         if target.role == WORKER:
             group.workers_wait_us += q.wait_us
-    return sorted(groups.values(), key=lambda h: (str(h.pid), -h.wait_us, h.label))
+    found = list(groups.values())
+    _tell_apart(found)
+    return sorted(found, key=lambda h: (str(h.pid), -h.wait_us, h.label))
+
+
+def _tell_apart(found: List[Holder]) -> None:
+    """Two processes of one display name (two Envoys on a node, both ``host: envoy``) get
+    their pids added, so neither's time is read as the other's."""
+    seen: Dict[Tuple[Optional[int], str], int] = {}
+    for h in found:
+        seen[(h.pid, h.label)] = seen.get((h.pid, h.label), 0) + 1
+    for h in found:
+        if seen[(h.pid, h.label)] > 1 and not h.own and h.holder is not None:
+            h.label = f"{h.label} (pid {h.holder.pid})"

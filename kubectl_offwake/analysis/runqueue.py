@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from .model import Recording
-from .naming import Namer
+from .naming import KERNEL_PREFIX, Namer
 from .report import Party
 from .roles import WORKER
 from .vocabulary import IDLE_CPU, thread_name
@@ -33,6 +33,8 @@ class Holder:
     label: str
     #: The holder is a thread of the traced process itself.
     own: bool
+    #: The holder is a kernel thread (``kernel: ksoftirqd/1``): the node's own work.
+    kernel: bool = False
     count: int = 0
     wait_us: int = 0
     max_us: int = 0
@@ -59,7 +61,9 @@ def holders(recording: Recording, namer: Namer) -> List[Holder]:
         key = (target.pid, target.name, who)
         group = groups.get(key)
         if group is None:
-            group = groups[key] = Holder(target.pid, target.name, holder, label, own)
+            group = groups[key] = Holder(target.pid, target.name, holder, label, own,
+                                         holder is not None and holder.name.startswith(
+                                             KERNEL_PREFIX))
         group.count += q.count
         group.wait_us += q.wait_us
         group.max_us = max(group.max_us, q.max_us)

@@ -202,3 +202,17 @@ def test_thresholds_at_their_edge(make, fid, at, under) -> None:
 def test_critical_from_a_fifth_of_the_off_cpu_time() -> None:  # RUNQ_SHARE_CRITICAL
     assert one(throttled_share(0.20).report(), "cpu-throttling").severity == "critical"
     assert one(throttled_share(0.19).report(), "cpu-throttling").severity == "warning"
+
+
+def test_kernel_threads_are_no_neighbour_to_move() -> None:
+    """ksoftirqd doing the node's network work held the CPU: counted apart, not named."""
+    m = Mesh()
+    woken_late(m, 0.10, {waker(KSOFTIRQD): 0.6, waker(CRUNCHER): 0.3, None: 0.1})
+    m.throttled(nr_throttled=0)
+    f = one(m.report(), "noisy-neighbour")
+    assert f.evidence["neighbour"] == "batch/cruncher-7d9/cruncher"
+    assert f.evidence["kernel_us"] == 600_000 and f.evidence["others_us"] == 300_000
+    m = Mesh()
+    woken_late(m, 0.10, {waker(KSOFTIRQD): 0.9, None: 0.1})
+    m.throttled(nr_throttled=0)
+    assert "noisy-neighbour" not in ids(m.report())

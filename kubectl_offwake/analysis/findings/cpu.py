@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 
 from ...units import fmt_us
 from ..model import Recording, Throttling
+from ..naming import KERNEL_PREFIX
 from ..report import CRITICAL, WARNING, Finding, Severity
 from ..roles import WORKER
 from .context import Context, Process
@@ -42,6 +43,9 @@ RUNQ_SHARE_CRITICAL = 0.20
 #: a quarter of the wait, moving a neighbour would not shorten it much, and the threads
 #: mostly waited for each other.
 NEIGHBOUR_MIN_SHARE = 0.25
+#: Kernel threads that held the CPU (ksoftirqd doing the node's network work, kworkers,
+#: RCU) are no neighbour one can move or out-request: their time is counted apart
+#: (``kernel_us``) and the holders table lists them.
 
 
 @dataclass(frozen=True)
@@ -94,11 +98,12 @@ def cpu_shortage(ctx: Context, proc: Process) -> Optional[Finding]:
 
 @dataclass(frozen=True)
 class HeldBy:
-    """Who held the CPU while the threads waited to run: other processes by name, and the
-    process's own threads, with what that rests on."""
+    """Who held the CPU while the threads waited to run: other processes by name, the
+    process's own threads, kernel threads, with what that rests on."""
 
     others: Dict[str, int]
     own_us: int
+    kernel_us: int
     #: "run-queue holders" (the collector's queued records) or "preemptions".
     basis: str
 
@@ -106,7 +111,7 @@ class HeldBy:
 def held_by(proc: Process, workers_only: bool) -> HeldBy:
     """The run-queue holders when the recording has them, else the preemptors."""
     others: Dict[str, int] = defaultdict(int)
-    own_us = 0
+    own_us = kernel_us = 0
     if proc.holders:
         for h in proc.holders:
             waited = h.workers_wait_us if workers_only else h.wait_us
@@ -114,19 +119,23 @@ def held_by(proc: Process, workers_only: bool) -> HeldBy:
                 continue  # an idle CPU: the wakeup's own latency
             if h.own:
                 own_us += waited
+            elif h.kernel:
+                kernel_us += waited
             else:
                 others[h.label] += waited
-        return HeldBy(dict(others), own_us, "run-queue holders")
+        return HeldBy(dict(others), own_us, kernel_us, "run-queue holders")
     for category in PREEMPTIONS:
         for w in proc.of(category):
-            if (workers_only and w.target.role != WORKER) or w.preempted_by is None:
+            by = w.preempted_by
+            if (workers_only and w.target.role != WORKER) or by is None:
                 continue
-            if w.preempted_by.pid is not None and w.preempted_by.pid == proc.pid \
-                    or w.preempted_by.name == proc.name:
+            if by.pid is not None and by.pid == proc.pid or by.name == proc.name:
                 own_us += w.edge.total_us
+            elif by.name.startswith(KERNEL_PREFIX):
+                kernel_us += w.edge.total_us
             else:
-                others[w.preempted_by.name] += w.edge.total_us
-    return HeldBy(dict(others), own_us, "preemptions")
+                others[by.name] += w.edge.total_us
+    return HeldBy(dict(others), own_us, kernel_us, "preemptions")
 
 
 def _noisy_neighbour(proc: Process, workers_only: bool, wait: RunnableWait,
@@ -140,7 +149,7 @@ def _noisy_neighbour(proc: Process, workers_only: bool, wait: RunnableWait,
         return None
     top, top_us = max(held.others.items(), key=lambda kv: (kv[1], kv[0]))
     evidence.update({"neighbour": top, "neighbour_us": top_us, "others_us": others_us,
-                     "own_us": held.own_us, "basis": held.basis,
+                     "own_us": held.own_us, "kernel_us": held.kernel_us, "basis": held.basis,
                      "neighbours": dict(sorted(held.others.items(), key=lambda kv: -kv[1]))})
     no_throttling = ("no CFS throttling" if deltas.nr_throttled == 0
                      else "no throttling counters were recorded")

@@ -13,9 +13,14 @@
 // actually ends a blocked interval (not for no-op wakes of a runnable or already woken thread,
 // not for sleeps shorter than MIN_BLOCK_NS).
 //
+// At the switch-in, sched_switch's prev_* fields also name the task that ran on that CPU
+// last, before T got it back: while T waited in the run queue, that task held the CPU
+// (`queued`, below). And each switch-out adds T's run to its busy period, the CPU time it has
+// used since it last blocked (preemptions do not end it), kept in start[T].
+//
 // Compile-time knobs (cflags): MIN_BLOCK_NS, STACK_STORAGE_SIZE, AGG_SIZE, START_SIZE,
-// TARGETS_SIZE, ONCPU_SIZE, KSTACK_DEPTH, USTACK_DEPTH, MMAP_MIN_ADDR, SITES_SIZE, CFI_DEPTH,
-// NO_KCACHE, KERNEL_USTACKS, PREEMPT_USER_STACKS.
+// TARGETS_SIZE, ONCPU_SIZE, QUEUED_SIZE, KSTACK_DEPTH, USTACK_DEPTH, MMAP_MIN_ADDR,
+// SITES_SIZE, CFI_DEPTH, NO_KCACHE, KERNEL_USTACKS, PREEMPT_USER_STACKS.
 
 #ifndef MIN_BLOCK_NS
 #define MIN_BLOCK_NS 1000ULL
@@ -37,6 +42,9 @@
 #endif
 #ifndef ONCPU_SIZE
 #define ONCPU_SIZE 4096
+#endif
+#ifndef QUEUED_SIZE
+#define QUEUED_SIZE 4096
 #endif
 #ifndef KCACHE_SIZE
 #define KCACHE_SIZE 8192
@@ -92,7 +100,8 @@
                             // bystanders of interrupts)
 #define C_WSTACK_ENOMEM 15  // waker user stack lost: map full
 #define C_UTRUNC 16         // user stack walks cut at a frame-pointer loop
-#define N_COUNTERS 17
+#define C_QUEUED_FULL 17    // run-queue wait not attributed: queued map full
+#define N_COUNTERS 18
 
 // A stack map drops a stack whose hash bucket holds another stack (-EEXIST); with a few
 // hundred distinct stacks in 16384 buckets that already happens now and then. Such a stack
@@ -117,6 +126,7 @@ struct start_t {
     s32 waker_kstack;
     u32 preempt_pid;
     u32 short_wake;  // woken sooner than MIN_BLOCK_NS: not described, not aggregated
+    u64 busy_ns;     // CPU time since the thread last blocked (its current busy period)
     char comm[COMM_LEN];
     char waker_comm[COMM_LEN];
     char preempt_comm[COMM_LEN];
@@ -160,6 +170,25 @@ struct oncpu_t {
     u64 max_ns;
     char comm[COMM_LEN];
     u64 hist[HIST_SLOTS];
+    u64 max_busy_ns;  // the longest busy period that ended (or went on) in this snapshot
+};
+
+// A target thread's wait in the run queue (the run-queue part of a wake, or a whole
+// preemption), keyed by who held the CPU: the task sched_switch names as prev when the
+// target got the CPU back, i.e. the one that ran last before it (0/"" when the CPU was idle).
+struct qkey_t {
+    u32 tid;
+    u32 tgid;
+    u32 holder_tid;
+    u32 holder_tgid;
+    char comm[COMM_LEN];
+    char holder_comm[COMM_LEN];
+};
+
+struct qval_t {
+    u64 count;
+    u64 wait_ns;
+    u64 max_ns;
 };
 
 // Kernel stack cache. A kernel stack walk is the dominant cost per event (docs/design.md section 4);
@@ -201,6 +230,7 @@ BPF_HASH(targets, u32, u8, TARGETS_SIZE);
 BPF_HASH(start, u32, struct start_t, START_SIZE);
 BPF_HASH(agg, struct key_t, struct val_t, AGG_SIZE);
 BPF_HASH(oncpu, u32, struct oncpu_t, ONCPU_SIZE);
+BPF_HASH(queued, struct qkey_t, struct qval_t, QUEUED_SIZE);
 BPF_PERCPU_ARRAY(running, struct running_t, 1);
 BPF_ARRAY(oncpu_zero, struct oncpu_t, 1);
 BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
@@ -635,11 +665,13 @@ static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, lo
                                        const char *next_comm)
 {
     u32 zero = 0;
+    u64 ran = 0;
+    struct oncpu_t *oc = 0;
     struct running_t *run = running.lookup(&zero);
     if (run && run->tid == tid && run->ts) {
-        u64 ran = now - run->ts;
+        ran = now - run->ts;
         run->tid = 0;
-        struct oncpu_t *oc = oncpu.lookup(&tid);
+        oc = oncpu.lookup(&tid);
         if (!oc) {
             // A zeroed template from a map: the struct is too big for the BPF stack.
             struct oncpu_t *init = oncpu_zero.lookup(&zero);
@@ -687,6 +719,13 @@ static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, lo
     e->short_wake = 0;
     e->tgid = tgid;
     e->state = (state & STATE_MASK) ? ST_BLOCKED : ST_PREEMPTED;
+    // The busy period goes on through preemptions and ends when the thread blocks: a loop
+    // spinning 250 ms among other runnable threads shows as one 250 ms busy period even
+    // though no single run lasts longer than a scheduler slice.
+    u64 busy = e->busy_ns + ran;
+    if (oc && busy > oc->max_busy_ns)
+        oc->max_busy_ns = busy;
+    e->busy_ns = e->state == ST_BLOCKED ? 0 : busy;
     if (e->state == ST_BLOCKED) {
         e->ustack = walk_ustack(ctx);
         e->kstack = kstack_cached(ctx, 0, tgid, 0, e->ustack);
@@ -713,11 +752,36 @@ static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, lo
     count(C_SWITCH_OUT);
 }
 
-// A target thread gets the CPU back: the interval it was off is complete.
-static __always_inline void switch_in(u64 now, u32 tid)
+// Who held the CPU while a target thread waited in the run queue (see struct qkey_t).
+static __always_inline void note_queued(struct start_t *s, u32 tid, u64 wait, u32 holder_tid,
+                                        u32 holder_tgid, const char *holder_comm)
 {
-    if (!is_pending(tid))
+    struct qkey_t qk = {};
+    qk.tid = tid;
+    qk.tgid = s->tgid;
+    __builtin_memcpy(&qk.comm, s->comm, COMM_LEN);
+    if (holder_tid) {  // the idle task (pid 0) is one key, whatever its per-CPU comm
+        qk.holder_tid = holder_tid;
+        qk.holder_tgid = holder_tgid;
+        __builtin_memcpy(&qk.holder_comm, holder_comm, COMM_LEN);
+    }
+    struct qval_t zq = {};
+    struct qval_t *q = queued.lookup_or_try_init(&qk, &zq);
+    if (!q) {
+        count(C_QUEUED_FULL);
         return;
+    }
+    __sync_fetch_and_add(&q->count, 1);
+    __sync_fetch_and_add(&q->wait_ns, wait);
+    if (wait > q->max_ns)
+        q->max_ns = wait;
+}
+
+// A target thread gets the CPU back: the interval it was off is complete. The caller has
+// checked that it is pending; holder_* is the task that ran before it (sched_switch's prev).
+static __always_inline void switch_in(u64 now, u32 tid, u32 holder_tid, u32 holder_tgid,
+                                      const char *holder_comm)
+{
     set_pending(tid, 0);
     struct start_t *s = start.lookup(&tid);
     if (!s || s->off_ts == 0)
@@ -775,6 +839,9 @@ static __always_inline void switch_in(u64 now, u32 tid)
     }
     s->off_ts = 0;
 
+    if (runq >= MIN_BLOCK_NS)
+        note_queued(s, tid, runq, holder_tid, holder_tgid, holder_comm);
+
     u64 total = blocked + runq;
     struct val_t zv = {};
     struct val_t *v = agg.lookup_or_try_init(&key, &zv);
@@ -812,8 +879,14 @@ TRACEPOINT_PROBE(sched, sched_switch)
         }
     }
     u32 next = args->next_pid;
-    if (next != 0)
-        switch_in(now, next);
+    if (next != 0 && is_pending(next)) {
+        // prev held this CPU until now: the one a queued target waited behind last.
+        u64 held[2];
+        held[0] = *(volatile u64 *)&args->prev_comm[0];
+        held[1] = *(volatile u64 *)&args->prev_comm[8];
+        u32 holder_tgid = prev ? (u32)(bpf_get_current_pid_tgid() >> 32) : 0;
+        switch_in(now, next, prev, holder_tgid, (const char *)&held[0]);
+    }
     return 0;
 }
 

@@ -26,7 +26,7 @@ COUNTERS = (
     "switch_out", "wakeup", "noop_wake", "short", "stack_eexist", "stack_enomem",
     "agg_full", "start_full", "oncpu_full", "switch_in", "kcache_hit", "kcache_mismatch",
     "kstack_walks", "stack_overflow", "wstack_eexist", "wstack_enomem",
-    "ustack_truncated",
+    "ustack_truncated", "queued_full",
 )
 #: Marks a stack id that lives in the overflow stack map (see the C source).
 OVERFLOW_BIT = 0x40000000
@@ -86,10 +86,16 @@ def cflags(min_block_us: float, sizes: MapSizes) -> List[str]:
         f"-DSTART_SIZE={sizes.start}",
         f"-DTARGETS_SIZE={sizes.targets}",
         f"-DONCPU_SIZE={sizes.oncpu}",
+        f"-DQUEUED_SIZE={sizes.oncpu}",  # a few holders per target thread, drained per snapshot
         f"-DSITES_SIZE={sizes.sites}",
         f"-DMMAP_MIN_ADDR={mmap_min_addr()}UL",
         "-Wno-macro-redefined",
     ]
+
+
+def us(ns: int) -> int:
+    """Nanoseconds from a map as whole microseconds (rounded), as the wire records carry."""
+    return int((ns + 500) // 1000)
 
 
 def _int(key: Any) -> int:
@@ -143,6 +149,23 @@ class OnCpuRow:
     total_ns: int
     max_ns: int
     hist: List[int]
+    #: The longest busy period: CPU time between two sleeps, preemptions included.
+    max_busy_ns: int = 0
+
+
+@dataclass
+class QueuedRow:
+    """A target thread's run-queue waits behind one holder of the CPU (tid 0: idle)."""
+
+    tid: int
+    tgid: int
+    comm: str
+    holder_tid: int
+    holder_tgid: int
+    holder_comm: str
+    count: int
+    wait_ns: int
+    max_ns: int
 
 
 @dataclass
@@ -221,6 +244,7 @@ class Program:
         self._counters = self.bpf["counters"]
         self._agg = self.bpf["agg"]
         self._oncpu = self.bpf["oncpu"]
+        self._queued = self.bpf["queued"]
         self._start = self.bpf["start"]
         self._kstacks = self.bpf["kstacks"]
         self._kstacks2 = self.bpf["kstacks2"]
@@ -355,8 +379,15 @@ class Program:
             out.append(OnCpuRow(
                 tid=_int(k), tgid=v.tgid, comm=_comm(v.comm), count=v.count,
                 total_ns=v.total_ns, max_ns=v.max_ns, hist=[int(x) for x in v.hist],
+                max_busy_ns=int(v.max_busy_ns),
             ))
         return out
+
+    def drain_queued(self) -> List[QueuedRow]:
+        return [QueuedRow(tid=k.tid, tgid=k.tgid, comm=_comm(k.comm), holder_tid=k.holder_tid,
+                          holder_tgid=k.holder_tgid, holder_comm=_comm(k.holder_comm),
+                          count=int(v.count), wait_ns=int(v.wait_ns), max_ns=int(v.max_ns))
+                for k, v in self._drain(self._queued)]
 
     def waiting(self) -> List[Waiting]:
         out = []

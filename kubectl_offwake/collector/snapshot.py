@@ -3,7 +3,7 @@
 Per snapshot, in this order (a reader releases non-delta records at once, and the deltas
 when the ``snapshot`` marker commits them): ``process`` for every pid seen for the first
 time, ``stack`` for every stack seen for the first time (stacks are sent once and referenced
-by id), the ``wakeup`` and ``oncpu`` deltas, ``progress``, then ``snapshot``.
+by id), the ``wakeup``, ``oncpu`` and ``queued`` deltas, ``progress``, then ``snapshot``.
 """
 
 from __future__ import annotations
@@ -27,15 +27,13 @@ from ..wire.schema import (
     WakeupRecord,
 )
 from .bpfprog import ST_BLOCKED, Edge, Program
+from .bpfprog import us as _us
 from .identity import Identities, threads_of
+from .runqueue import queued_record
 from .sites import SiteIndex, is_system_library
 from .symbolize import MODULE_OFFSET, SYMBOL, UNKNOWN, Symbolizer, describe_missing
 
 EFAULT = -14
-
-
-def _us(ns: int) -> int:
-    return int((ns + 500) // 1000)
 
 
 class FrameCounts:
@@ -250,7 +248,12 @@ class Snapshotter:
                 "type": "oncpu", "snap": self.snap, "tid": row.tid, "pid": row.tgid,
                 "comm": row.comm, "count": row.count, "total_us": _us(row.total_ns),
                 "max_us": _us(row.max_ns), "hist_log2_us": hist,
+                "max_busy_us": _us(row.max_busy_ns),
             })
+        for q in self.program.drain_queued():
+            if q.holder_tgid:
+                self.process(q.holder_tgid, q.holder_comm)
+            self.writer.emit(queued_record(q, self.snap))
         now = time.monotonic()
         elapsed = round(now - self.started_mono, 3)
         use = self.program.map_use()
@@ -398,8 +401,9 @@ def lost_summary(counters: Dict[str, int]) -> LossCounts:
         "stack_eexist": counters.get("stack_eexist", 0),
         "stack_enomem": counters.get("stack_enomem", 0),
         "map_full": counters.get("agg_full", 0) + counters.get("start_full", 0)
-        + counters.get("oncpu_full", 0),
+        + counters.get("oncpu_full", 0) + counters.get("queued_full", 0),
         "agg_full": counters.get("agg_full", 0),
         "start_full": counters.get("start_full", 0),
         "oncpu_full": counters.get("oncpu_full", 0),
+        "queued_full": counters.get("queued_full", 0),
     }

@@ -270,9 +270,7 @@ WakeupRecord = Union[BlockedWakeupRecord, PreemptedWakeupRecord]
 # -- oncpu --------------------------------------------------------------------------------------
 
 
-class OnCpuRecord(_Envelope):
-    """snap, tid, pid, comm, count, total_us, max_us, hist_log2_us [counts]"""
-
+class _OnCpuFields(_Envelope):
     type: Literal["oncpu"]
     snap: int
     tid: int
@@ -282,6 +280,36 @@ class OnCpuRecord(_Envelope):
     total_us: int
     max_us: int
     hist_log2_us: List[int]
+
+
+class OnCpuRecord(_OnCpuFields, total=False):
+    """snap, tid, pid, comm, count, total_us, max_us, hist_log2_us [counts], max_busy_us?
+    (the longest busy period: CPU time between two sleeps, runs split by preemptions added
+    up; collectors before it was added do not send it)"""
+
+    max_busy_us: int
+
+
+# -- queued -------------------------------------------------------------------------------------
+
+
+class QueuedRecord(_Envelope):
+    """snap, tid, pid, comm, holder_tid, holder_pid, holder_comm, count, wait_us, max_us —
+    a target thread's run-queue waits (after a wake, or a whole preemption) by who held the
+    CPU: the task that ran on it just before the target got it back (holder_tid 0: the CPU
+    was idle; collector/runqueue.py)"""
+
+    type: Literal["queued"]
+    snap: int
+    tid: int
+    pid: int
+    comm: str
+    holder_tid: int
+    holder_pid: int
+    holder_comm: str
+    count: int
+    wait_us: int
+    max_us: int
 
 
 # -- pending ------------------------------------------------------------------------------------
@@ -439,8 +467,9 @@ class FailureRecord(_Envelope):
 #: Any record a writer sends.
 WireRecord = Union[
     HelloRecord, ClientRecord, TargetRecord, ProgressRecord, ProcessRecord, IdentityRecord,
-    StackRecord, BlockedWakeupRecord, PreemptedWakeupRecord, OnCpuRecord, PendingRecord,
-    CgroupStatRecord, EnvoyStatsRecord, SnapshotRecord, EndRecord, LogRecord, FailureRecord,
+    StackRecord, BlockedWakeupRecord, PreemptedWakeupRecord, OnCpuRecord, QueuedRecord,
+    PendingRecord, CgroupStatRecord, EnvoyStatsRecord, SnapshotRecord, EndRecord, LogRecord,
+    FailureRecord,
 ]
 
 #: The TypedDict(s) of every record type, in the order of this file.
@@ -454,6 +483,7 @@ RECORD_SHAPES: Dict[str, Tuple[type, ...]] = {
     "stack": (StackRecord,),
     "wakeup": (BlockedWakeupRecord, PreemptedWakeupRecord),
     "oncpu": (OnCpuRecord,),
+    "queued": (QueuedRecord,),
     "pending": (PendingRecord,),
     "cgroup_stat": (CgroupStatRecord,),
     "envoy_stats": (EnvoyStatsRecord,),
@@ -475,6 +505,7 @@ RECORD_TYPES: Dict[str, FrozenSet[str]] = {
     "stack": frozenset({"id", "frames"}),
     "wakeup": frozenset({"tid", "comm", "target_stack", "total_us"}),
     "oncpu": frozenset({"tid", "comm", "count", "total_us", "max_us"}),
+    "queued": frozenset({"tid", "holder_tid", "count", "wait_us"}),
     "pending": frozenset({"tid", "comm", "waiting_us"}),
     "cgroup_stat": frozenset({"phase"}),
     "envoy_stats": frozenset({"pid"}),
@@ -487,7 +518,7 @@ RECORD_TYPES: Dict[str, FrozenSet[str]] = {
 #: Records that commit the deltas before them.
 COMMIT_TYPES = frozenset({"snapshot", "end"})
 #: Records that are deltas, held back until committed.
-DELTA_TYPES = frozenset({"wakeup", "oncpu", "pending"})
+DELTA_TYPES = frozenset({"wakeup", "oncpu", "queued", "pending"})
 
 
 class WireError(Exception):
@@ -502,6 +533,8 @@ LOSS_COUNTERS: Dict[str, Tuple[str, str]] = {
     "agg_full": ("wakeups not counted because the aggregation map was full", "--agg-size"),
     "start_full": ("switch-outs not recorded because the start map was full", "--start-size"),
     "oncpu_full": ("on-CPU runs lost because the on-CPU map was full", "--oncpu-size"),
+    "queued_full": ("run-queue waits not attributed because the queued map was full",
+                    "--oncpu-size"),
     "map_full": ("records lost because a map was full", "--agg-size"),
     # BCC offwaketime's count of stacks it could not display (an imported capture)
     "stack_lost": ("stacks lost (the stack map was full or collided)", "--stack-storage-size"),
@@ -512,10 +545,11 @@ MAP_SIZE_OPTIONS: Dict[str, str] = {
     "--stack-storage-size": "Stack map entries (raise it when stacks are lost).",
     "--agg-size": "Aggregation map entries (raise it when wakeups are lost).",
     "--start-size": "Switch-out map entries (raise it when switch-outs are lost).",
-    "--oncpu-size": "On-CPU map entries (raise it when on-CPU runs are lost).",
+    "--oncpu-size": "On-CPU map entries, and run-queue holder entries (raise it when on-CPU "
+                    "runs or run-queue waits are lost).",
 }
 #: ``map_full`` is the collector's sum of these counters; it is shown only when they are absent.
-LOSS_SUM_PARTS = ("agg_full", "start_full", "oncpu_full")
+LOSS_SUM_PARTS = ("agg_full", "start_full", "oncpu_full", "queued_full")
 
 
 def distinct_losses(lost: Dict[str, int]) -> Dict[str, int]:

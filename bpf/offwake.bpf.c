@@ -233,6 +233,7 @@ BPF_HASH(oncpu, u32, struct oncpu_t, ONCPU_SIZE);
 BPF_HASH(queued, struct qkey_t, struct qval_t, QUEUED_SIZE);
 BPF_PERCPU_ARRAY(running, struct running_t, 1);
 BPF_ARRAY(oncpu_zero, struct oncpu_t, 1);
+BPF_ARRAY(start_zero, struct start_t, 1);
 BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
 // LRU: wakes in interrupt context key the cache by whatever user stack the interrupted task
 // had, which rarely repeats; such entries must age out instead of filling the cache.
@@ -705,8 +706,10 @@ static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, lo
     // more than the rest of the bookkeeping. An entry with off_ts == 0 means "on the CPU".
     struct start_t *e = start.lookup(&tid);
     if (!e) {
-        struct start_t fresh = {};
-        if (start.insert(&tid, &fresh) != 0) {
+        // A zeroed template from a map: beside the rest of sched_switch (its handlers are
+        // inlined into one function) the struct took it over the 512-byte BPF stack.
+        struct start_t *fresh = start_zero.lookup(&zero);
+        if (!fresh || start.insert(&tid, fresh) != 0) {
             count(C_START_FULL);
             return;
         }

@@ -17,8 +17,11 @@ findings or words them differently fails. ``OFFWAKE_UPDATE_RUNBOOK=1`` rewrites 
 from this run and then fails, as the golden files do (tests/golden_files.py): review the
 diff and run again without it.
 
-Each scenario runs once per session (a module fixture keeps the runs), so the two tests of
-a scenario share one demo.
+Each scenario runs once per session (a module fixture keeps the runs), so the tests of a
+scenario share one demo; that run is also how the documented ``kubectl offwake demo
+--scenario NAME`` commands run (the docs test's ``scenario`` group, tests/docs/docrules.py):
+the command as written, with a 4 s trace and its recording kept. Its JSON report is made
+from that recording by the JSON renderer, as ``report -o json`` of it would be.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from kubectl_offwake.demo.run import LABELS
 from kubectl_offwake.demo.scenarios import BY_NAME, SCENARIOS, names
 from kubectl_offwake.importers import load_input
 from kubectl_offwake.render import RenderOptions, render
+from tests.docs.docrules import REPORT_MARK, Part, parts_of
 from tests.integration.demo_helpers import ScenarioRun, assert_nothing_left, run_demo_cli
 
 TRACE = "4s"
@@ -46,7 +50,6 @@ UPDATE_ENV = "OFFWAKE_UPDATE_RUNBOOK"
 #: The width the runbook's blocks are rendered at (the terminal report's design width).
 WIDTH = 100
 SERIOUS = ("warning", "critical")
-
 
 
 def root_demo(test: Callable) -> Callable:
@@ -60,21 +63,24 @@ def root_demo(test: Callable) -> Callable:
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], ScenarioRun]:
     """``scenario(NAME)``: that scenario's finished run, made the first time it is asked for.
-    ``live["table"]`` is its terminal report at :data:`WIDTH` columns."""
+    ``live["stdout"]`` is what the command printed, ``live["table"]`` its terminal report at
+    :data:`WIDTH` columns."""
     done: Dict[str, ScenarioRun] = {}
 
     def run(name: str) -> ScenarioRun:
         if name not in done:
             workdir = tmp_path_factory.mktemp(name)
-            out, kept = workdir / f"{name}.json", workdir / f"{name}.jsonl.gz"
-            finished = run_demo_cli(["--scenario", name, "--duration", TRACE, "--format",
-                                     "json", "--out", str(out), "--keep-recording", str(kept)],
-                                    workdir)
+            kept = workdir / f"{name}.jsonl.gz"
+            finished = run_demo_cli(["--scenario", name, "--duration", TRACE,
+                                     "--keep-recording", str(kept)], workdir)
             assert finished.returncode == 0, finished.stderr
-            result = ScenarioRun(json.loads(out.read_text()), finished.steps)
-            text = io.StringIO()
-            render(analyze(load_input(str(kept))), "table", text, RenderOptions(width=WIDTH))
+            report = analyze(load_input(str(kept)))
+            text, as_json = io.StringIO(), io.StringIO()
+            render(report, "json", as_json, RenderOptions())
+            result = ScenarioRun(json.loads(as_json.getvalue()), finished.steps)
+            render(report, "table", text, RenderOptions(width=WIDTH))
             result.live["table"] = text.getvalue()
+            result.live["stdout"] = finished.stdout
             envoy_pids = {w["target"]["pid"] for w in result.report["wakeups"]}
             assert_nothing_left(finished.pid, finished.steps.pids() | envoy_pids)
             done[name] = result
@@ -114,6 +120,17 @@ def _herd(run: ScenarioRun) -> tuple:
     assert inbound in run.stats["listeners"]
     found = [f for f in run.report["findings"] if f["id"] == "accept-herd"]
     return run.accept_wakeups() / connections, (found[0] if found else None), connections
+
+
+@root_demo
+@pytest.mark.parametrize("part", parts_of("scenario"), ids=lambda p: p.text)
+def test_documented_scenario_command(part: Part, scenario) -> None:
+    """A documented ``demo --scenario NAME`` runs as this module's run of NAME and prints a
+    report."""
+    name = part.text.split("--scenario ")[1]
+    assert name in names(), f"{part.command.where}: no scenario {name!r}"
+    stdout = scenario(name).live["stdout"]
+    assert REPORT_MARK in stdout, f"{part.command.where}: no report:\n{stdout[-3000:]}"
 
 
 @root_demo

@@ -28,7 +28,7 @@ RECORDINGS = ROOT / "tests" / "data" / "classify"
 KNOWN_GAPS = {"tcp-connect": "No real example yet"}
 
 _EXAMPLE = re.compile(r"^Real example — `(?P<file>[^`]+)`: `(?P<thread>[^`]+)` ← "
-                      r"`(?P<by>[^`]+)`\n\n    (?P<frames>.+)$", re.M)
+                      r"`(?P<by>[^`]+)`\n\n```text\n(?P<frames>.+)\n```$", re.M)
 
 
 def sections() -> Dict[str, str]:

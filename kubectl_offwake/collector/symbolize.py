@@ -189,13 +189,16 @@ class Symbolizer:
 
     def modules_of(self, pid: int, addrs: Sequence[int]) -> List[str]:
         """The file paths of the mappings these addresses fall in (as /proc/PID/maps
-        names them)."""
+        names them), their symbols read now: a waker met while tracing (a shell writing
+        once) may exit before the next snapshot, and a dead process's files cannot be
+        opened; its later stacks through the same modules then still resolve."""
         maps = self._maps(pid)
         out = []
         for addr in addrs:
             m = maps.find(addr)
             if m is not None and m.path.startswith("/"):
                 out.append(m.path)
+                self._symbols(pid, m)
         return out
 
     def _maps(self, pid: int) -> ProcessMaps:

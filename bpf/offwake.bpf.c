@@ -13,8 +13,14 @@
 // actually ends a blocked interval (not for no-op wakes of a runnable or already woken thread,
 // not for sleeps shorter than MIN_BLOCK_NS).
 //
+// At the switch-in, sched_switch's prev_* fields also name the task that ran on that CPU
+// last, before T got it back: while T waited in the run queue, that task held the CPU
+// (`queued`, below). And each switch-out adds T's run to its busy period, the CPU time it has
+// used since it last blocked (preemptions do not end it), kept in start[T].
+//
 // Compile-time knobs (cflags): MIN_BLOCK_NS, STACK_STORAGE_SIZE, AGG_SIZE, START_SIZE,
-// TARGETS_SIZE, ONCPU_SIZE, KSTACK_DEPTH, USTACK_DEPTH, MMAP_MIN_ADDR, NO_KCACHE, NO_UCACHE.
+// TARGETS_SIZE, ONCPU_SIZE, QUEUED_SIZE, KSTACK_DEPTH, USTACK_DEPTH, MMAP_MIN_ADDR,
+// SITES_SIZE, CFI_DEPTH, NO_KCACHE, KERNEL_USTACKS, PREEMPT_USER_STACKS.
 
 #ifndef MIN_BLOCK_NS
 #define MIN_BLOCK_NS 1000ULL
@@ -36,6 +42,9 @@
 #endif
 #ifndef ONCPU_SIZE
 #define ONCPU_SIZE 4096
+#endif
+#ifndef QUEUED_SIZE
+#define QUEUED_SIZE 4096
 #endif
 #ifndef KCACHE_SIZE
 #define KCACHE_SIZE 8192
@@ -90,8 +99,8 @@
 #define C_WSTACK_EEXIST 14  // waker user stack lost to a collision (counted apart: mostly
                             // bystanders of interrupts)
 #define C_WSTACK_ENOMEM 15  // waker user stack lost: map full
-#define C_UCACHE_HIT 16     // user stack taken from the cache, no walk
-#define C_UCACHE_MISMATCH 17  // -DUCACHE_VERIFY only: a hit the kernel's walk disagreed with
+#define C_UTRUNC 16         // user stack walks cut at a frame-pointer loop
+#define C_QUEUED_FULL 17    // run-queue wait not attributed: queued map full
 #define N_COUNTERS 18
 
 // A stack map drops a stack whose hash bucket holds another stack (-EEXIST); with a few
@@ -101,25 +110,31 @@
 #define OVERFLOW_BIT 0x40000000
 #define PREEMPT_BIT 0x20000000  // id of a shallow preemption kernel stack (pstacks map)
 
+// User stacks are referred to by an s64: the stack's hash in ustore/wustore (> 0), or the
+// stack id in the kernel's stack maps (-DKERNEL_USTACKS); < 0: an error code as stack maps
+// give them (-EFAULT: no user stack, -EEXIST, -ENOMEM: lost).
 struct start_t {
     u64 off_ts;
     u64 wake_ts;
+    s64 ustack;
+    s64 waker_ustack;
     u32 tgid;
     u32 state;
     s32 kstack;
-    s32 ustack;
     u32 waker_tid;
     u32 waker_tgid;
     s32 waker_kstack;
-    s32 waker_ustack;
     u32 preempt_pid;
     u32 short_wake;  // woken sooner than MIN_BLOCK_NS: not described, not aggregated
+    u64 busy_ns;     // CPU time since the thread last blocked (its current busy period)
     char comm[COMM_LEN];
     char waker_comm[COMM_LEN];
     char preempt_comm[COMM_LEN];
 };
 
-struct key_t {
+struct key_t {  // no padding: hashed as bytes
+    s64 ustack;
+    s64 waker_ustack;
     u32 tid;
     u32 tgid;
     u32 state;
@@ -127,9 +142,7 @@ struct key_t {
     u32 waker_tgid;
     u32 preempt_pid;
     s32 kstack;
-    s32 ustack;
     s32 waker_kstack;
-    s32 waker_ustack;
     char comm[COMM_LEN];
     char waker_comm[COMM_LEN];
     char preempt_comm[COMM_LEN];
@@ -157,21 +170,41 @@ struct oncpu_t {
     u64 max_ns;
     char comm[COMM_LEN];
     u64 hist[HIST_SLOTS];
+    u64 max_busy_ns;  // the longest busy period that ended (or went on) in this snapshot
+};
+
+// A target thread's wait in the run queue (the run-queue part of a wake, or a whole
+// preemption), keyed by who held the CPU: the task sched_switch names as prev when the
+// target got the CPU back, i.e. the one that ran last before it (0/"" when the CPU was idle).
+struct qkey_t {
+    u32 tid;
+    u32 tgid;
+    u32 holder_tid;
+    u32 holder_tgid;
+    char comm[COMM_LEN];
+    char holder_comm[COMM_LEN];
+};
+
+struct qval_t {
+    u64 count;
+    u64 wait_ns;
+    u64 max_ns;
 };
 
 // Kernel stack cache. A kernel stack walk is the dominant cost per event (docs/design.md section 4);
 // user stacks are cheaper. The kernel path that led to a blocking switch-out, or to a wake
 // made from a system call, is almost always the same for the same user stack, so the
-// kernel stack id is cached by the user stack id (kind 0: a target blocking; kind 1: a waker,
+// kernel stack id is cached by the user stack (kind 0: a target blocking; kind 1: a waker,
 // per target thread) and re-walked once every KCACHE_VERIFY_MASK+1 uses; a verifying walk
 // that disagrees replaces the entry and is counted. Preempted switch-outs and wakers without
 // a user stack (kernel threads, idle: interrupt context) are always walked. -DNO_KCACHE
 // (collector flag --exact-stacks) walks every time.
 struct kc_key_t {
+    s64 ustack;
     u32 tgid;
     u32 tid;
-    s32 ustack;
     u32 kind;
+    u32 pad;
 };
 
 struct kc_val_t {
@@ -197,22 +230,17 @@ BPF_HASH(targets, u32, u8, TARGETS_SIZE);
 BPF_HASH(start, u32, struct start_t, START_SIZE);
 BPF_HASH(agg, struct key_t, struct val_t, AGG_SIZE);
 BPF_HASH(oncpu, u32, struct oncpu_t, ONCPU_SIZE);
+BPF_HASH(queued, struct qkey_t, struct qval_t, QUEUED_SIZE);
 BPF_PERCPU_ARRAY(running, struct running_t, 1);
 BPF_ARRAY(oncpu_zero, struct oncpu_t, 1);
+BPF_ARRAY(start_zero, struct start_t, 1);
 BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
 // LRU: wakes in interrupt context key the cache by whatever user stack the interrupted task
 // had, which rarely repeats; such entries must age out instead of filling the cache.
 BPF_TABLE("lru_hash", struct kc_key_t, struct kc_val_t, kcache, KCACHE_SIZE);
 BPF_TABLE("stacktrace", int, struct kstack_t, kstacks, STACK_STORAGE_SIZE);
-// Target and waker user stacks live in separate maps: a waker caught by an interrupt brings
-// the user stack of whatever it was running, rarely seen twice, and those must not collide
-// with (and so drop) the target's stacks.
-BPF_TABLE("stacktrace", int, struct ustack_t, ustacks, STACK_STORAGE_SIZE);
-BPF_TABLE("stacktrace", int, struct ustack_t, wustacks, STACK_STORAGE_SIZE);
 BPF_TABLE("stacktrace", int, struct kstack_t, kstacks2, STACK_OVERFLOW_SIZE);
 BPF_TABLE("stacktrace", int, struct pstack_t, pstacks, STACK_STORAGE_SIZE);
-BPF_TABLE("stacktrace", int, struct ustack_t, ustacks2, STACK_OVERFLOW_SIZE);
-BPF_TABLE("stacktrace", int, struct ustack_t, wustacks2, STACK_OVERFLOW_SIZE);
 // The filters every sched_switch and sched_waking runs: one bit per pid, in arrays (whose
 // lookups the verifier inlines) rather than hash maps, so that untraced processes pay as
 // little as the tracepoints allow. tgidbits: target tgids (written by user space, which keeps
@@ -293,79 +321,267 @@ static __always_inline s32 walk_pstack(void *ctx)
     return note_stack(id);
 }
 
-// User stack cache. A user stack walk by the kernel costs ~0.6 us here, nearly all of it in
-// the page fault it takes reading past the last frame (the frame-pointer chain ends in 0).
-// So the program reads the frame-pointer chain itself (user regs of the current task, then
-// one 16-byte read per frame, stopping without a read at a frame pointer below
-// vm.mmap_min_addr, which the kernel's read would fault on), and uses the resulting
-// addresses as the key of a cache of stack ids. That key is everything the kernel's walk
-// (arch/x86 perf_callchain_user: regs->ip, then return addresses along regs->bp) depends on,
-// so equal keys mean the kernel would record the same stack: a hit is exact, not sampled.
-// Stack ids are never reused (user space never deletes stacks). Not keyed (walked as
-// before): stacks deeper than UCACHE_DEPTH, tasks not in 64-bit user mode (kernel threads,
-// compat tasks). Off with -DNO_KCACHE (--exact-stacks); -DUCACHE_VERIFY walks on every hit
-// too and counts disagreements (ustack_cache_mismatches in the end record). x86-64 only, and
-// it needs bpf_task_pt_regs (Linux 5.15) and kernel BTF: the collector builds with -DNO_UCACHE
-// elsewhere, and retries with it when the load fails.
-#if !defined(NO_KCACHE) && !defined(NO_UCACHE)
-#ifndef UCACHE_DEPTH
-#define UCACHE_DEPTH 16
+// User stacks: our own walk, frame pointers plus CFI for frameless code.
+//
+// The kernel's user stack walk (bpf_get_stackid) follows the frame-pointer chain from the
+// task's rbp. A thread in a system call is stopped right after a `syscall` instruction, often
+// in a libc wrapper built without frame pointers: its rbp is the caller's (or any value, if
+// the wrapper uses rbp as a register), so the kernel's walk skips the wrapper's caller, and
+// every frameless function between it and the next frame-pointer function. It also follows a
+// frame pointer that points at itself 60 times over. So the program walks user stacks itself:
+//
+//  1. CFI phase: while the address is a known site — a syscall or call return site of a
+//     frameless module, with its CFA rule from .eh_frame, written by user space into `sites`,
+//     keyed by the address's page offset and the 16 code bytes around it (user space:
+//     collector/sites.py) — unwind one frame by that rule: CFA = rsp or rbp + offset, the
+//     return address at CFA-8, the caller's rbp saved at CFA+bp_off or still in rbp.
+//  2. Frame-pointer phase: one 16-byte read per frame ([rbp] = caller's rbp, [rbp+8] =
+//     return address), stopping without a read at an rbp below vm.mmap_min_addr (the chain's
+//     end). A frame pointer that does not move up the stack (below the current frame's end)
+//     or a return address equal to the one before ends the walk as truncated (a frame-pointer
+//     loop: flag in the stored stack, a marker frame in the report).
+//
+// Stacks are stored by the program too (stack maps can only be filled by the kernel's walk):
+// a 64-bit hash of the addresses keys `uids`, whose value indexes `ustk` (targets) or `wustk`
+// (wakers: a waker caught by an interrupt brings the user stack of whatever it interrupted,
+// and those must not crowd out the targets'). A hit is compared with the stored addresses, so
+// ids are exact; a new stack takes the next free slot. Needs bpf_task_pt_regs (Linux 5.15)
+// and kernel BTF, x86-64: elsewhere the collector builds with -DKERNEL_USTACKS, which keeps
+// the kernel's walk (frame pointers only, as before).
+#ifndef KERNEL_USTACKS
+#ifndef SITES_SIZE
+#define SITES_SIZE 262144
 #endif
-#ifndef UCACHE_SIZE
-#define UCACHE_SIZE 8192
+#ifndef CFI_DEPTH
+#define CFI_DEPTH 24  // frames unwound by CFI before the frame-pointer phase takes over
 #endif
 #ifndef MMAP_MIN_ADDR
 #define MMAP_MIN_ADDR 4096
 #endif
-struct ukey_t {
-    u32 kind;
-    u32 n;
-    u64 ip[UCACHE_DEPTH];
-};
-BPF_TABLE("lru_hash", struct ukey_t, s32, ucache, UCACHE_SIZE);
-BPF_PERCPU_ARRAY(ukey_scratch, struct ukey_t, 1);  // too big for the BPF stack
+#if USTACK_DEPTH != 64
+#error "USTACK_DEPTH must be 64 (the walk masks its index with 63)"
+#endif
+#define UST_TRUNCATED 1      // flags: the walk stopped at a frame-pointer loop
+#define UST_CFI_SHIFT 8      // flags >> 8: frames unwound by CFI
 
-// 0: key built; -1: this stack cannot be keyed (walk it).
-static __always_inline int user_key(struct ukey_t *k, u32 kind)
+struct site_key_t {
+    u32 page_off;
+    u32 pad;
+    u64 before;  // the 8 code bytes before the address
+    u64 after;   // and the 8 from it on
+};
+struct site_t {
+    s32 cfa_off;
+    s16 bp_off;  // caller's rbp saved at CFA + bp_off; 0: rbp still holds it
+    u8 cfa_reg;  // 0: CFA = rsp + cfa_off, 1: CFA = rbp + cfa_off
+    u8 pad;
+};
+struct ustack_rec_t {
+    u32 n;
+    u32 flags;
+    u64 ip[USTACK_DEPTH];
+};
+// A per-CPU direct-mapped cache of site lookups by (process, address), positive and
+// negative, so that the addresses every event brings back cost neither a code read nor a
+// hash lookup. `gen` is bumped by user space whenever it changes the sites table.
+#ifndef SCACHE_SLOTS
+#define SCACHE_SLOTS 256
+#endif
+struct scache_ent {
+    u64 ip;
+    u32 tgid;
+    u32 gen;
+    struct site_t site;
+    u32 is_site;
+    u32 pad;
+};
+struct uwalk_t {  // the walk's scratch space (too big for the BPF stack)
+    struct ustack_rec_t rec;
+    struct site_key_t key;
+    struct scache_ent cache[SCACHE_SLOTS];
+};
+
+static __always_inline u32 scache_slot(u64 ip, u32 tgid)
 {
+    u64 x = (ip ^ ((u64)tgid << 32)) * 0x9E3779B97F4A7C15ULL;
+    return (x >> 40) & (SCACHE_SLOTS - 1);
+}
+BPF_F_TABLE("hash", struct site_key_t, struct site_t, sites, SITES_SIZE, BPF_F_NO_PREALLOC);
+BPF_HASH(ustore, u64, struct ustack_rec_t, STACK_STORAGE_SIZE);   // targets' stacks
+BPF_HASH(wustore, u64, struct ustack_rec_t, STACK_STORAGE_SIZE);  // wakers' stacks
+BPF_HASH(newwakers, u32, u64, 1024);  // waker tgid -> a new stack of it (user space drains)
+BPF_PERCPU_ARRAY(uscratch, struct uwalk_t, 1);
+BPF_ARRAY(sitegen, u32, 1);  // bumped by user space when `sites` changes
+
+static __always_inline u64 mix(u64 h, u64 v)
+{
+    h ^= v * 0x9E3779B97F4A7C15ULL;
+    h = (h << 31) | (h >> 33);
+    return h * 0xC2B2AE3D27D4EB4FULL;
+}
+
+// Fills *s; returns its hash, or 0 when the task has no 64-bit user context (kernel threads:
+// zeroed regs; compat tasks).
+static __always_inline u64 user_walk(struct uwalk_t *w)
+{
+    struct ustack_rec_t *s = &w->rec;
     struct task_struct *task = bpf_get_current_task_btf();
     u64 regs = (u64)bpf_task_pt_regs(task);
-    u64 bp = 0, ipcsfl[3] = {};
+    u64 bp = 0, r[4] = {};
     if (!regs)
-        return -1;
-    // x86-64 struct pt_regs (a fixed layout): bp at 32; ip, cs, flags at 128.
+        return 0;
+    // x86-64 struct pt_regs (a fixed layout): bp at 32; ip, cs, flags, sp at 128.
     if (bpf_probe_read_kernel(&bp, 8, (void *)(regs + 32)) ||
-        bpf_probe_read_kernel(&ipcsfl, 24, (void *)(regs + 128)))
-        return -1;
-    if (ipcsfl[1] != 0x33 || (ipcsfl[2] & (1UL << 17)))
-        return -1;  // not __USER_CS, or vm86: kernel thread (zeroed regs), compat task
-    k->kind = kind;
-    k->ip[0] = ipcsfl[0];
-    u32 n = 1;
-    int done = 0;
-#pragma unroll
-    for (int i = 1; i < UCACHE_DEPTH; i++) {
-        if (!done) {
-            u64 fr[2];
-            if (bp < MMAP_MIN_ADDR || bpf_probe_read_user(&fr, 16, (void *)bp)) {
-                done = 1;
-            } else {
-                k->ip[i] = fr[1];
-                bp = fr[0];
-                n++;
-                continue;
-            }
-        }
-        k->ip[i] = 0;
-    }
-    if (!done)
-        return -1;  // deeper than the key: walk it
-    k->n = n;
-    return 0;
-}
-#endif
+        bpf_probe_read_kernel(&r, 32, (void *)(regs + 128)))
+        return 0;
+    if (r[1] != 0x33 || (r[2] & (1UL << 17)))
+        return 0;  // not __USER_CS, or vm86
+    u64 ip = r[0], sp = r[3];
+    u32 n = 1, cfi = 0, flags = 0;
+    u64 h = mix(0, ip);
+    s->ip[0] = ip;
 
-static __always_inline s32 walk_ustack(void *ctx)
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u32 zero = 0;
+    u32 *genp = sitegen.lookup(&zero);
+    u32 gen = genp ? *genp : 0;
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < CFI_DEPTH; i++) {
+        // The per-CPU cache first: the same few addresses come back on every event.
+        struct scache_ent *e = &w->cache[scache_slot(ip, tgid)];
+        struct site_t site;
+        if (e->ip == ip && e->tgid == tgid && e->gen == gen) {
+            if (!e->is_site)
+                break;
+            site = e->site;
+        } else {
+            struct site_key_t *k = &w->key;
+            if (bpf_probe_read_user(&k->before, 16, (void *)(ip - 8)))
+                break;
+            k->page_off = ip & 0xfff;
+            k->pad = 0;
+            struct site_t *found = sites.lookup(k);
+            e->ip = ip;
+            e->tgid = tgid;
+            e->gen = gen;
+            e->is_site = found != 0;
+            if (!found)
+                break;
+            site = *found;
+            e->site = site;
+        }
+        u64 cfa = (site.cfa_reg ? bp : sp) + (s64)site.cfa_off;
+        u64 ra = 0, nbp = bp;
+        if (bpf_probe_read_user(&ra, 8, (void *)(cfa - 8)) || ra < MMAP_MIN_ADDR)
+            break;
+        if (site.bp_off && bpf_probe_read_user(&nbp, 8, (void *)(cfa + site.bp_off)))
+            break;
+        s->ip[n & (USTACK_DEPTH - 1)] = ra;
+        h = mix(h, ra);
+        n++;
+        cfi++;
+        ip = ra;
+        sp = cfa;
+        bp = nbp;
+    }
+
+    u64 low = sp, prev = ip;
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < USTACK_DEPTH; i++) {
+        if (n >= USTACK_DEPTH || bp < MMAP_MIN_ADDR)
+            break;
+        if (bp < low) {
+            flags |= UST_TRUNCATED;  // the frame pointer went down the stack
+            break;
+        }
+        u64 fr[2];
+        if (bpf_probe_read_user(&fr, 16, (void *)bp) || fr[1] == 0)
+            break;
+        if (fr[1] == prev) {
+            flags |= UST_TRUNCATED;  // the same return address again
+            break;
+        }
+        s->ip[n & (USTACK_DEPTH - 1)] = fr[1];
+        h = mix(h, fr[1]);
+        n++;
+        prev = fr[1];
+        low = bp + 16;
+        bp = fr[0];
+    }
+    flags |= cfi << UST_CFI_SHIFT;
+    s->n = n;
+    s->flags = flags;
+    if (flags & UST_TRUNCATED)
+        count(C_UTRUNC);
+    return (mix(h, flags) >> 1) | 1;  // > 0 as an s64: apart from error codes
+}
+
+// kind 0: a target's own stack (ustore); kind 1: a waker's (wustore). Returns the stack's
+// reference (its hash, > 0) or a negative error as the kernel's stack maps give them.
+static __always_inline s64 walk_user(void *ctx, u32 kind)
+{
+    u32 zero = 0;
+    struct uwalk_t *w = uscratch.lookup(&zero);
+    if (!w)
+        return -12;
+    struct ustack_rec_t *s = &w->rec;
+    u64 h = user_walk(w);
+    if (!h)
+        return -14;  // no user stack (as the kernel's walk says for kernel threads)
+    struct ustack_rec_t *have = kind ? wustore.lookup(&h) : ustore.lookup(&h);
+    if (!have) {
+        int err = kind ? wustore.update(&h, s) : ustore.update(&h, s);
+        if (err == 0) {
+            if (kind) {
+                // A waker stack never seen: tell user space, which gives the waker's own
+                // modules unwind tables within a poll (a new stack is rare: cheap here).
+                u32 tgid = bpf_get_current_pid_tgid() >> 32;
+                newwakers.insert(&tgid, &h);
+            }
+            return h;
+        }
+        if (kind)
+            count(C_WSTACK_ENOMEM);
+        else
+            count(C_STACK_ENOMEM);
+        return -12;
+    }
+    // A hash match: the same addresses, or (1 in 2^63 per pair) a collision, which loses
+    // this stack rather than pass it off as another.
+    if (have->n != s->n || have->flags != s->flags)
+        goto collision;
+    for (int i = 0; i < USTACK_DEPTH; i++) {
+        if (i >= s->n)
+            break;
+        if (have->ip[i] != s->ip[i])
+            goto collision;
+    }
+    return h;
+collision:
+    if (kind)
+        count(C_WSTACK_EEXIST);
+    else
+        count(C_STACK_EEXIST);
+    return -17;
+}
+
+static __always_inline s64 walk_ustack(void *ctx)
+{
+    return walk_user(ctx, 0);
+}
+
+static __always_inline s64 walk_waker_ustack(void *ctx)
+{
+    return walk_user(ctx, 1);
+}
+#else
+// -DKERNEL_USTACKS: the kernel walks user stacks (frame pointers only), into stack maps.
+BPF_TABLE("stacktrace", int, struct ustack_t, ustacks, STACK_STORAGE_SIZE);
+BPF_TABLE("stacktrace", int, struct ustack_t, wustacks, STACK_STORAGE_SIZE);
+BPF_TABLE("stacktrace", int, struct ustack_t, ustacks2, STACK_OVERFLOW_SIZE);
+BPF_TABLE("stacktrace", int, struct ustack_t, wustacks2, STACK_OVERFLOW_SIZE);
+
+static __always_inline s64 walk_ustack(void *ctx)
 {
     s32 id = ustacks.get_stackid(ctx, BPF_F_USER_STACK | STACK_FLAGS);
     if (id == -17) {
@@ -377,7 +593,7 @@ static __always_inline s32 walk_ustack(void *ctx)
     return note_stack(id);
 }
 
-static __always_inline s32 walk_waker_ustack(void *ctx)
+static __always_inline s64 walk_waker_ustack(void *ctx)
 {
     s32 id = wustacks.get_stackid(ctx, BPF_F_USER_STACK | STACK_FLAGS);
     if (id == -17) {
@@ -392,36 +608,9 @@ static __always_inline s32 walk_waker_ustack(void *ctx)
         count(C_WSTACK_ENOMEM);
     return id;
 }
-
-// kind 0: a target's own stack (ustacks maps); kind 1: a waker's (wustacks maps).
-static __always_inline s32 ustack_cached(void *ctx, u32 kind)
-{
-#if !defined(NO_KCACHE) && !defined(NO_UCACHE)
-    u32 zero = 0;
-    struct ukey_t *k = ukey_scratch.lookup(&zero);
-    if (k && user_key(k, kind) == 0) {
-        s32 *hit = ucache.lookup(k);
-        if (hit) {
-            count(C_UCACHE_HIT);
-#ifdef UCACHE_VERIFY
-            // A check of the claim above (tests, experiments): walk anyway and compare.
-            s32 real = kind ? walk_waker_ustack(ctx) : walk_ustack(ctx);
-            if (real != *hit)
-                count(C_UCACHE_MISMATCH);
-            return real;
 #endif
-            return *hit;
-        }
-        s32 id = kind ? walk_waker_ustack(ctx) : walk_ustack(ctx);
-        if (id >= 0)
-            ucache.update(k, &id);
-        return id;
-    }
-#endif
-    return kind ? walk_waker_ustack(ctx) : walk_ustack(ctx);
-}
 
-static __always_inline s32 kstack_cached(void *ctx, u32 kind, u32 tgid, u32 tid, s32 ustack)
+static __always_inline s32 kstack_cached(void *ctx, u32 kind, u32 tgid, u32 tid, s64 ustack)
 {
 #ifndef NO_KCACHE
     if (ustack >= 0) {
@@ -477,11 +666,13 @@ static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, lo
                                        const char *next_comm)
 {
     u32 zero = 0;
+    u64 ran = 0;
+    struct oncpu_t *oc = 0;
     struct running_t *run = running.lookup(&zero);
     if (run && run->tid == tid && run->ts) {
-        u64 ran = now - run->ts;
+        ran = now - run->ts;
         run->tid = 0;
-        struct oncpu_t *oc = oncpu.lookup(&tid);
+        oc = oncpu.lookup(&tid);
         if (!oc) {
             // A zeroed template from a map: the struct is too big for the BPF stack.
             struct oncpu_t *init = oncpu_zero.lookup(&zero);
@@ -515,8 +706,10 @@ static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, lo
     // more than the rest of the bookkeeping. An entry with off_ts == 0 means "on the CPU".
     struct start_t *e = start.lookup(&tid);
     if (!e) {
-        struct start_t fresh = {};
-        if (start.insert(&tid, &fresh) != 0) {
+        // A zeroed template from a map: beside the rest of sched_switch (its handlers are
+        // inlined into one function) the struct took it over the 512-byte BPF stack.
+        struct start_t *fresh = start_zero.lookup(&zero);
+        if (!fresh || start.insert(&tid, fresh) != 0) {
             count(C_START_FULL);
             return;
         }
@@ -529,8 +722,15 @@ static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, lo
     e->short_wake = 0;
     e->tgid = tgid;
     e->state = (state & STATE_MASK) ? ST_BLOCKED : ST_PREEMPTED;
+    // The busy period goes on through preemptions and ends when the thread blocks: a loop
+    // spinning 250 ms among other runnable threads shows as one 250 ms busy period even
+    // though no single run lasts longer than a scheduler slice.
+    u64 busy = e->busy_ns + ran;
+    if (oc && busy > oc->max_busy_ns)
+        oc->max_busy_ns = busy;
+    e->busy_ns = e->state == ST_BLOCKED ? 0 : busy;
     if (e->state == ST_BLOCKED) {
-        e->ustack = ustack_cached(ctx, 0);
+        e->ustack = walk_ustack(ctx);
         e->kstack = kstack_cached(ctx, 0, tgid, 0, e->ustack);
         e->preempt_pid = 0;
     } else {
@@ -555,11 +755,36 @@ static __always_inline void switch_out(void *ctx, u64 now, u32 tid, u32 tgid, lo
     count(C_SWITCH_OUT);
 }
 
-// A target thread gets the CPU back: the interval it was off is complete.
-static __always_inline void switch_in(u64 now, u32 tid)
+// Who held the CPU while a target thread waited in the run queue (see struct qkey_t).
+static __always_inline void note_queued(struct start_t *s, u32 tid, u64 wait, u32 holder_tid,
+                                        u32 holder_tgid, const char *holder_comm)
 {
-    if (!is_pending(tid))
+    struct qkey_t qk = {};
+    qk.tid = tid;
+    qk.tgid = s->tgid;
+    __builtin_memcpy(&qk.comm, s->comm, COMM_LEN);
+    if (holder_tid) {  // the idle task (pid 0) is one key, whatever its per-CPU comm
+        qk.holder_tid = holder_tid;
+        qk.holder_tgid = holder_tgid;
+        __builtin_memcpy(&qk.holder_comm, holder_comm, COMM_LEN);
+    }
+    struct qval_t zq = {};
+    struct qval_t *q = queued.lookup_or_try_init(&qk, &zq);
+    if (!q) {
+        count(C_QUEUED_FULL);
         return;
+    }
+    __sync_fetch_and_add(&q->count, 1);
+    __sync_fetch_and_add(&q->wait_ns, wait);
+    if (wait > q->max_ns)
+        q->max_ns = wait;
+}
+
+// A target thread gets the CPU back: the interval it was off is complete. The caller has
+// checked that it is pending; holder_* is the task that ran before it (sched_switch's prev).
+static __always_inline void switch_in(u64 now, u32 tid, u32 holder_tid, u32 holder_tgid,
+                                      const char *holder_comm)
+{
     set_pending(tid, 0);
     struct start_t *s = start.lookup(&tid);
     if (!s || s->off_ts == 0)
@@ -617,6 +842,9 @@ static __always_inline void switch_in(u64 now, u32 tid)
     }
     s->off_ts = 0;
 
+    if (runq >= MIN_BLOCK_NS)
+        note_queued(s, tid, runq, holder_tid, holder_tgid, holder_comm);
+
     u64 total = blocked + runq;
     struct val_t zv = {};
     struct val_t *v = agg.lookup_or_try_init(&key, &zv);
@@ -654,8 +882,14 @@ TRACEPOINT_PROBE(sched, sched_switch)
         }
     }
     u32 next = args->next_pid;
-    if (next != 0)
-        switch_in(now, next);
+    if (next != 0 && is_pending(next)) {
+        // prev held this CPU until now: the one a queued target waited behind last.
+        u64 held[2];
+        held[0] = *(volatile u64 *)&args->prev_comm[0];
+        held[1] = *(volatile u64 *)&args->prev_comm[8];
+        u32 holder_tgid = prev ? (u32)(bpf_get_current_pid_tgid() >> 32) : 0;
+        switch_in(now, next, prev, holder_tgid, (const char *)&held[0]);
+    }
     return 0;
 }
 
@@ -682,7 +916,7 @@ TRACEPOINT_PROBE(sched, sched_waking)
     s->waker_tid = (u32)pid_tgid;
     s->waker_tgid = pid_tgid >> 32;
     bpf_get_current_comm(&s->waker_comm, sizeof(s->waker_comm));
-    s32 ustack = ustack_cached(args, 1);
+    s64 ustack = walk_waker_ustack(args);
     s->waker_ustack = ustack;
     s->waker_kstack = kstack_cached(args, 1, s->waker_tgid, tid, ustack);
     count(C_WAKEUP);

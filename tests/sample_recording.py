@@ -20,9 +20,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from kubectl_offwake.analysis.model import (
     Edge,
+    EnvoyStats,
     OnCpu,
     Pending,
     ProcessInfo,
+    Queued,
     Recording,
     Stack,
     Task,
@@ -520,12 +522,36 @@ def build_sample_recording() -> Recording:
                                                 1, 0, 0, 0, 1]),
         OnCpu(WORKER_0, 8_050, 4_931_000, 9_900, [402, 1_130, 2_210, 2_306, 1_154, 501, 222,
                                                   91, 27, 6, 1]),
-        # One 48 ms run: worker 1's event loop stalled on its own work.
+        # One 48 ms run, and 61 ms of CPU between two sleeps (the cruncher cut it up):
+        # worker 1's event loop stalled on its own work.
         OnCpu(WORKER_1, 5_020, 6_804_000, 48_213, [188, 601, 1_205, 1_378, 874, 431, 209, 88,
-                                                   31, 9, 3, 1, 0, 0, 0, 2]),
+                                                   31, 9, 3, 1, 0, 0, 0, 2], 61_870),
         OnCpu(WATCHDOG, 150, 3_900, 61, [0, 12, 44, 61, 30, 2, 1]),
         OnCpu(ACCESS_LOG, 332, 211_000, 2_950, [0, 0, 4, 17, 51, 96, 88, 49, 20, 6, 1, 0]),
         OnCpu(GRPC_TIMER, 31, 420, 33, [2, 6, 11, 9, 2, 1]),
+    ]
+    # Who had CPU 1 while the workers waited to run: mostly the cruncher.
+    rec.queued = [
+        Queued(WORKER_1, CRUNCHER, 1_310, 2_480_000, 27_900),
+        Queued(WORKER_1, WORKER_0, 402, 231_000, 6_100),
+        Queued(WORKER_1, None, 2_050, 41_000, 310),
+        Queued(WORKER_0, CRUNCHER, 212, 402_000, 9_700),
+        Queued(WORKER_0, KUBELET, 12, 13_800, 3_100),
+        Queued(ENVOY, WORKER_1, 88, 61_000, 2_400),
+    ]
+    # What Envoy counted over the trace, and its listening sockets.
+    rec.envoy_stats = [
+        EnvoyStats(ENVOY_PID, "127.0.0.1:15000", 30.4, {
+            "listener.0.0.0.0_15006.downstream_cx_total": 35,
+            "listener.0.0.0.0_15006.worker_0.downstream_cx_total": 19,
+            "listener.0.0.0.0_15006.worker_1.downstream_cx_total": 16,
+            "listener.0.0.0.0_15021.downstream_cx_total": 30,
+            "listener.admin.downstream_cx_total": 1,
+            "dns.cares.resolve_total": 1_150,
+            "cluster.outbound|9080||reviews.bookinfo.svc.cluster.local.update_attempt": 1_150,
+            "cluster_manager.cds.update_success": 190,
+            "filesystem.flushed_by_timer": 3,
+        }, {"0.0.0.0:15006": 2, "0.0.0.0:15021": 2, "127.0.0.1:15000": 1}),
     ]
     rec.pending = [
         Pending(ACCESS_LOG, 642_000, log_wait),

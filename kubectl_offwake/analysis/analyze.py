@@ -12,11 +12,13 @@ from ..gcpause import gc_paused
 from . import aggregate
 from .categories import CATEGORIES
 from .classify import Classifier
+from .envoy_counts import envoy_sides
 from .findings import find
 from .model import Recording, Task
 from .naming import Namer
 from .report import Party, Report, Wakeup
 from .roles import Roles
+from .runqueue import holders
 
 
 def analyze(recording: Recording) -> Report:
@@ -69,6 +71,8 @@ def _analyze(recording: Recording) -> Report:
         pending=list(recording.pending),
         throttling=list(recording.throttling),
         envoy_stats=list(recording.envoy_stats),
+        envoy=envoy_sides(recording, wakeups),
+        holders=holders(recording, namer),
         warnings=list(recording.warnings),
         failures=dict(recording.failures),
     )

@@ -142,6 +142,21 @@ class OnCpu:
     total_us: int
     max_us: int
     hist_log2_us: List[int] = field(default_factory=list)
+    #: The longest busy period: CPU time the thread used between two sleeps, its runs
+    #: split by preemptions added up (``None``: the source did not record it).
+    max_busy_us: Optional[int] = None
+
+
+@dataclass
+class Queued:
+    """A target thread's waits in the run queue behind one holder of the CPU: the task
+    that ran on that CPU just before the target got it back (``None``: the CPU was idle)."""
+
+    task: Task
+    holder: Optional[Task]
+    count: int
+    wait_us: int
+    max_us: int
 
 
 @dataclass
@@ -195,6 +210,7 @@ class Recording:
     targets: List[ProcessInfo] = field(default_factory=list)
     edges: List[Edge] = field(default_factory=list)
     oncpu: List[OnCpu] = field(default_factory=list)
+    queued: List[Queued] = field(default_factory=list)
     pending: List[Pending] = field(default_factory=list)
     throttling: List[Throttling] = field(default_factory=list)
     envoy_stats: List[EnvoyStats] = field(default_factory=list)

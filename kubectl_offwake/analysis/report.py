@@ -6,9 +6,13 @@ Renderers import only this module (and ``categories``); they never look at a Rec
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Final, List, Literal, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Final, List, Literal, Optional, Tuple
 
 from .model import Edge, EnvoyStats, OnCpu, Pending, Throttling
+
+if TYPE_CHECKING:  # both modules build on this one
+    from .envoy_counts import EnvoySide
+    from .runqueue import Holder
 
 #: Who is responsible for a wakeup, decided by the classifier from the waker's kernel stack:
 #: the waker's own code path, an interrupt (the task on the CPU was a bystander), the
@@ -122,6 +126,10 @@ class Report:
     pending: List[Pending] = field(default_factory=list)
     throttling: List[Throttling] = field(default_factory=list)
     envoy_stats: List[EnvoyStats] = field(default_factory=list)
+    #: Per traced Envoy: what it counted, lined up with the wakeups (``envoy_counts``).
+    envoy: List[EnvoySide] = field(default_factory=list)
+    #: Who held the CPU while the traced threads waited to run (``runqueue``).
+    holders: List[Holder] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     #: The recording's failed sources (source → sentence); not empty: the trace is incomplete.
     failures: Dict[str, str] = field(default_factory=dict)

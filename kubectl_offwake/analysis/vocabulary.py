@@ -20,6 +20,7 @@ from typing import Any, List, Mapping, Optional, Protocol, Tuple
 
 from ..units import fmt_count, fmt_seconds, fmt_timestamp, fmt_us
 from .classify import CAUSE_INTERRUPT, CAUSE_KSOFTIRQD, CAUSE_NONE, CAUSE_WAKER
+from .envoy_counts import Beside, EnvoyCounts
 from .report import Party, Report, Totals, Wakeup
 
 # ------------------------------------------------------------------------ traced duration
@@ -115,6 +116,9 @@ def preempted_label(by: Optional[str]) -> str:
 
 #: A wakeup whose source named no waker and no preemption.
 NO_WAKER = "[no waker]"
+#: Who held the CPU while a thread waited to run, when nobody did: the CPU was idle, so
+#: the wait was the wakeup's own latency (waking the CPU, moving the thread to it).
+IDLE_CPU = "idle CPU"
 #: Group keys (``by_waker[].key`` in the report JSON) of interrupts and preemptors; a
 #: waker process's key is ``PID:NAME``.
 INTERRUPT_KEY_PREFIX = "interrupt:"
@@ -291,3 +295,38 @@ def total_facts(totals: Totals) -> List[Fact]:
     if totals.runq_us is not None:
         facts.append(Fact(fmt_us(totals.runq_us), "in the run queue", "woken, waiting for a CPU"))
     return facts
+
+
+# ----------------------------------------------------------------------- Envoy's counts
+
+#: The heading of the rows that set Envoy's counts beside the wakeups, in every view.
+ENVOY_COUNTED = "What Envoy counted, beside the wakeups"
+#: The heading of the run-queue holders (analysis/runqueue.py), in every view.
+HELD_CPU = "Who had the CPU while the threads waited to run"
+
+
+def envoy_facts(counts: EnvoyCounts, admin: Optional[str]) -> str:
+    """Which Envoy, where its counters came from and over how long (or why not)."""
+    who = f"envoy (pid {counts.pid})" if counts.pid is not None else "envoy"
+    if not counts.read:
+        return (f"{who}: its admin counters could not be read (the recording's log "
+                "says why)")
+    return f"{who}: admin {admin}, counters read {fmt_seconds(counts.window_s)} apart"
+
+
+def listening_sockets(counts: EnvoyCounts) -> str:
+    """Envoy's listening sockets per address: a socket per worker, or one they share."""
+    parts = []
+    for address, n in sorted(counts.listeners.items()):
+        if address in counts.shared_listeners():
+            parts.append(f"{address} 1 shared by the workers")
+        else:
+            parts.append(f"{address} {n}")
+    return "listening sockets: " + (", ".join(parts) if parts else "none seen")
+
+
+def trace_value(row: Beside) -> str:
+    """What the trace saw of a row: a count of wakeups, or a duration."""
+    if row.trace_unit == "us":
+        return fmt_us(row.trace_value)
+    return fmt_count(row.trace_value)

@@ -1,7 +1,7 @@
 """Loads bpf/offwake.bpf.c with BCC and reads its maps.
 
 The only module that talks to BCC's map API; everything above it sees plain Python values.
-The source is found beside this module (inside the zipapp) or in the repository's ``bpf/``.
+The source is found beside this module (inside the zipapp) or in the package's ``bpf/``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,11 @@ import platform
 import sys
 import time
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from .cfi import Rule
+from .sites import SiteKey
 
 SOURCE_NAME = "offwake.bpf.c"
 
@@ -21,8 +25,8 @@ SOURCE_NAME = "offwake.bpf.c"
 COUNTERS = (
     "switch_out", "wakeup", "noop_wake", "short", "stack_eexist", "stack_enomem",
     "agg_full", "start_full", "oncpu_full", "switch_in", "kcache_hit", "kcache_mismatch",
-    "kstack_walks", "stack_overflow", "wstack_eexist", "wstack_enomem", "ucache_hit",
-    "ucache_mismatch",
+    "kstack_walks", "stack_overflow", "wstack_eexist", "wstack_enomem",
+    "ustack_truncated", "queued_full",
 )
 #: Marks a stack id that lives in the overflow stack map (see the C source).
 OVERFLOW_BIT = 0x40000000
@@ -31,6 +35,9 @@ PREEMPT_BIT = 0x20000000
 
 ST_BLOCKED = 0
 ST_PREEMPTED = 1
+#: Flags of a stored user stack (the C source's UST_*).
+UST_TRUNCATED = 1
+UST_CFI_SHIFT = 8
 
 
 @dataclass
@@ -40,27 +47,24 @@ class MapSizes:
     start: int = 16384
     targets: int = 256
     oncpu: int = 4096
+    sites: int = 262144  # unwind sites of frameless modules (allocated as used)
 
 
 def bpf_source() -> str:
-    """The BPF C text, from the zipapp/package or the repository checkout."""
+    """The BPF C text: beside this module inside the zipapp, else in the package's ``bpf/``
+    (a link to the repository's ``bpf/`` in a checkout, a copy in an installed wheel)."""
     try:
-        from importlib import resources
-
         res = resources.files(__package__).joinpath(SOURCE_NAME)
         if res.is_file():
             return res.read_text()
-    except (ImportError, OSError, TypeError, ValueError):
+    except (OSError, TypeError, ValueError):
         pass
-    here = os.path.dirname(os.path.abspath(__file__))
-    for cand in (
-        os.path.join(here, "..", "bpf", SOURCE_NAME),
-        os.path.join(here, "..", "..", "bpf", SOURCE_NAME),
-    ):
-        if os.path.isfile(cand):
-            with open(cand) as f:
-                return f.read()
-    raise FileNotFoundError(f"{SOURCE_NAME} is neither beside the collector nor in bpf/")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bpf", SOURCE_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{SOURCE_NAME} is neither beside the collector nor in the "
+                                "package's bpf/")
+    with open(path) as f:
+        return f.read()
 
 
 def mmap_min_addr() -> int:
@@ -82,9 +86,16 @@ def cflags(min_block_us: float, sizes: MapSizes) -> List[str]:
         f"-DSTART_SIZE={sizes.start}",
         f"-DTARGETS_SIZE={sizes.targets}",
         f"-DONCPU_SIZE={sizes.oncpu}",
+        f"-DQUEUED_SIZE={sizes.oncpu}",  # a few holders per target thread, drained per snapshot
+        f"-DSITES_SIZE={sizes.sites}",
         f"-DMMAP_MIN_ADDR={mmap_min_addr()}UL",
         "-Wno-macro-redefined",
     ]
+
+
+def us(ns: int) -> int:
+    """Nanoseconds from a map as whole microseconds (rounded), as the wire records carry."""
+    return int((ns + 500) // 1000)
 
 
 def _int(key: Any) -> int:
@@ -120,6 +131,16 @@ class Edge:
 
 
 @dataclass
+class UserStack:
+    """One stored user stack: addresses leaf first; whether the walk stopped at a
+    frame-pointer loop; how many callers came from CFI rather than frame pointers."""
+
+    ips: List[int]
+    truncated: bool = False
+    cfi_frames: int = 0
+
+
+@dataclass
 class OnCpuRow:
     tid: int
     tgid: int
@@ -128,6 +149,23 @@ class OnCpuRow:
     total_ns: int
     max_ns: int
     hist: List[int]
+    #: The longest busy period: CPU time between two sleeps, preemptions included.
+    max_busy_ns: int = 0
+
+
+@dataclass
+class QueuedRow:
+    """A target thread's run-queue waits behind one holder of the CPU (tid 0: idle)."""
+
+    tid: int
+    tgid: int
+    comm: str
+    holder_tid: int
+    holder_tgid: int
+    holder_comm: str
+    count: int
+    wait_ns: int
+    max_ns: int
 
 
 @dataclass
@@ -163,24 +201,26 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-#: Builds without the user-stack cache, which reads x86-64 registers through
-#: bpf_task_pt_regs (Linux 5.15+, kernel BTF).
-NO_UCACHE = "-DNO_UCACHE"
+#: Builds where the kernel walks user stacks (frame pointers only, no CFI sites): our own
+#: walk reads x86-64 registers through bpf_task_pt_regs (Linux 5.15+, kernel BTF).
+KERNEL_USTACKS = "-DKERNEL_USTACKS"
 
 
 def compile_program(bpf_cls: Any, text: str, flags: List[str], notes: List[str]) -> Any:
-    """Compile and attach; where the user-stack cache cannot load (an older kernel, no BTF),
-    build once more without it rather than fail the trace. ``notes`` says what happened."""
-    if platform.machine() not in ("x86_64", "amd64") and NO_UCACHE not in flags:
-        flags = [*flags, NO_UCACHE]
+    """Compile and attach; where our user-stack walk cannot load (an older kernel, no BTF),
+    build once more with the kernel's walk rather than fail the trace. ``notes`` says what
+    happened."""
+    if platform.machine() not in ("x86_64", "amd64") and KERNEL_USTACKS not in flags:
+        flags = [*flags, KERNEL_USTACKS]
     try:
         return bpf_cls(text=text, cflags=flags)
     except Exception as exc:  # noqa: BLE001 - BCC raises plain Exception on load errors
-        if NO_UCACHE in flags or "-DNO_KCACHE" in flags:
+        if KERNEL_USTACKS in flags:
             raise
-        notes.append(f"the user-stack cache did not load on this kernel ({exc}); "
-                     "walking every user stack instead")
-        return bpf_cls(text=text, cflags=[*flags, NO_UCACHE])
+        notes.append(f"the user-stack walker did not load on this kernel ({exc}); the "
+                     "kernel walks user stacks instead (frame pointers only: callers of "
+                     "functions without them are missing)")
+        return bpf_cls(text=text, cflags=[*flags, KERNEL_USTACKS])
 
 
 class Program:
@@ -204,15 +244,68 @@ class Program:
         self._counters = self.bpf["counters"]
         self._agg = self.bpf["agg"]
         self._oncpu = self.bpf["oncpu"]
+        self._queued = self.bpf["queued"]
         self._start = self.bpf["start"]
         self._kstacks = self.bpf["kstacks"]
-        self._ustacks = self.bpf["ustacks"]
         self._kstacks2 = self.bpf["kstacks2"]
         self._pstacks = self.bpf["pstacks"]
-        self._ustacks2 = self.bpf["ustacks2"]
-        self._wustacks = self.bpf["wustacks"]
-        self._wustacks2 = self.bpf["wustacks2"]
+        #: Whether user stacks are ours (CFI sites, loop marks) or the kernel's walk.
+        try:
+            self._ustore = self.bpf["ustore"]
+            self.own_ustacks = True
+        except KeyError:
+            self.own_ustacks = False
+        if self.own_ustacks:
+            self._wustore = self.bpf["wustore"]
+            self._sites = self.bpf["sites"]
+            self._newwakers = self.bpf["newwakers"]
+        else:
+            self._ustacks = self.bpf["ustacks"]
+            self._ustacks2 = self.bpf["ustacks2"]
+            self._wustacks = self.bpf["wustacks"]
+            self._wustacks2 = self.bpf["wustacks2"]
         self._batch_ok = True
+
+    def add_sites(self, sites: Dict[SiteKey, Rule]) -> int:
+        """Writes unwind sites (collector/sites.py) into the program's ``sites`` map; returns
+        how many went in (none where the kernel walks user stacks)."""
+        if not self.own_ustacks or not sites:
+            return 0
+        table = self._sites
+        items = list(sites.items())
+        keys = (table.Key * len(items))()
+        values = (table.Leaf * len(items))()
+        for i, ((page_off, before, after), rule) in enumerate(items):
+            keys[i].page_off, keys[i].before, keys[i].after = page_off, before, after
+            values[i].cfa_off, values[i].bp_off = rule.cfa_off, rule.bp_off
+            values[i].cfa_reg = rule.cfa_reg
+        try:
+            table.items_update_batch(keys, values)
+        except Exception:  # noqa: BLE001 - kernels without batch ops: one at a time
+            for i in range(len(items)):
+                table[keys[i]] = values[i]
+        self._sites_changed()
+        return len(items)
+
+    def _sites_changed(self) -> None:
+        """The program caches site lookups per CPU (negative ones too) under a generation
+        number: a new one makes them look again."""
+        gen = self.bpf["sitegen"]
+        key = gen.Key(0)
+        gen[key] = gen.Leaf((int(gen[key].value) + 1) & 0xFFFFFFFF)
+
+    def drop_sites(self, keys: Sequence[SiteKey]) -> None:
+        """Removes sites found ambiguous after they were written."""
+        if not self.own_ustacks:
+            return
+        for page_off, before, after in keys:
+            key = self._sites.Key()
+            key.page_off, key.before, key.after = page_off, before, after
+            try:
+                del self._sites[key]
+            except KeyError:
+                pass
+        self._sites_changed()
 
     def set_targets(self, tgids: Sequence[int]) -> None:
         for tgid in tgids:
@@ -273,14 +366,28 @@ class Program:
             ))
         return out
 
+    def drain_new_wakers(self) -> List[Tuple[int, int]]:
+        """(tgid, stack) of processes that woke a target with a user stack not seen before
+        (their own code, or whatever an interrupt happened to hit), since the last call."""
+        if not self.own_ustacks:
+            return []
+        return [(_int(k), _int(v)) for k, v in self._drain(self._newwakers)]
+
     def drain_oncpu(self) -> List[OnCpuRow]:
         out = []
         for k, v in self._drain(self._oncpu):
             out.append(OnCpuRow(
                 tid=_int(k), tgid=v.tgid, comm=_comm(v.comm), count=v.count,
                 total_ns=v.total_ns, max_ns=v.max_ns, hist=[int(x) for x in v.hist],
+                max_busy_ns=int(v.max_busy_ns),
             ))
         return out
+
+    def drain_queued(self) -> List[QueuedRow]:
+        return [QueuedRow(tid=k.tid, tgid=k.tgid, comm=_comm(k.comm), holder_tid=k.holder_tid,
+                          holder_tgid=k.holder_tgid, holder_comm=_comm(k.holder_comm),
+                          count=int(v.count), wait_ns=int(v.wait_ns), max_ns=int(v.max_ns))
+                for k, v in self._drain(self._queued)]
 
     def waiting(self) -> List[Waiting]:
         out = []
@@ -304,12 +411,26 @@ class Program:
             return self._ips(self._kstacks2, stack_id & ~OVERFLOW_BIT)
         return self._ips(self._kstacks, stack_id)
 
-    def user_ips(self, stack_id: int, waker: bool = False) -> Optional[List[int]]:
+    def user_stack(self, stack_id: int, waker: bool = False) -> Optional[UserStack]:
+        if stack_id < 0:
+            return None
+        if self.own_ustacks:
+            table = self._wustore if waker else self._ustore
+            try:
+                rec = table[table.Key(stack_id)]
+            except KeyError:
+                return None
+            n = min(int(rec.n), len(rec.ip))
+            return UserStack([int(rec.ip[i]) for i in range(n)],
+                             truncated=bool(rec.flags & UST_TRUNCATED),
+                             cfi_frames=int(rec.flags) >> UST_CFI_SHIFT)
         main, overflow = ((self._wustacks, self._wustacks2) if waker
                           else (self._ustacks, self._ustacks2))
-        if stack_id >= 0 and stack_id & OVERFLOW_BIT:
-            return self._ips(overflow, stack_id & ~OVERFLOW_BIT)
-        return self._ips(main, stack_id)
+        if stack_id & OVERFLOW_BIT:
+            ips = self._ips(overflow, stack_id & ~OVERFLOW_BIT)
+        else:
+            ips = self._ips(main, stack_id)
+        return None if ips is None else UserStack(ips)
 
     @staticmethod
     def _ips(table: Any, stack_id: int) -> Optional[List[int]]:

@@ -20,6 +20,7 @@ from .. import __version__, wire
 from ..wire import WireWriter
 from ..wire.schema import (
     CgroupPhase,
+    EndFrames,
     EndReason,
     EndRecord,
     HelloRecord,
@@ -95,7 +96,8 @@ class Collector:
         self.writer.emit(fields)
 
     def _end(self, reason: EndReason, totals: Optional[Dict[str, int]] = None,
-             lost: Optional[LossCounts] = None, error: Optional[str] = None) -> None:
+             lost: Optional[LossCounts] = None, error: Optional[str] = None,
+             frames: Optional[EndFrames] = None) -> None:
         now = time.monotonic()
         record: EndRecord = {
             "type": "end", "reason": reason, "elapsed_s": round(now - self.started_mono, 3),
@@ -105,6 +107,8 @@ class Collector:
             record["tracing_s"] = round(now - self.attached_mono, 3)
         if error is not None:
             record["error"] = error
+        if frames is not None:
+            record["frames"] = frames
         self.writer.emit(record)
         self.writer.flush()
 
@@ -187,8 +191,12 @@ class Collector:
             self.log("warning", note)
         snap = Snapshotter(program, self.writer, self.started_mono, self.opts.min_block_us)
         try:
+            snap.warm([t.pid for t in self.targets])
+            if snap.sites.stats.modules:
+                st = snap.sites.stats
+                self.log("info", f"unwind tables for the targets' {st.modules} modules without "
+                         f"frame pointers ({st.sites} sites) in {st.seconds * 1000:.0f} ms")
             for t in self.targets:
-                snap.sym.warm(t.pid)
                 snap.process(t.pid, t.comm, with_threads=True)
             envoy = EnvoyStatsReader.read_start(self.targets, self.log)
             program.set_targets([t.pid for t in self.targets])
@@ -196,6 +204,7 @@ class Collector:
             self.log("info", f"BPF compiled and attached in {program.load_s * 1000:.0f} ms")
             self._cgroup_stats("start")
             self.writer.flush()
+            snap.index_system_libraries()
             error: Optional[str] = None
             try:
                 reason = self._loop(program, snap)
@@ -224,8 +233,10 @@ class Collector:
                 "kstack_walks": counters.get("kstack_walks", 0),
                 "kstack_cache_hits": counters.get("kcache_hit", 0),
                 "kstack_cache_mismatches": counters.get("kcache_mismatch", 0),
-                "ustack_cache_hits": counters.get("ucache_hit", 0),
-                "ustack_cache_mismatches": counters.get("ucache_mismatch", 0),
+                "ustack_truncated": counters.get("ustack_truncated", 0),
+                "unwind_modules": snap.sites.stats.modules,
+                "unwind_sites": snap.sites.stats.sites,
+                "unwind_index_ms": int(snap.sites.stats.seconds * 1000),
                 "stack_overflow": counters.get("stack_overflow", 0),
                 "waker_ustack_lost": counters.get("wstack_eexist", 0)
                 + counters.get("wstack_enomem", 0),
@@ -234,7 +245,7 @@ class Collector:
                 "load_ms": int(program.load_s * 1000),
                 "symbolize_ms": int(snap.symbolize_s * 1000),
             }
-            self._end(reason, totals, lost_summary(counters), error)
+            self._end(reason, totals, lost_summary(counters), error, snap.frames.record())
             return 1 if reason == "error" else 0
         finally:
             program.close()
@@ -260,6 +271,7 @@ class Collector:
                 return "target-exit"
             if len(alive) != len(self.targets):
                 self.targets = alive
+            snap.index_new_wakers()
             if now >= next_snap:
                 snap.take(program.counters())
                 next_snap += self.opts.interval_s

@@ -3,7 +3,7 @@
 Per snapshot, in this order (a reader releases non-delta records at once, and the deltas
 when the ``snapshot`` marker commits them): ``process`` for every pid seen for the first
 time, ``stack`` for every stack seen for the first time (stacks are sent once and referenced
-by id), the ``wakeup`` and ``oncpu`` deltas, ``progress``, then ``snapshot``.
+by id), the ``wakeup``, ``oncpu`` and ``queued`` deltas, ``progress``, then ``snapshot``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Dict, List, Optional, Tuple
 
 from ..wire import WireWriter
 from ..wire.schema import (
+    TRUNCATED_FRAME,
     BlockedWakeupRecord,
+    EndFrames,
     LossCounts,
     MissingHalf,
     PendingState,
@@ -25,14 +27,41 @@ from ..wire.schema import (
     WakeupRecord,
 )
 from .bpfprog import ST_BLOCKED, Edge, Program
+from .bpfprog import us as _us
 from .identity import Identities, threads_of
-from .symbolize import Symbolizer, describe_missing
+from .runqueue import queued_record
+from .sites import SiteIndex, is_system_library
+from .symbolize import MODULE_OFFSET, SYMBOL, UNKNOWN, Symbolizer, describe_missing
 
 EFAULT = -14
 
 
-def _us(ns: int) -> int:
-    return int((ns + 500) // 1000)
+class FrameCounts:
+    """How the frames of the stacks sent resolved (each distinct stack counted once): the
+    ``frames`` object of the ``end`` record."""
+
+    def __init__(self) -> None:
+        self.user = {SYMBOL: 0, MODULE_OFFSET: 0, UNKNOWN: 0}
+        self.kernel = 0
+        self.kernel_unknown = 0
+        self.cfi = 0
+        self.truncated_stacks = 0
+
+    def add(self, kernel: List[str], user_kinds: List[str], cfi: int, truncated: bool) -> None:
+        self.kernel += len(kernel)
+        self.kernel_unknown += sum(1 for name in kernel if name.startswith("0x"))
+        for kind in user_kinds:
+            self.user[kind] += 1
+        self.cfi += cfi
+        self.truncated_stacks += truncated
+
+    def record(self) -> EndFrames:
+        return {
+            "user": sum(self.user.values()), "user_symbol": self.user[SYMBOL],
+            "user_module_offset": self.user[MODULE_OFFSET], "user_unknown": self.user[UNKNOWN],
+            "user_cfi": self.cfi, "truncated_stacks": self.truncated_stacks,
+            "kernel": self.kernel, "kernel_unknown": self.kernel_unknown,
+        }
 
 
 class Snapshotter:
@@ -56,6 +85,46 @@ class Snapshotter:
         self._user_ids: set = set()  # (waker map?, id)
         self.symbolize_s = 0.0
         self.active_tids: set = set()
+        self.frames = FrameCounts()
+        self.sites = SiteIndex(program.add_sites, program.drop_sites, program.sizes.sites)
+        self._waker_modules: Dict[int, set] = {}  # waker pid -> module paths indexed
+
+    def warm(self, target_pids: List[int]) -> None:
+        """Before tracing: read the targets' symbols and the unwind sites of their frameless
+        modules (their stacks are complete from the first event on)."""
+        for pid in target_pids:
+            self.sym.warm(pid)
+        if self.program.own_ustacks:
+            for pid in target_pids:
+                self.sites.add_process(pid)
+
+    def index_system_libraries(self) -> None:
+        """Right after attaching: the unwind sites of every process's system libraries, so
+        that any waker's calls into libc have their callers (most share the targets' libc,
+        indexed already; the others are read now rather than delay the start)."""
+        if self.program.own_ustacks:
+            self.sites.add_all_processes(is_system_library)
+
+    def index_new_wakers(self) -> None:
+        """Unwind tables for the modules a new waker's stack went through and for its main
+        program, as soon as its stacks are stored: the BPF program reports new waker
+        stacks, the collector's loop calls this every poll. A stack cut short where it left
+        the modules indexed so far reaches one more module each time, until it is whole.
+        Only wakers stopped in a system call, i.e. in their own code (an interrupt's
+        bystander is anywhere), and not every library they map (an interpreter maps
+        dozens, and each costs time)."""
+        for pid, ref in self.program.drain_new_wakers():
+            ust = self.program.user_stack(ref, waker=True)
+            if ust is None or not ust.ips or not _after_syscall(pid, ust.ips[0]):
+                continue
+            done = self._waker_modules.setdefault(pid, set())
+            paths = set(self.sym.modules_of(pid, ust.ips))
+            exe = _exe(pid)
+            if exe:
+                paths.add(exe)
+            if paths - done:
+                done.update(paths)
+                self.sites.add_process(pid, paths.__contains__)
 
     # --- identities and stacks ---------------------------------------------------------
 
@@ -81,21 +150,29 @@ class Snapshotter:
         frames.extend(kernel)
         if waker and uid >= 0 and in_interrupt(kernel):
             uid = EFAULT  # as if there were no user stack
+        kinds: List[str] = []
+        cfi, truncated = 0, False
         if uid >= 0:
             self._user_ids.add((waker, uid))
-            ips = self.program.user_ips(uid, waker=waker)
-            if ips:
-                frames.extend(self.sym.user(pid, ips))
+            ust = self.program.user_stack(uid, waker=waker)
+            if ust is not None:
+                resolved = self.sym.user_frames(pid, ust.ips)
+                frames.extend(name for name, _kind in resolved)
+                kinds = [kind for _name, kind in resolved]
+                cfi, truncated = ust.cfi_frames, ust.truncated
+                if truncated:
+                    frames.append(TRUNCATED_FRAME)
         seen = self.ids.seen(pid)
         kthread = bool(seen and seen.get("kernel_thread")) or pid == 0
         missing = describe_missing(kid, uid, kthread)
         self.symbolize_s += time.monotonic() - t0
-        sid = self.stack_of_frames(frames, len(kernel), missing)
+        sid = self.stack_of_frames(frames, len(kernel), missing, kinds, cfi, truncated)
         self._stacks[key] = sid
         return sid
 
     def stack_of_frames(self, frames: List[str], kernel_depth: int,
-                        missing: Optional[MissingHalf]) -> int:
+                        missing: Optional[MissingHalf], user_kinds: Optional[List[str]] = None,
+                        cfi: int = 0, truncated: bool = False) -> int:
         """The wire id of a symbolized stack, sending it the first time. Stacks that differ
         only in offsets inside the same functions read the same: they are sent once."""
         content = (tuple(frames), kernel_depth, missing)
@@ -103,6 +180,7 @@ class Snapshotter:
         if sid is None:
             sid = len(self._by_content) + 1
             self._by_content[content] = sid
+            self.frames.add(frames[:kernel_depth], user_kinds or [], cfi, truncated)
             rec: StackRecord = {"type": "stack", "id": sid, "frames": frames,
                                 "kernel_depth": kernel_depth}
             if missing:
@@ -170,7 +248,12 @@ class Snapshotter:
                 "type": "oncpu", "snap": self.snap, "tid": row.tid, "pid": row.tgid,
                 "comm": row.comm, "count": row.count, "total_us": _us(row.total_ns),
                 "max_us": _us(row.max_ns), "hist_log2_us": hist,
+                "max_busy_us": _us(row.max_busy_ns),
             })
+        for q in self.program.drain_queued():
+            if q.holder_tgid:
+                self.process(q.holder_tgid, q.holder_comm)
+            self.writer.emit(queued_record(q, self.snap))
         now = time.monotonic()
         elapsed = round(now - self.started_mono, 3)
         use = self.program.map_use()
@@ -272,6 +355,24 @@ def merge_wakeups(records: List[WakeupRecord]) -> List[WakeupRecord]:
     return list(out.values())
 
 
+def _after_syscall(pid: int, ip: int) -> bool:
+    """Whether the code right before ``ip`` is a ``syscall`` instruction (where a thread in
+    a system call stopped)."""
+    try:
+        with open(f"/proc/{pid}/mem", "rb") as mem:
+            mem.seek(ip - 2)
+            return mem.read(2) == b"\x0f\x05"
+    except (OSError, ValueError, OverflowError):
+        return False
+
+
+def _exe(pid: int) -> Optional[str]:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
 def _thread_state(pid: int, tid: int) -> Optional[str]:
     try:
         with open(f"/proc/{pid}/task/{tid}/stat") as f:
@@ -300,8 +401,9 @@ def lost_summary(counters: Dict[str, int]) -> LossCounts:
         "stack_eexist": counters.get("stack_eexist", 0),
         "stack_enomem": counters.get("stack_enomem", 0),
         "map_full": counters.get("agg_full", 0) + counters.get("start_full", 0)
-        + counters.get("oncpu_full", 0),
+        + counters.get("oncpu_full", 0) + counters.get("queued_full", 0),
         "agg_full": counters.get("agg_full", 0),
         "start_full": counters.get("start_full", 0),
         "oncpu_full": counters.get("oncpu_full", 0),
+        "queued_full": counters.get("queued_full", 0),
     }

@@ -9,9 +9,13 @@ resolves; every resolved address is cached per process.
 
 An address no symbol covers is written ``module+0xOFFSET`` (the ELF virtual address inside
 the module, what ``addr2line -e module`` takes), never ``[unknown]``: stripped Envoy builds
-can be symbolized offline from that. C++ names are demangled (libstdc++'s
-``__cxa_demangle``) and lose their parameter lists: they are long, and add nothing a reader
-of an off-CPU report needs.
+can be symbolized offline from that. That holds for every mapping, code or not (a frame in
+``[heap]`` or a data segment is the trace of a broken frame-pointer chain, and says where it
+went); only an address outside every mapping is written bare, ``0x...``. Each name's kind
+(``symbol``, ``module_offset``, ``unknown``) is kept for the collector's frame counts.
+
+C++ names are demangled (libstdc++'s ``__cxa_demangle``) and lose their parameter lists:
+they are long, and add nothing a reader of an off-CPU report needs.
 """
 
 from __future__ import annotations
@@ -24,14 +28,17 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..wire.schema import MissingHalf
-from .elf import ElfSymbols, read_symbols
+from .elf import ElfSymbols, debug_file, read_symbols
 
 MAX_NAME = 200
 
 
 def short_name(name: str) -> str:
-    """``ns::Cls::fn(int, std::string const&) const`` -> ``ns::Cls::fn``."""
+    """``ns::Cls::fn(int, std::string const&) const`` -> ``ns::Cls::fn``; a symbol version
+    (``pthread_mutex_lock@@GLIBC_2.2.5``) goes too."""
     text = name.strip()
+    if "@" in text and "(" not in text:
+        text = text.split("@", 1)[0] or text
     for suffix in (" const", " &&", " &", " volatile"):
         while text.endswith(suffix):
             text = text[: -len(suffix)]
@@ -84,16 +91,23 @@ class Demangler:
         return name.decode("utf-8", "replace")
 
 
+#: What a user frame resolved to.
+SYMBOL = "symbol"
+MODULE_OFFSET = "module_offset"
+UNKNOWN = "unknown"
+
+
 @dataclass
 class Mapping:
     start: int
     end: int
     pgoff: int
     path: str
+    executable: bool = True
 
 
 class ProcessMaps:
-    """The executable mappings of one process, sorted for bisect."""
+    """The mappings of one process, sorted for bisect."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -107,10 +121,11 @@ class ProcessMaps:
             with open(f"/proc/{self.pid}/maps") as f:
                 for line in f:
                     parts = line.split(None, 5)
-                    if len(parts) < 6 or "x" not in parts[1]:
+                    if len(parts) < 5:
                         continue
                     lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                    maps.append(Mapping(lo, hi, int(parts[2], 16), parts[5].strip()))
+                    path = parts[5].strip() if len(parts) > 5 else ""
+                    maps.append(Mapping(lo, hi, int(parts[2], 16), path, "x" in parts[1]))
         except OSError:
             return  # gone: keep what we had
         maps.sort(key=lambda m: m.start)
@@ -130,7 +145,7 @@ class Symbolizer:
     def __init__(self, bpf_cls: Any) -> None:
         self._bpf = bpf_cls
         self._kernel: Dict[int, str] = {}
-        self._user: Dict[int, Dict[int, str]] = {}
+        self._user: Dict[int, Dict[int, Tuple[str, str]]] = {}
         self._procs: Dict[int, ProcessMaps] = {}
         self._modules: Dict[Tuple[int, int], ElfSymbols] = {}
         self._module_of: Dict[Tuple[int, str], ElfSymbols] = {}
@@ -154,25 +169,37 @@ class Symbolizer:
         frames of a process that exits before the next snapshot still resolve."""
         maps = self._maps(pid)
         for m in maps.maps:
-            self._symbols(pid, m)
+            if m.executable:
+                self._symbols(pid, m)
 
     def new_snapshot(self) -> None:
         """Allow one re-read of each process's mappings (libraries loaded since)."""
         self._reloaded.clear()
 
-    def user(self, pid: int, addrs: Sequence[int]) -> List[str]:
+    def user_frames(self, pid: int, addrs: Sequence[int]) -> List[Tuple[str, str]]:
+        """(name, kind) per address; kind is SYMBOL, MODULE_OFFSET or UNKNOWN."""
         cache = self._user.setdefault(pid, {})
         out = []
         for addr in addrs:
-            name = cache.get(addr)
-            if name is None:
-                name = self._resolve(pid, addr)
-                cache[addr] = name
-            out.append(name)
+            found = cache.get(addr)
+            if found is None:
+                found = cache[addr] = self._resolve(pid, addr)
+            out.append(found)
         return out
 
-    def forget(self, pid: int) -> None:
-        self._user.pop(pid, None)
+    def modules_of(self, pid: int, addrs: Sequence[int]) -> List[str]:
+        """The file paths of the mappings these addresses fall in (as /proc/PID/maps
+        names them), their symbols read now: a waker met while tracing (a shell writing
+        once) may exit before the next snapshot, and a dead process's files cannot be
+        opened; its later stacks through the same modules then still resolve."""
+        maps = self._maps(pid)
+        out = []
+        for addr in addrs:
+            m = maps.find(addr)
+            if m is not None and m.path.startswith("/"):
+                out.append(m.path)
+                self._symbols(pid, m)
+        return out
 
     def _maps(self, pid: int) -> ProcessMaps:
         maps = self._procs.get(pid)
@@ -197,11 +224,12 @@ class Symbolizer:
         ident = (st.st_dev, st.st_ino)
         found = self._modules.get(ident)
         if found is None:
-            found = self._modules[ident] = read_symbols(path)
+            found = self._modules[ident] = with_debug_symbols(read_symbols(path),
+                                                              f"/proc/{pid}/root")
         self._module_of[key] = found
         return found
 
-    def _resolve(self, pid: int, addr: int) -> str:
+    def _resolve(self, pid: int, addr: int) -> Tuple[str, str]:
         maps = self._maps(pid)
         m = maps.find(addr)
         if m is None and pid not in self._reloaded:
@@ -209,31 +237,36 @@ class Symbolizer:
             maps.load()
             m = maps.find(addr)
         if m is None:
-            return f"0x{addr:x}"
+            return f"0x{addr:x}", UNKNOWN
         base = os.path.basename(m.path) if m.path else "anon"
         if base.endswith(" (deleted)"):
             base = base[: -len(" (deleted)")]
+        if not m.path.startswith("/"):  # [heap], [stack], [vdso], anonymous memory
+            return f"{base}+0x{addr - m.start:x}", MODULE_OFFSET
         syms = self._symbols(pid, m)
         if syms is None:
-            return f"{base}+0x{addr - m.start + m.pgoff:x}"
+            return f"{base}+0x{addr - m.start + m.pgoff:x}", MODULE_OFFSET
         vaddr = syms.vaddr(addr - m.start + m.pgoff)
-        name = syms.lookup(vaddr)
+        name = syms.lookup(vaddr) if m.executable else None
         if name:
-            return short_name(self.demangle(name))
-        return f"{base}+0x{vaddr:x}"
+            return short_name(self.demangle(name)), SYMBOL
+        return f"{base}+0x{vaddr:x}", MODULE_OFFSET
 
 
-def split_stack(ips: Sequence[int]) -> List[int]:
-    """Addresses of one BPF stack map entry up to its first zero."""
-    out = []
-    for ip in ips:
-        if not ip:
-            break
-        out.append(int(ip))
-    return out
-
-
-StackKey = Tuple[int, int, int]
+def with_debug_symbols(syms: ElfSymbols, root: str) -> ElfSymbols:
+    """A stripped module's symbols from its separate debug file, where the process's root
+    has one (e.g. libc6-dbg: start_thread, __futex_abstimed_wait_common instead of
+    ``libc.so.6+0x...``); the module's own load segments map addresses either way."""
+    if syms.full or not syms.build_id:
+        return syms
+    path = debug_file(root, syms.build_id)
+    if not os.path.isfile(path):
+        return syms
+    debug = read_symbols(path)
+    if not debug.full or debug.build_id != syms.build_id:
+        return syms
+    return ElfSymbols(starts=debug.starts, ends=debug.ends, names=debug.names,
+                      loads=syms.loads, full=True, build_id=syms.build_id)
 
 
 def describe_missing(kid: int, uid: int, kernel_thread: bool) -> Optional[MissingHalf]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
@@ -11,6 +12,7 @@ from ..errors import RunFailed
 from ..live import LiveProgress, StepPrinter
 from ..pipeline.local import CollectorRun, collector_command, find_collector_python
 from ..pipeline.sink import StreamSink
+from ..prctl import pin
 from .binaries import DemoBinaries
 from .mesh import DemoMesh, MeshInfo, require_root
 from .scenarios import Scenario
@@ -28,19 +30,22 @@ class DemoResult:
     cleanup_problems: List[str]
 
 
+#: What the report calls each of the demo's stand-ins (by the name the demo starts it under).
+LABELS = {
+    "pilot-agent": "pilot-agent (demo stand-in)",
+    "kubelet": "kubelet probe (demo stand-in)",
+    "dnsmasq": "dnsmasq (the mesh's DNS)",
+    "upstream": "upstream app",
+    "wrk": "wrk (load client)",
+    "cpu-hog": "cpu-hog (noisy neighbour)",
+}
+
+
 def identity_records(info: MeshInfo) -> List[dict]:
     """Names for the demo's stand-ins (``identity`` records, as the Kubernetes path names
     processes by pod), so the report says what each waker stands for."""
-    labels = {
-        "pilot-agent": "pilot-agent (demo stand-in)",
-        "kubelet": "kubelet probe (demo stand-in)",
-        "dnsmasq": "dnsmasq (the mesh's DNS)",
-        "upstream": "upstream app",
-        "wrk": "wrk (load client)",
-        "cpu-hog": "cpu-hog (noisy neighbour)",
-    }
     return [{"type": "identity", "pid": info.pids[name], "label": label}
-            for name, label in labels.items() if name in info.pids]
+            for name, label in LABELS.items() if name in info.pids]
 
 
 def run_demo(duration_s: float, scenario: Scenario, keep_recording: Optional[str] = None,
@@ -58,7 +63,12 @@ def run_demo(duration_s: float, scenario: Scenario, keep_recording: Optional[str
     steps.note(f"scenario {scenario.name}: {scenario.summary}")
     with steps.working("setting up the demo node…"):
         info = mesh.__enter__()
+    mine = os.sched_getaffinity(0)
     try:
+        # The tracer's user side and this process's live display run next to the stand-ins,
+        # off Envoy's CPU (the collector inherits this), so that there only the scenario's
+        # own neighbours (none, or the hog) compete with Envoy.
+        pin(info.other_cpus or None)
         time.sleep(WARMUP_S)
         command = collector_command(python, ["--pid", str(info.envoy_pid)], duration_s,
                                     interval_s, collector_args)
@@ -67,6 +77,7 @@ def run_demo(duration_s: float, scenario: Scenario, keep_recording: Optional[str
             sink = StreamSink("envoy", keep_recording, live, after_hello)
             result = CollectorRun(command, sink, duration_s).run()
     finally:
+        pin(mine)
         with steps.working("removing the demo node…"):
             mesh.__exit__(None, None, None)
         for problem in mesh.cleanup_problems:

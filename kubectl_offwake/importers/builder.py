@@ -20,6 +20,7 @@ from ..analysis.model import (
     OnCpu,
     Pending,
     ProcessInfo,
+    Queued,
     Recording,
     Stack,
     Task,
@@ -41,6 +42,7 @@ from ..wire.schema import (
     PendingRecord,
     ProcessRecord,
     ProgressRecord,
+    QueuedRecord,
     SnapshotRecord,
     StackRecord,
     TargetRecord,
@@ -88,6 +90,7 @@ class RecordingBuilder:
         self._edges: Dict[tuple, Edge] = {}
         self._tasks: Dict[Tuple[str, Optional[int], Optional[int]], Task] = {}
         self._oncpu: Dict[int, OnCpu] = {}
+        self._queued: Dict[tuple, Queued] = {}
         self._pending: Dict[int, int] = {}  # tid -> index in recording.pending
         self._throttling: Dict[Tuple[Any, Any], Throttling] = {}
         self._envoy_stats: Dict[Optional[int], int] = {}  # pid -> index in recording.envoy_stats
@@ -106,6 +109,7 @@ class RecordingBuilder:
             "stack": self._stack,
             "wakeup": self._wakeup,
             "oncpu": self._oncpu_record,
+            "queued": self._queued_record,
             "pending": self._pending_record,
             "cgroup_stat": self._cgroup_stat,
             "envoy_stats": self._envoy_stats_record,
@@ -397,9 +401,10 @@ class RecordingBuilder:
         if not isinstance(hist, list):
             raise TypeError("hist_log2_us must be a list")
         hist = [_int(h) for h in hist]
+        busy = _opt_int(record.get("max_busy_us"))
         found = self._oncpu.get(tid)
         if found is None:
-            found = OnCpu(task, count, total, max_us, hist)
+            found = OnCpu(task, count, total, max_us, hist, busy)
             self._oncpu[tid] = found
             self.recording.oncpu.append(found)
             return
@@ -407,11 +412,32 @@ class RecordingBuilder:
         found.count += count
         found.total_us += total
         found.max_us = max(found.max_us, max_us)
+        if busy is not None:
+            found.max_busy_us = busy if found.max_busy_us is None else max(found.max_busy_us,
+                                                                           busy)
         merged = found.hist_log2_us
         if len(merged) < len(hist):
             merged.extend([0] * (len(hist) - len(merged)))
         for i, value in enumerate(hist):
             merged[i] += value
+
+    def _queued_record(self, record: QueuedRecord) -> None:
+        task = self._task(record.get("comm") or "", record.get("pid"), record["tid"])
+        holder_tid = _int(record["holder_tid"])
+        holder = None if holder_tid == 0 else self._task(
+            record.get("holder_comm") or "", record.get("holder_pid"), holder_tid)
+        count = _int(record["count"])
+        wait = _int(record["wait_us"])
+        max_us = _int(record.get("max_us") or 0)
+        key = (task, holder)
+        found = self._queued.get(key)
+        if found is None:
+            self._queued[key] = Queued(task, holder, count, wait, max_us)
+            self.recording.queued.append(self._queued[key])
+            return
+        found.count += count
+        found.wait_us += wait
+        found.max_us = max(found.max_us, max_us)
 
     def _pending_record(self, record: PendingRecord) -> None:
         tid = _int(record["tid"])

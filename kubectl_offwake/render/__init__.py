@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -81,7 +82,21 @@ def _umask() -> int:
 
 @contextmanager
 def atomic_output(path: str) -> Iterator[TextIO]:
-    """A text stream whose content appears at ``path`` only if the block succeeds."""
+    """A text stream whose content appears at ``path`` only if the block succeeds. A path
+    that is a device or a FIFO (``/dev/null``, a pipe to another program) is written in
+    place: renaming a file over it would replace the device, not write to it."""
+    try:
+        in_place = not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        in_place = False  # nothing there yet (or unreadable: the rename below says why)
+    if in_place:
+        try:
+            with open(path, "w", encoding="utf-8") as handle:
+                yield handle
+        except OSError as exc:
+            raise RunFailed(f"cannot write {path}: {exc.strerror}; choose another --out") \
+                from None
+        return
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".offwake-", dir=directory)

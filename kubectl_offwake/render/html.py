@@ -20,13 +20,26 @@ from typing import Dict, Sequence, TextIO, Tuple
 
 from ..analysis.categories import CATEGORY_BY_ID, CAUSES
 from ..analysis.report import Finding, Group, Party, Report, ThreadSummary
-from ..analysis.vocabulary import Fact, source_facts, target_names, thread_name, total_facts
+from ..analysis.vocabulary import (
+    ENVOY_COUNTED,
+    HELD_CPU,
+    Fact,
+    envoy_facts,
+    is_marker,
+    listening_sockets,
+    source_facts,
+    target_names,
+    thread_name,
+    total_facts,
+    trace_value,
+)
 from ..units import fmt_count, fmt_seconds, fmt_share, fmt_timestamp, fmt_us
 from . import RenderOptions, incomplete
 from . import flamegraph as fg
 from .svg import category_color, esc, flame_script, frame_color, subtitle, svg_element, svg_layout
 
 TOP_WAKERS = 20  # rows in the top-wakers table; the rest are summed in one line
+TOP_HOLDERS = 20  # rows in the run-queue holders table
 STACK_PREVIEW = 4  # frames shown of a pending thread's stack before "show all"
 
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -238,6 +251,51 @@ def _wakers(report: Report) -> str:
             f'<p class="legend">Causes: {causes}.</p></section>')
 
 
+def _envoy(report: Report) -> str:
+    """Envoy's own counts, each beside the wakeups that go with it (one block per Envoy)."""
+    if not report.envoy:
+        return ""
+    admins = {s.pid: s.admin for s in report.envoy_stats}
+    blocks = []
+    for side in report.envoy:
+        facts = (f'<p class="legend">{esc(envoy_facts(side.counts, admins.get(side.counts.pid)))}'
+                 f"; {esc(listening_sockets(side.counts))}</p>")
+        rows = "".join(
+            f"<tr><td>{esc(row.what)}</td><td class=\"n\">{fmt_count(row.envoy)}</td>"
+            f'<td class="mono">{esc(row.counters)}</td><td>{esc(row.trace)}</td>'
+            f'<td class="n">{esc(trace_value(row))}</td></tr>' for row in side.rows)
+        table = ("<table><thead><tr><th>Envoy counted</th><th class=\"n\"></th>"
+                 "<th>Counters</th><th>The trace saw</th><th class=\"n\"></th></tr></thead>"
+                 f"<tbody>{rows}</tbody></table>") if rows else ""
+        blocks.append(facts + table)
+    return (f'<section id="envoy"><h2>{esc(ENVOY_COUNTED)}<span class="note">Envoy\'s admin '
+            "counters, read before and after the trace</span></h2>"
+            f"{''.join(blocks)}</section>")
+
+
+def _holders(report: Report) -> str:
+    """Who had the CPU while the threads waited to run."""
+    if not report.holders:
+        return ""
+    totals: Dict[str, int] = {}
+    for h in report.holders:
+        totals[h.process] = totals.get(h.process, 0) + h.wait_us
+    rows = []
+    for h in report.holders[:TOP_HOLDERS]:
+        process = f' <span class="muted">({esc(h.process)})</span>' if len(totals) > 1 else ""
+        share = h.wait_us / totals[h.process] if totals[h.process] else 0.0
+        rows.append(f"<tr><td>{esc(h.label)}{process}</td>"
+                    f'<td class="n">{fmt_count(h.count)}</td>'
+                    f'<td class="n">{esc(fmt_us(h.wait_us))}</td>'
+                    f'<td class="n">{esc(fmt_us(h.max_us))}</td>'
+                    f'<td class="n">{esc(fmt_share(share))}</td></tr>')
+    return (f'<section id="holders"><h2>{esc(HELD_CPU)}<span class="note">each wait counted '
+            "for the task that ran just before the waiting thread got the CPU</span></h2>"
+            '<table><thead><tr><th>Held by</th><th class="n">Waits</th><th class="n">Waited</th>'
+            '<th class="n">Longest</th><th class="n">Share</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></section>")
+
+
 def _thread(party: Party) -> str:
     """A target thread: its name first (the pod is the same for most rows), then the rest."""
     extra = [esc(party.role)] if party.role else []
@@ -287,12 +345,19 @@ def _threads(report: Report) -> str:
 def _stack_cell(frames: Sequence[str]) -> str:
     if not frames:
         return '<span class="muted">no stack</span>'
-    head = "<br>".join(f"<code>{esc(f)}</code>" for f in frames[:STACK_PREVIEW])
+    head = "<br>".join(map(_frame_code, frames[:STACK_PREVIEW]))
     if len(frames) <= STACK_PREVIEW:
         return head
-    rest = "<br>".join(f"<code>{esc(f)}</code>" for f in frames[STACK_PREVIEW:])
+    rest = "<br>".join(map(_frame_code, frames[STACK_PREVIEW:]))
     more = len(frames) - STACK_PREVIEW
     return f"{head}<details><summary>{more} more frames</summary>{rest}</details>"
+
+
+def _frame_code(frame: str) -> str:
+    """A frame of a stack; a marker (``[truncated: frame-pointer loop]``) set apart as in
+    the flame graph, since it says where the stack stopped rather than naming code."""
+    cls = ' class="marker"' if is_marker(frame) else ""
+    return f"<code{cls}>{esc(frame)}</code>"
 
 
 def _pending(report: Report) -> str:
@@ -358,7 +423,8 @@ def render(report: Report, out: TextIO, options: RenderOptions) -> None:
     out.write(_header(report, options))
     out.write("\n<main>\n")
     for section in (_incomplete(report), _cards(report), _findings(report), _warnings(report),
-                    _categories(report), _flame(report, options), _wakers(report), _threads(report),
+                    _categories(report), _flame(report, options), _wakers(report),
+                    _envoy(report), _holders(report), _threads(report),
                     _pending(report), _throttling(report), _source(report)):
         if section:
             out.write(section)

@@ -22,8 +22,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Text
 from .. import __version__
 from ..analysis.categories import CATEGORY_BY_ID
 from ..analysis.classify import CAUSE_INTERRUPT
+from ..analysis.envoy_counts import Beside
 from ..analysis.model import EnvoyStats, OnCpu, Pending, Stack, Task, Throttling
 from ..analysis.report import Finding, Group, Party, Report, ThreadSummary, Wakeup
+from ..analysis.runqueue import Holder
 from ..analysis.vocabulary import bystander, interrupt_label, woken_by
 from ..untrusted import json_escaped
 from . import RenderOptions, incomplete
@@ -301,7 +303,8 @@ def report_dict(report: Report, frames: Callable[[Optional[Stack]], Any] = _fram
         "by_thread": [_thread(t) for t in report.by_thread],
         "pending": [_pending(p, parties, frames) for p in report.pending],
         "throttling": [_throttling(t) for t in report.throttling],
-        "envoy_stats": [_envoy_stats(e) for e in report.envoy_stats],
+        "envoy_stats": [_envoy_stats(e, report) for e in report.envoy_stats],
+        "queued": [_holder(h) for h in report.holders],
         "warnings": list(report.warnings),
     }
 
@@ -432,6 +435,7 @@ def _oncpu(oncpu: Optional[OnCpu]) -> Optional[Dict[str, Any]]:
         "total_us": oncpu.total_us,
         "max_us": oncpu.max_us,
         "hist_log2_us": list(oncpu.hist_log2_us),
+        "max_busy_us": oncpu.max_busy_us,
     }
 
 
@@ -463,9 +467,23 @@ def _throttling(throttling: Throttling) -> Dict[str, Any]:
     }
 
 
-def _envoy_stats(stats: EnvoyStats) -> Dict[str, Any]:
+def _envoy_stats(stats: EnvoyStats, report: Report) -> Dict[str, Any]:
+    rows = next((side.rows for side in report.envoy if side.counts.pid == stats.pid), ())
     return {"pid": stats.pid, "admin": stats.admin, "window_s": stats.window_s,
-            "delta": _sorted_map(stats.delta), "listeners": _sorted_map(stats.listeners)}
+            "delta": _sorted_map(stats.delta), "listeners": _sorted_map(stats.listeners),
+            "beside_wakeups": [_beside(row) for row in rows]}
+
+
+def _beside(row: Beside) -> Dict[str, Any]:
+    return {"what": row.what, "envoy": row.envoy, "counters": row.counters,
+            "trace": row.trace, "trace_value": row.trace_value, "trace_unit": row.trace_unit}
+
+
+def _holder(holder: Holder) -> Dict[str, Any]:
+    return {"pid": holder.pid, "process": holder.process, "holder": holder.label,
+            "holder_party": _waker(holder.holder),
+            "own": holder.own, "count": holder.count, "wait_us": holder.wait_us,
+            "max_us": holder.max_us, "workers_wait_us": holder.workers_wait_us}
 
 
 def _parties_by_thread(report: Report) -> Dict[Tuple[Optional[int], Optional[int]], Party]:

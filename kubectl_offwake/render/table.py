@@ -27,12 +27,19 @@ from rich.text import Text
 from ..analysis.categories import CATEGORY_BY_ID, ROLES
 from ..analysis.model import Pending, Stack, Throttling
 from ..analysis.report import Group, Report, ThreadSummary, Wakeup
+from ..analysis.runqueue import Holder
 from ..analysis.vocabulary import (
+    ENVOY_COUNTED,
+    HELD_CPU,
     cause_phrase,
+    envoy_facts,
+    is_marker,
+    listening_sockets,
     source_facts,
     target_names,
     thread_name,
     total_facts,
+    trace_value,
     waker_group,
     woken_by,
 )
@@ -43,6 +50,7 @@ from . import RenderOptions, incomplete
 #: How many rows the long sections show before summarising the rest.
 TOP_WAKERS = 10
 TOP_PATHS = 10
+TOP_HOLDERS = 6
 #: Scheduler frames that say nothing about *why* a thread slept.
 _SCHED_FRAMES = frozenset({
     "__schedule", "schedule", "preempt_schedule", "preempt_schedule_common",
@@ -61,8 +69,8 @@ def render(report: Report, out: TextIO, options: RenderOptions) -> None:
         force_terminal=bool(options.color), no_color=not options.color, markup=False,
         highlight=False, emoji=False, soft_wrap=False, legacy_windows=False,
     )
-    for section in (_header, _categories, _wakers, _threads, _findings, _paths, _pending,
-                    _throttling, _losses):
+    for section in (_header, _categories, _wakers, _threads, _findings, _envoy, _holders,
+                    _paths, _pending, _throttling, _losses):
         section(report, console, options)
     # rich pads table lines to the full width; trailing blanks only bloat saved reports.
     out.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))
@@ -251,6 +259,56 @@ def _indented(text: str, indent: int, width: int) -> Text:
     return out
 
 
+def _envoy(report: Report, console: Console, options: RenderOptions) -> None:
+    """Envoy's own counts over the trace, each beside the wakeups that go with it."""
+    admins = {s.pid: s.admin for s in report.envoy_stats}
+    for side in report.envoy:
+        console.print()
+        console.print(_text(ENVOY_COUNTED, "bold"))
+        console.print(_indented(envoy_facts(side.counts, admins.get(side.counts.pid)), 2,
+                                options.width))
+        console.print(_indented(listening_sockets(side.counts), 2, options.width))
+        if not side.rows:
+            continue
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                      header_style="bold", expand=False)
+        table.add_column("Envoy counted", no_wrap=True)
+        table.add_column("", justify="right", no_wrap=True)
+        table.add_column("Counters", overflow="fold", ratio=1)
+        table.add_column("The trace saw", no_wrap=True)
+        table.add_column("", justify="right", no_wrap=True)
+        for row in side.rows:
+            _row(table, row.what, fmt_count(row.envoy), row.counters, row.trace,
+                 trace_value(row))
+        console.print(Padding(table, (0, 0, 0, 2)))
+
+
+def _holders(report: Report, console: Console, options: RenderOptions) -> None:
+    """Who had the CPU while the threads waited to run, per traced process."""
+    by_process: Dict[str, List[Holder]] = {}
+    for holder in report.holders:
+        by_process.setdefault(holder.process, []).append(holder)
+    for process, holders in by_process.items():
+        total = sum(h.wait_us for h in holders)
+        title = HELD_CPU + (f" ({process})" if len(by_process) > 1 else "")
+        table = _table(title)
+        table.add_column("Held by", ratio=1, overflow="fold")
+        table.add_column("Waits", justify="right", no_wrap=True)
+        table.add_column("Waited", justify="right", no_wrap=True)
+        table.add_column("Longest", justify="right", no_wrap=True)
+        table.add_column("Share", justify="right", no_wrap=True)
+        for h in holders[:TOP_HOLDERS]:
+            _row(table, h.label, fmt_count(h.count), fmt_us(h.wait_us), fmt_us(h.max_us),
+                 fmt_share(h.wait_us / total if total else 0.0))
+        rest = holders[TOP_HOLDERS:]
+        if rest:
+            waited = sum(h.wait_us for h in rest)
+            _row(table, f"… {len(rest)} more", fmt_count(sum(h.count for h in rest)),
+                 fmt_us(waited), "", fmt_share(waited / total if total else 0.0))
+        console.print()
+        console.print(table)
+
+
 def _paths(report: Report, console: Console, options: RenderOptions) -> None:
     if not report.wakeups:
         return
@@ -315,6 +373,8 @@ def _stack_summary(stack: Stack) -> str:
         telling = next((f for f in user[1:] if "Envoy::" in f), None)
         if telling:
             parts.append(_short(telling))
+        if len(user) > 1 and is_marker(user[-1]):
+            parts.append(user[-1])  # where the walk stopped: the callers are unknown
     return " ← ".join(parts) if parts else "(no stack)"
 
 

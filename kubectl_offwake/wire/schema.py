@@ -29,6 +29,9 @@ from typing import Dict, FrozenSet, List, Literal, Optional, Tuple, TypedDict, U
 
 SCHEMA_VERSION = 1
 
+#: The last user frame of a stack whose frame-pointer walk was stopped (see ``stack``).
+TRUNCATED_FRAME = "[truncated: frame-pointer loop]"
+
 
 class _Envelope(TypedDict, total=False):
     #: Written by :class:`~kubectl_offwake.wire.writer.WireWriter`; records the client adds
@@ -205,7 +208,13 @@ class _StackFields(_Envelope):
 
 class StackRecord(_StackFields, total=False):
     """id, frames [str, leaf first], kernel_depth (how many leading frames are kernel),
-    missing? ("kernel" | "user" | "both")"""
+    missing? ("kernel" | "user" | "both"). A user frame is a symbol, or ``module+0xOFFSET``
+    for any address inside a mapping (ELF virtual address for files; ``[heap]+0x..``,
+    ``anon+0x..`` otherwise), or ``0xADDRESS`` only outside every mapping. A last frame
+    ``[truncated: frame-pointer loop]`` (:data:`TRUNCATED_FRAME`) marks a user stack whose
+    frame-pointer chain stopped moving up the stack (a frame pointer below the frame before
+    it, or the same return address twice): the walk stopped there, the frames above are
+    unknown."""
 
     missing: MissingHalf
 
@@ -261,9 +270,7 @@ WakeupRecord = Union[BlockedWakeupRecord, PreemptedWakeupRecord]
 # -- oncpu --------------------------------------------------------------------------------------
 
 
-class OnCpuRecord(_Envelope):
-    """snap, tid, pid, comm, count, total_us, max_us, hist_log2_us [counts]"""
-
+class _OnCpuFields(_Envelope):
     type: Literal["oncpu"]
     snap: int
     tid: int
@@ -273,6 +280,36 @@ class OnCpuRecord(_Envelope):
     total_us: int
     max_us: int
     hist_log2_us: List[int]
+
+
+class OnCpuRecord(_OnCpuFields, total=False):
+    """snap, tid, pid, comm, count, total_us, max_us, hist_log2_us [counts], max_busy_us?
+    (the longest busy period: CPU time between two sleeps, runs split by preemptions added
+    up; collectors before it was added do not send it)"""
+
+    max_busy_us: int
+
+
+# -- queued -------------------------------------------------------------------------------------
+
+
+class QueuedRecord(_Envelope):
+    """snap, tid, pid, comm, holder_tid, holder_pid, holder_comm, count, wait_us, max_us —
+    a target thread's run-queue waits (after a wake, or a whole preemption) by who held the
+    CPU: the task that ran on it just before the target got it back (holder_tid 0: the CPU
+    was idle; collector/runqueue.py)"""
+
+    type: Literal["queued"]
+    snap: int
+    tid: int
+    pid: int
+    comm: str
+    holder_tid: int
+    holder_pid: int
+    holder_comm: str
+    count: int
+    wait_us: int
+    max_us: int
 
 
 # -- pending ------------------------------------------------------------------------------------
@@ -361,6 +398,24 @@ class SnapshotRecord(_SnapshotFields, total=False):
 EndReason = Literal["duration", "signal", "target-exit", "error"]
 
 
+class EndFrames(TypedDict):
+    """``end.frames``: the frames of the stacks sent, each distinct stack once. User frames
+    by what they resolved to (``user_symbol``, ``user_module_offset``, ``user_unknown``: a
+    bare address outside every mapping; ``user`` is their sum), ``user_cfi`` callers found
+    from unwind tables rather than frame pointers, ``truncated_stacks`` stacks ending in
+    :data:`TRUNCATED_FRAME`, ``kernel`` frames and ``kernel_unknown`` ones kallsyms could
+    not name."""
+
+    user: int
+    user_symbol: int
+    user_module_offset: int
+    user_unknown: int
+    user_cfi: int
+    truncated_stacks: int
+    kernel: int
+    kernel_unknown: int
+
+
 class _EndFields(_Envelope):
     type: Literal["end"]
     reason: EndReason
@@ -374,10 +429,11 @@ class EndRecord(_EndFields, total=False):
     """reason ("duration" | "signal" | "target-exit" | "error"),
     elapsed_s, tracing_s?, totals {switches, wakeups, ...}, lost {...}, warnings [str],
     error? (reason "error": the one sentence that says what failed; readers show this,
-    never a guess from the warnings)"""
+    never a guess from the warnings), frames? (:class:`EndFrames`)"""
 
     tracing_s: float
     error: str
+    frames: EndFrames
 
 
 # -- log ----------------------------------------------------------------------------------------
@@ -411,8 +467,9 @@ class FailureRecord(_Envelope):
 #: Any record a writer sends.
 WireRecord = Union[
     HelloRecord, ClientRecord, TargetRecord, ProgressRecord, ProcessRecord, IdentityRecord,
-    StackRecord, BlockedWakeupRecord, PreemptedWakeupRecord, OnCpuRecord, PendingRecord,
-    CgroupStatRecord, EnvoyStatsRecord, SnapshotRecord, EndRecord, LogRecord, FailureRecord,
+    StackRecord, BlockedWakeupRecord, PreemptedWakeupRecord, OnCpuRecord, QueuedRecord,
+    PendingRecord, CgroupStatRecord, EnvoyStatsRecord, SnapshotRecord, EndRecord, LogRecord,
+    FailureRecord,
 ]
 
 #: The TypedDict(s) of every record type, in the order of this file.
@@ -426,6 +483,7 @@ RECORD_SHAPES: Dict[str, Tuple[type, ...]] = {
     "stack": (StackRecord,),
     "wakeup": (BlockedWakeupRecord, PreemptedWakeupRecord),
     "oncpu": (OnCpuRecord,),
+    "queued": (QueuedRecord,),
     "pending": (PendingRecord,),
     "cgroup_stat": (CgroupStatRecord,),
     "envoy_stats": (EnvoyStatsRecord,),
@@ -447,6 +505,7 @@ RECORD_TYPES: Dict[str, FrozenSet[str]] = {
     "stack": frozenset({"id", "frames"}),
     "wakeup": frozenset({"tid", "comm", "target_stack", "total_us"}),
     "oncpu": frozenset({"tid", "comm", "count", "total_us", "max_us"}),
+    "queued": frozenset({"tid", "holder_tid", "count", "wait_us"}),
     "pending": frozenset({"tid", "comm", "waiting_us"}),
     "cgroup_stat": frozenset({"phase"}),
     "envoy_stats": frozenset({"pid"}),
@@ -459,7 +518,7 @@ RECORD_TYPES: Dict[str, FrozenSet[str]] = {
 #: Records that commit the deltas before them.
 COMMIT_TYPES = frozenset({"snapshot", "end"})
 #: Records that are deltas, held back until committed.
-DELTA_TYPES = frozenset({"wakeup", "oncpu", "pending"})
+DELTA_TYPES = frozenset({"wakeup", "oncpu", "queued", "pending"})
 
 
 class WireError(Exception):
@@ -474,6 +533,8 @@ LOSS_COUNTERS: Dict[str, Tuple[str, str]] = {
     "agg_full": ("wakeups not counted because the aggregation map was full", "--agg-size"),
     "start_full": ("switch-outs not recorded because the start map was full", "--start-size"),
     "oncpu_full": ("on-CPU runs lost because the on-CPU map was full", "--oncpu-size"),
+    "queued_full": ("run-queue waits not attributed because the queued map was full",
+                    "--oncpu-size"),
     "map_full": ("records lost because a map was full", "--agg-size"),
     # BCC offwaketime's count of stacks it could not display (an imported capture)
     "stack_lost": ("stacks lost (the stack map was full or collided)", "--stack-storage-size"),
@@ -484,10 +545,11 @@ MAP_SIZE_OPTIONS: Dict[str, str] = {
     "--stack-storage-size": "Stack map entries (raise it when stacks are lost).",
     "--agg-size": "Aggregation map entries (raise it when wakeups are lost).",
     "--start-size": "Switch-out map entries (raise it when switch-outs are lost).",
-    "--oncpu-size": "On-CPU map entries (raise it when on-CPU runs are lost).",
+    "--oncpu-size": "On-CPU map entries, and run-queue holder entries (raise it when on-CPU "
+                    "runs or run-queue waits are lost).",
 }
 #: ``map_full`` is the collector's sum of these counters; it is shown only when they are absent.
-LOSS_SUM_PARTS = ("agg_full", "start_full", "oncpu_full")
+LOSS_SUM_PARTS = ("agg_full", "start_full", "oncpu_full", "queued_full")
 
 
 def distinct_losses(lost: Dict[str, int]) -> Dict[str, int]:

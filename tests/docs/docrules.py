@@ -17,7 +17,12 @@ group                 what runs, against what                                   
                       tests); CI runs the whole suite it is part of
 ``fixture``           ``report`` of fixture recordings, ``--help``, ``demo           tests/docs
                       --list-scenarios``, reading a recording: run here, no root
-``demo``              ``kubectl offwake demo ...`` as written (root, eBPF)            tests/docs
+``scenario``          ``kubectl offwake demo --scenario NAME``: the run of NAME that     tests/
+                      the scenario x finding test makes and checks (a 4 s trace, its  integration/
+                      recording kept), shared so each scenario runs once (root)       test_scenario_
+                                                                                      findings.py
+``demo``              every other ``kubectl offwake demo ...``, as written (root,     tests/docs
+                      eBPF)
 ``host``              ``kubectl offwake local ...`` against the demo's Envoy          tests/docs
 ``lab``               every other ``kubectl offwake ...``, ``image/build``: against   tests/e2e
                       the emulated cluster, its pods created as the docs name them
@@ -60,8 +65,11 @@ NEEDS: Dict[str, str] = {
 }
 
 UPDATE_ENV = "OFFWAKE_UPDATE_DOCS"
+#: The table report's first section: a command that traces printed a report, not only its
+#: set-up steps.
+REPORT_MARK = "Where the off-CPU time went"
 
-GROUPS = ("ci", "pytest", "fixture", "demo", "host", "lab", "install")
+GROUPS = ("ci", "pytest", "fixture", "scenario", "demo", "host", "lab", "install")
 
 _PLUGIN = r"(?:kubectl offwake|python3 -m kubectl_offwake)"
 _ENV = r"(?:[A-Z_][A-Z0-9_]*=\S+ )*"
@@ -86,6 +94,7 @@ RULES: Tuple[Rule, ...] = (
     Rule("fixture", _PLUGIN + r" demo --list-scenarios"),
     Rule("fixture", _PLUGIN + r" (?:report (?!-(?: |$)).+|--help|--version)"),
     Rule("fixture", r"zcat \S+(?: \| .+)?"),
+    Rule("scenario", _PLUGIN + r" demo --scenario [a-z-]+"),
     Rule("demo", _PLUGIN + r" demo(?: .+)?"),
     Rule("host", _PLUGIN + r" local .+"),
     Rule("install", r"pipx? install .+"),

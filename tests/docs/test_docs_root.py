@@ -9,12 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from .docrules import PLACEHOLDERS, Part, assert_ran, check_outputs, parts_of, run_part
+from .docrules import (
+    PLACEHOLDERS,
+    REPORT_MARK,
+    Part,
+    assert_ran,
+    check_outputs,
+    parts_of,
+    run_part,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
-
-#: The table report's first section: the command printed a report, not only its set-up.
-REPORT_MARK = "Where the off-CPU time went"
 
 
 @pytest.fixture(autouse=True)

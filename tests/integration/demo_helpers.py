@@ -10,7 +10,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Set
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 from kubectl_offwake.demo.cgroup import find_v2_root
 from kubectl_offwake.demo.cpulimit import find_cpu_controller, group_name
@@ -88,6 +88,31 @@ def run_demo_cli(args: List[str], cwd: Path, on_ready: Optional[Callable[[Steps]
             proc.wait()
     steps.lines.append(rest)
     return Finished(proc.pid, proc.returncode, stdout, steps.text, steps)
+
+
+@dataclass
+class ScenarioRun:
+    """A finished ``demo --scenario``: its JSON report, its steps, what was seen live."""
+
+    report: dict
+    steps: Steps
+    live: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stats(self) -> dict:
+        [stats] = self.report["envoy_stats"]
+        assert stats["admin"], f"envoy's admin was not read: {self.report['warnings']}"
+        return stats
+
+    def delta(self, counter: str) -> int:
+        return int(self.stats["delta"].get(counter, 0))
+
+    def per_s(self, counter: str) -> float:
+        return self.delta(counter) / self.stats["window_s"]
+
+    def accept_wakeups(self) -> int:
+        return sum(w["count"] for w in self.report["wakeups"]
+                   if w["category"] == "tcp-accept" and w["target"]["role"] == "worker")
 
 
 def alive(pid: int) -> bool:

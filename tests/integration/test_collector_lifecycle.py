@@ -23,9 +23,7 @@ from kubectl_offwake.wire import read_records  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-_SKIP = harness.skip_reason()
-if _SKIP:
-    pytest.skip(_SKIP, allow_module_level=True)
+harness.skip_module_unless_runnable()
 
 
 @pytest.fixture(scope="module")

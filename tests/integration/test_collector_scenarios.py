@@ -24,9 +24,7 @@ from kubectl_offwake.importers import load_text  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-_SKIP = harness.skip_reason()
-if _SKIP:
-    pytest.skip(_SKIP, allow_module_level=True)
+harness.skip_module_unless_runnable()
 
 ITERS = 20
 PERIOD_MS = 20

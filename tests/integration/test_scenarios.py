@@ -6,7 +6,8 @@ condition's own evidence, not the findings: while the demo runs, what the kernel
 (the quota written on Envoy's cgroup, listening sockets counted by ``ss``, the hog on
 Envoy's CPU, a slow answer through Envoy); afterwards, what Envoy counted itself
 (``envoy_stats``) and the cgroup's throttling counters. Then nothing may remain.
-The findings each scenario raises are printed (``-s``) for the record.
+The findings each scenario raises are printed (``-s``) for the record; which findings each
+must raise is asserted by test_scenario_findings.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import os
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator
 
@@ -27,6 +27,7 @@ from kubectl_offwake.demo.binaries import find_envoy
 from kubectl_offwake.demo.cpulimit import find_cpu_controller
 from kubectl_offwake.demo.scenarios import BY_NAME, DEFAULT, SCENARIOS
 from tests.integration.demo_helpers import (
+    ScenarioRun,
     Steps,
     assert_nothing_left,
     listening_sockets,
@@ -35,29 +36,6 @@ from tests.integration.demo_helpers import (
 from tests.plugin_cli import plugin_cmd, plugin_env
 
 TRACE = "3s"
-
-
-@dataclass
-class ScenarioRun:
-    report: dict
-    steps: Steps
-    live: Dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def stats(self) -> dict:
-        [stats] = self.report["envoy_stats"]
-        assert stats["admin"], f"envoy's admin was not read: {self.report['warnings']}"
-        return stats
-
-    def delta(self, counter: str) -> int:
-        return int(self.stats["delta"].get(counter, 0))
-
-    def per_s(self, counter: str) -> float:
-        return self.delta(counter) / self.stats["window_s"]
-
-    def accept_wakeups(self) -> int:
-        return sum(w["count"] for w in self.report["wakeups"]
-                   if w["category"] == "tcp-accept" and w["target"]["role"] == "worker")
 
 
 # -- what each scenario's condition looks like while it runs -------------------------------------

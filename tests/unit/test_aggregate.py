@@ -14,9 +14,11 @@ import pytest
 from kubectl_offwake.analysis import analyze
 from kubectl_offwake.analysis.model import (
     Edge,
+    EnvoyStats,
     OnCpu,
     Pending,
     ProcessInfo,
+    Queued,
     Recording,
     Stack,
     Task,
@@ -128,13 +130,27 @@ class Mesh:
         self.rec.edges.append(edge)
         return edge
 
-    def oncpu(self, comm: str, total_us: int, max_us: int, count: int = 1000) -> None:
-        self.rec.oncpu.append(OnCpu(self.task(comm), count, total_us, max_us))
+    def oncpu(self, comm: str, total_us: int, max_us: int, count: int = 1000,
+              busy_us: Optional[int] = None) -> None:
+        self.rec.oncpu.append(OnCpu(self.task(comm), count, total_us, max_us,
+                                    max_busy_us=busy_us))
 
     def pending(self, comm: str, waiting_us: int, kernel: Sequence[str],
                 preempted: bool = False) -> None:
         self.rec.pending.append(Pending(self.task(comm), waiting_us, self.stack(kernel),
                                         preempted))
+
+    def queued(self, target: str, holder: Optional[Task], count: int, wait_us: int) -> None:
+        """Run-queue waits of ``target`` behind ``holder`` (None: an idle CPU)."""
+        self.rec.queued.append(Queued(self.task(target), holder, count, wait_us,
+                                      wait_us // max(count, 1)))
+
+    def envoy_stats(self, delta: Dict[str, int], listeners: Optional[Dict[str, int]] = None,
+                    window_s: float = 30.0, read: bool = True) -> None:
+        """What Envoy counted over the trace (``read=False``: its admin did not answer)."""
+        self.rec.envoy_stats.append(EnvoyStats(
+            ENVOY, "127.0.0.1:15000" if read else None, window_s if read else None,
+            dict(delta) if read else {}, dict(listeners or {})))
 
     def throttled(self, nr_throttled: int, throttled_usec: int = 0,
                   nr_periods: int = 300) -> None:

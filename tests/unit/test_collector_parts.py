@@ -251,27 +251,27 @@ def test_interrupt_frames_and_merging():
 
 
 class _FakeBPF:
-    """Stands in for bcc.BPF: refuses builds that include the user-stack cache."""
+    """Stands in for bcc.BPF: refuses builds that include our own user-stack walk."""
 
     builds: list = []
 
     def __init__(self, text: str, cflags: list) -> None:
         _FakeBPF.builds.append(list(cflags))
-        if "-DNO_UCACHE" not in cflags:
+        if "-DKERNEL_USTACKS" not in cflags:
             raise Exception("unknown func bpf_task_pt_regs#175")
 
 
-def test_a_kernel_without_the_user_stack_cache_helpers_gets_a_build_without_it():
+def test_a_kernel_without_the_user_stack_walk_helpers_gets_the_kernels_walk():
     from kubectl_offwake.collector.bpfprog import compile_program
 
     _FakeBPF.builds = []
     notes: list = []
     compile_program(_FakeBPF, "text", ["-DX=1"], notes)
-    assert _FakeBPF.builds[-1] == ["-DX=1", "-DNO_UCACHE"]
-    assert len(notes) == 1 and "user-stack cache did not load" in notes[0]
+    assert _FakeBPF.builds[-1] == ["-DX=1", "-DKERNEL_USTACKS"]
+    assert len(notes) == 1 and "kernel walks user stacks instead" in notes[0]
 
 
-def test_exact_stacks_builds_fail_plainly():
+def test_builds_that_fail_both_ways_fail_plainly():
     from kubectl_offwake.collector.bpfprog import compile_program
 
     class Broken:
@@ -279,4 +279,4 @@ def test_exact_stacks_builds_fail_plainly():
             raise Exception("compile error")
 
     with pytest.raises(Exception, match="compile error"):
-        compile_program(Broken, "text", ["-DNO_KCACHE"], [])
+        compile_program(Broken, "text", ["-DKERNEL_USTACKS"], [])

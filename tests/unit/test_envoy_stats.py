@@ -297,10 +297,17 @@ def test_reader_writes_the_rise_of_each_counter_and_the_listeners(tmp_path, admi
     assert [(s.pid, s.admin, s.delta, s.listeners) for s in stats] == [
         (PID, record["admin"], record["delta"], record["listeners"])]
     doc = report_dict(analyze(builder.recording))
+    beside = [{"what": "connections accepted", "envoy": 15,
+               "counters": "listener.*.downstream_cx_total",
+               "trace": "accept wakeups of workers", "trace_value": 0, "trace_unit": "wakeups"},
+              {"what": "DNS resolutions", "envoy": 4, "counters": "cluster.*.update_attempt",
+               "trace": "UDP wakeups of the main thread", "trace_value": 0,
+               "trace_unit": "wakeups"}]
     assert doc["envoy_stats"] == [{"pid": PID, "admin": record["admin"],
                                    "window_s": record["window_s"],
                                    "delta": dict(sorted(record["delta"].items())),
-                                   "listeners": record["listeners"]}]
+                                   "listeners": record["listeners"],
+                                   "beside_wakeups": beside}]
 
 
 def test_unreachable_admin_is_a_log_record_and_the_listeners_still_come(tmp_path):

@@ -187,7 +187,7 @@ def test_report_json_doc_lists_every_finding_its_severities_and_evidence() -> No
     """docs/report-json.md's table of findings is the code's, id by id."""
     from pathlib import Path
 
-    from tests.unit.test_findings_connections import accepts
+    from tests.unit.test_findings_connections import herd
     from tests.unit.test_findings_control import dns, xds_pushes
     from tests.unit.test_findings_cpu import neighbour, throttled_share
     from tests.unit.test_findings_health import blocked, dominant, lost
@@ -200,8 +200,8 @@ def test_report_json_doc_lists_every_finding_its_severities_and_evidence() -> No
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 4 and cells[0].startswith("`") and cells[0] != "`id`":
             rows[cells[0].strip("`")] = cells
-    made = [throttled_share(0.25), neighbour(500_000), dns(1142), xds_pushes(188),
-            post_share(10), main_lock(40_000), flush_rate(308), accepts(100, 98),
+    made = [throttled_share(0.25), neighbour(900_000), dns(1142), xds_pushes(188),
+            post_share(10), main_lock(400_000), flush_rate(308), herd([845, 844], 847),
             ratio(9_000_000), stall(250_000), blocked(600_000), dominant(600), lost(50)]
     found = {f.id: f for m in made for f in m.report().findings}
     assert set(rows) == set(found)

@@ -121,3 +121,73 @@ def xds_pushes(unix: int) -> Mesh:
 ], ids=["dns-rate", "xds-rate", "xds-fanout"])
 def test_thresholds_at_their_edge(make, fid, at, under) -> None:
     at_edge(make, fid, at, under)
+
+
+# -- resting on Envoy's own counters ----------------------------------------------------------
+
+def test_dns_storm_backed_by_envoys_resolutions() -> None:
+    m = dns(1142)
+    m.envoy_stats({"dns.cares.resolve_total": 1150, "cluster.upstream.update_attempt": 1150})
+    f = one(m.report(), "dns-storm")
+    assert f.evidence["resolutions"] == 1150 and f.evidence["basis"] == "envoy counters"
+    assert "Envoy counted 1150 DNS resolutions (dns.*.resolve_total), 38.3 a second" in f.text
+
+
+def test_dns_storm_from_cluster_refreshes_when_the_resolver_has_no_counter() -> None:
+    m = dns(1142)
+    m.envoy_stats({"cluster.upstream.update_attempt": 1150})
+    assert one(m.report(), "dns-storm").evidence["counters"] == "cluster.*.update_attempt"
+
+
+def test_no_dns_storm_when_envoy_resolved_seldom() -> None:
+    """UDP wakes of main that Envoy's resolver does not account for are no DNS storm."""
+    m = dns(1142)
+    m.envoy_stats({"dns.cares.resolve_total": 6})
+    assert "dns-storm" not in ids(m.report())
+
+
+def test_dns_storm_without_the_admin_says_it_rests_on_wakeups() -> None:
+    m = dns(1142)
+    m.envoy_stats({}, read=False)
+    f = one(m.report(), "dns-storm")
+    assert f.evidence["basis"] == "wakeups" and "rests on the UDP wakeups alone" in f.text
+
+
+def test_xds_churn_from_envoys_updates_needs_no_fanout() -> None:
+    m = Mesh(duration_s=30)
+    m.wake("envoy", waker(PILOT), W_UNIX, 40, 5_000_000)
+    m.envoy_stats({"cluster_manager.cds.update_success": 180,
+                   "listener_manager.lds.update_success": 12})
+    f = one(m.report(), "xds-churn")
+    assert f.evidence["updates"] == 192 and f.evidence["basis"] == "envoy counters"
+    assert f.text.startswith("Envoy accepted 192 xDS updates (cds/lds/rds update_success), "
+                             "6.4 a second; the trace saw 40 unix-socket wakeups")
+
+
+def test_no_xds_churn_when_envoy_applied_no_updates() -> None:
+    """pilot-agent polling the admin over a unix socket is no push, however often."""
+    m = Mesh(duration_s=30)
+    xds(m, 300, ["wrk:worker_0", "wrk:worker_1"], 96)
+    m.envoy_stats({"cluster_manager.cds.update_success": 2})
+    assert "xds-churn" not in ids(m.report())
+
+
+def dns_backed(resolutions: int) -> Mesh:
+    m = dns(1142)
+    m.envoy_stats({"dns.cares.resolve_total": resolutions})
+    return m
+
+
+def xds_updates(updates: int) -> Mesh:
+    m = Mesh(duration_s=30)
+    m.wake("envoy", waker(PILOT), W_UNIX, 5, 5_000_000)
+    m.envoy_stats({"cluster_manager.cds.update_success": updates})
+    return m
+
+
+@pytest.mark.parametrize("make,fid,at,under", [
+    (dns_backed, "dns-storm", 150, 149),  # DNS_RESOLUTIONS_PER_S: 5 a second over 30 s
+    (xds_updates, "xds-churn", 15, 14),  # XDS_UPDATES_PER_S: one every 2 s over 30 s
+], ids=["dns-resolutions", "xds-updates"])
+def test_counter_thresholds_at_their_edge(make, fid, at, under) -> None:
+    at_edge(make, fid, at, under)

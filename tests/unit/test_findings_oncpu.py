@@ -129,3 +129,65 @@ def test_thresholds_at_their_edge(make, fid, at, under) -> None:
 def test_stall_critical_at_the_watchdog_miss() -> None:  # STALL_CRITICAL_US
     assert one(stall(200_000).report(), "event-loop-stall").severity == "critical"
     assert one(stall(199_999).report(), "event-loop-stall").severity == "warning"
+
+
+# -- busy periods and Envoy's watchdog --------------------------------------------------------
+
+def test_stall_split_by_preemptions_shows_as_one_busy_period() -> None:
+    """A 250 ms spin among other runnable threads: no run over 9 ms, one busy period."""
+    m = Mesh()
+    m.oncpu("wrk:worker_1", 1_000_000, 9_300, busy_us=251_000)
+    m.oncpu("wrk:worker_0", 1_000_000, 9_000, busy_us=12_000)
+    f = one(m.report(), "event-loop-stall")
+    assert f.severity == "critical" and f.evidence["basis"] == "busy period"
+    assert f.evidence["stall_us"] == 251_000 and f.evidence["max_run_us"] == 9_300
+    assert "used 251 ms of CPU without once waiting for an event (its longest single run " \
+        "was 9.30 ms: preemptions split the rest)" in f.text
+
+
+def test_stall_confirmed_by_the_watchdog_is_critical() -> None:
+    m = Mesh()
+    m.oncpu("wrk:worker_1", 1_000_000, 9_300, busy_us=120_000)
+    m.envoy_stats({"server.worker_1.watchdog_miss": 3, "workers.watchdog_miss": 3})
+    f = one(m.report(), "event-loop-stall")
+    assert f.severity == "critical" and f.evidence["watchdog_misses"] == 3
+    assert "Envoy's watchdog counted 3 misses of its 200 ms deadline" in f.text
+
+
+def test_stall_the_watchdog_did_not_see_stays_a_warning_and_says_so() -> None:
+    m = Mesh()
+    m.oncpu("wrk:worker_1", 1_000_000, 9_300, busy_us=120_000)
+    m.envoy_stats({"server.worker_0.watchdog_miss": 2})  # another thread's misses
+    f = one(m.report(), "event-loop-stall")
+    assert f.severity == "warning" and f.evidence["watchdog_misses"] == 0
+    assert "counted no miss" in f.text
+
+
+def test_a_saturated_worker_is_busy_not_stalled() -> None:
+    """On the CPU 95% of the trace, it seldom sleeps because events keep coming."""
+    m = Mesh(duration_s=30)
+    m.oncpu("wrk:worker_0", 28_500_000, 3_000, busy_us=2_000_000)
+    assert "event-loop-stall" not in ids(m.report())
+    m.envoy_stats({"server.worker_0.watchdog_mega_miss": 1})  # unless the watchdog says so
+    assert one(m.report(), "event-loop-stall").severity == "critical"
+
+
+def saturated(total_us: int) -> Mesh:
+    m = Mesh(duration_s=10)
+    m.oncpu("wrk:worker_0", total_us, 3_000, busy_us=500_000)
+    return m
+
+
+def test_saturation_threshold_at_its_edge() -> None:  # SATURATED_SHARE: 90% of 10 s
+    at_edge(saturated, "event-loop-stall", 8_999_999, 9_000_000)
+
+
+def test_hot_worker_says_which_worker_accepted_the_new_connections() -> None:
+    m = Mesh(duration_s=30)
+    m.oncpu("wrk:worker_0", 21_600_000, 9_000)
+    m.oncpu("wrk:worker_1", 2_000_000, 9_000)
+    m.envoy_stats({"listener.0.0.0.0_15006.worker_0.downstream_cx_total": 3,
+                   "listener.0.0.0.0_15006.worker_1.downstream_cx_total": 2})
+    f = one(m.report(), "hot-worker")
+    assert f.evidence["connections_by_worker"] == {"wrk:worker_0": 3, "wrk:worker_1": 2}
+    assert "it accepted 3 of the 5 connections opened meanwhile" in f.text

@@ -633,3 +633,29 @@ def test_concatenated_gzip_members_are_all_read(tmp_path):
     rec = load_input(str(path))
     assert rec.warnings == []
     assert sum(e.total_us for e in rec.edges) == 2 * TOTAL_US
+
+
+def test_builder_sums_queued_waits_per_holder_and_keeps_the_longest_busy_period():
+    """``queued`` deltas add up per (thread, holder); holder tid 0 is the idle CPU; the
+    longest busy period is the maximum over snapshots, absent when no record had one."""
+    builder = RecordingBuilder()
+    hog = {"holder_tid": 77, "holder_pid": 77, "holder_comm": "cpu-hog"}
+    worker = {"tid": WORKER_0, "pid": ENVOY, "comm": "wrk:worker_0"}
+    for snap in (1, 2):
+        builder.add({"type": "queued", "snap": snap, **worker, **hog, "count": 3,
+                     "wait_us": 900 * snap, "max_us": 400 * snap})
+        builder.add({"type": "oncpu", "snap": snap, **worker, "count": 1, "total_us": 10,
+                     "max_us": 10, "max_busy_us": 250_000 // snap})
+    builder.add({"type": "queued", "snap": 2, **worker, "holder_tid": 0, "holder_pid": 0,
+                 "holder_comm": "", "count": 5, "wait_us": 20, "max_us": 6})
+    builder.add({"type": "oncpu", "snap": 1, "tid": 9, "pid": ENVOY, "comm": "envoy",
+                 "count": 1, "total_us": 5, "max_us": 5})
+    rec = builder.finish()
+    by_holder = {(q.holder.comm if q.holder else None): q for q in rec.queued}
+    assert set(by_holder) == {"cpu-hog", None}
+    assert (by_holder["cpu-hog"].count, by_holder["cpu-hog"].wait_us,
+            by_holder["cpu-hog"].max_us) == (6, 2700, 800)
+    assert by_holder["cpu-hog"].holder == Task("cpu-hog", 77, 77)
+    assert by_holder[None].wait_us == 20
+    busy = {o.task.comm: o.max_busy_us for o in rec.oncpu}
+    assert busy == {"wrk:worker_0": 250_000, "envoy": None}

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 from kubectl_offwake.analysis import analyze
-from kubectl_offwake.analysis.model import Edge, StackTable, Task
+from kubectl_offwake.analysis.model import Edge, Pending, StackTable, Task
 from kubectl_offwake.analysis.report import (
     Finding,
     Group,
@@ -27,6 +27,7 @@ from kubectl_offwake.analysis.report import (
 )
 from kubectl_offwake.render import RenderOptions, render
 from kubectl_offwake.units import fmt_share, fmt_us
+from kubectl_offwake.wire.schema import TRUNCATED_FRAME
 from tests.sample_recording import build_sample_recording
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -207,3 +208,19 @@ def test_empty_report_renders():
     text = " ".join(page.text)
     assert "no wakeups were recorded" in text
     assert "no off-CPU time was recorded" in text
+
+
+def test_a_truncated_stack_is_marked_in_the_flame_graph_and_the_pending_table():
+    """The frame the collector ends a looping frame-pointer walk with is a marker (where the
+    stack stopped), set apart from code wherever the page shows frames."""
+    stacks = StackTable()
+    ts = stacks.intern(["schedule", "pipe_read", "read_in_loop", TRUNCATED_FRAME], 2)
+    target = Party("fp_loop", 1, 2, "host: fp_loop")
+    edge = Edge(Task(target.comm, 1, 2), ts, Task("w", 3, 4), stacks.intern(["w"], 0), 50, 1)
+    report = Report({}, Totals(off_cpu_us=50, wakeups=1, edges=1, threads=1),
+                    [Wakeup(edge, "pipe", "waker", "test", target, Party("w", 3, 4, "host: w"))],
+                    [], [], [], [], pending=[Pending(Task("fp_loop", 1, 2), 9000, ts)])
+    page = parse(to_html(report))
+    marked = [attrs for tag, attrs in page.tags if "marker" in (attrs.get("class") or "")]
+    assert {tag for tag, attrs in page.tags if attrs in marked} == {"g", "code"}
+    assert TRUNCATED_FRAME in page.text

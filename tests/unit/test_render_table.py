@@ -7,9 +7,11 @@ import io
 import pytest
 
 from kubectl_offwake.analysis import analyze
+from kubectl_offwake.analysis.model import Pending, StackTable, Task
 from kubectl_offwake.analysis.report import Report, Totals
 from kubectl_offwake.render import RenderOptions, render
 from kubectl_offwake.units import bar, fmt_share, fmt_us
+from kubectl_offwake.wire.schema import TRUNCATED_FRAME
 from tests.sample_recording import build_odd_recording, build_sample_recording
 
 
@@ -99,3 +101,13 @@ def test_an_empty_report_says_so() -> None:
 ])
 def test_human_durations(us: object, expected: str) -> None:
     assert fmt_us(us) == expected  # type: ignore[arg-type]
+
+
+def test_a_pending_stack_cut_at_a_frame_pointer_loop_says_so() -> None:
+    stacks = StackTable()
+    stack = stacks.intern(["schedule", "pipe_read", "read_in_loop", "loop_marker",
+                           TRUNCATED_FRAME], 2)
+    report = Report({}, Totals(), [], [], [], [], [],
+                    pending=[Pending(Task("fp_loop", 1, 2), 9000, stack)])
+    row = next(line for line in _table(report, width=200).splitlines() if "fp_loop" in line)
+    assert row.rstrip().endswith(f"pipe_read ← read_in_loop ← {TRUNCATED_FRAME}")

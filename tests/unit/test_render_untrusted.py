@@ -74,6 +74,15 @@ def hostile_recording() -> Recording:
         info.pod, info.container, info.label = _h(info.pod), _h(info.container), _h(info.label)
         info.threads = {tid: comm + HOSTILE for tid, comm in info.threads.items()}
     rec.oncpu = [dataclasses.replace(o, task=task(o.task)) for o in rec.oncpu]
+    rec.queued = [dataclasses.replace(q, task=task(q.task), holder=task(q.holder))
+                  for q in rec.queued]
+    # Counter names carry listener and cluster names from the configuration, and the
+    # admin address and listening sockets come from the node too.
+    rec.envoy_stats = [dataclasses.replace(
+        e, admin=_h(e.admin),
+        delta={k.replace("0.0.0.0_15006", "0.0.0.0_15006" + HOSTILE): v
+               for k, v in e.delta.items()},
+        listeners={k + HOSTILE: v for k, v in e.listeners.items()}) for e in rec.envoy_stats]
     rec.pending = [dataclasses.replace(p, task=task(p.task), stack=stack(p.stack))
                    for p in rec.pending]
     for key in ("node", "kernel", "bcc_version"):
@@ -100,6 +109,8 @@ def test_the_hostile_names_reach_the_report(report: Report) -> None:
     assert any(w.waker and w.waker.pod and HOSTILE in w.waker.pod for w in report.wakeups)
     assert any(HOSTILE in f for w in report.wakeups for f in w.edge.target_stack.frames)
     assert any(HOSTILE in f.text for f in report.findings)
+    assert any(h.holder and HOSTILE in h.label for h in report.holders)
+    assert any(HOSTILE in a for side in report.envoy for a in side.counts.listeners)
 
 
 @pytest.mark.parametrize("color", [False, True])

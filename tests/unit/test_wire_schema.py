@@ -28,6 +28,8 @@ from kubectl_offwake.collector.bpfprog import (
     Edge,
     MapSizes,
     OnCpuRow,
+    QueuedRow,
+    UserStack,
     Waiting,
 )
 from kubectl_offwake.collector.cli import Options
@@ -41,6 +43,7 @@ from kubectl_offwake.wire import WireWriter
 from kubectl_offwake.wire.schema import (
     RECORD_SHAPES,
     RECORD_TYPES,
+    TRUNCATED_FRAME,
     BlockedWakeupRecord,
     PreemptedWakeupRecord,
     WireRecord,
@@ -110,10 +113,12 @@ class _FakeProgram:
 
     bpf_cls = _FakeBPF
     sizes = MapSizes()
+    own_ustacks = False  # as where the kernel walks user stacks: no unwind sites to write
 
     def __init__(self) -> None:
         self.edges: List[Edge] = []
         self.rows: List[OnCpuRow] = []
+        self.queued: List[QueuedRow] = []
         self.waits: List[Waiting] = []
 
     def drain_edges(self) -> List[Edge]:
@@ -122,6 +127,10 @@ class _FakeProgram:
 
     def drain_oncpu(self) -> List[OnCpuRow]:
         out, self.rows = self.rows, []
+        return out
+
+    def drain_queued(self) -> List[QueuedRow]:
+        out, self.queued = self.queued, []
         return out
 
     def waiting(self) -> List[Waiting]:
@@ -133,8 +142,20 @@ class _FakeProgram:
     def kernel_ips(self, stack_id: int) -> Optional[List[int]]:
         return [0xFFFFFFFF81000000 + stack_id, 0xFFFFFFFF81000100] if stack_id >= 0 else None
 
-    def user_ips(self, stack_id: int, waker: bool = False) -> Optional[List[int]]:
-        return [0x1000 + stack_id] if stack_id >= 0 else None
+    def user_stack(self, stack_id: int, waker: bool = False) -> Optional[UserStack]:
+        """One frame; the preempted edge's stack (20) stopped at a frame-pointer loop."""
+        if stack_id < 0:
+            return None
+        return UserStack([0x1000 + stack_id], truncated=stack_id == 20, cfi_frames=1)
+
+    def add_sites(self, sites: Dict[Any, Any]) -> int:
+        return 0
+
+    def drop_sites(self, keys: List[Any]) -> None:
+        pass
+
+    def drain_new_wakers(self) -> List[Any]:
+        return []
 
 
 def _edge(state: int, kstack: int, **over: Any) -> Edge:
@@ -149,8 +170,10 @@ def _edge(state: int, kstack: int, **over: Any) -> Edge:
 
 
 def _snapshotter_records() -> List[dict]:
-    """A snapshot with both kinds of wakeup (one lost stack among them), on-CPU time, and
-    every kind of pending thread, including one asleep for the whole run."""
+    """A snapshot with both kinds of wakeup (one lost stack, one truncated among them),
+    on-CPU time with a busy period, run-queue waits behind another process and behind an
+    idle CPU, every kind of pending thread, including one asleep for the whole run, and
+    the end record that counts the stacks' frames."""
     out = io.StringIO()
     program = _FakeProgram()
     pid, tid = os.getpid(), threading.get_native_id()
@@ -162,11 +185,16 @@ def _snapshotter_records() -> List[dict]:
         _edge(ST_BLOCKED, -17),  # a lost kernel stack: the stack record says what is missing
         _edge(ST_PREEMPTED, 20, preempt_pid=pid, preempt_comm="h1-hog"),
     ]
-    program.rows = [OnCpuRow(tid, pid, "h1-target", 5, 50_000, 20_000, [0, 3, 2, 0, 0])]
+    program.rows = [OnCpuRow(tid, pid, "h1-target", 5, 50_000, 20_000, [0, 3, 2, 0, 0],
+                             max_busy_ns=30_000)]
+    program.queued = [
+        QueuedRow(tid, pid, "h1-target", pid, pid, "h1-hog", 4, 8_000_000, 3_000_000),
+        QueuedRow(tid, pid, "h1-target", 0, 0, "", 1, 20_000, 20_000),
+    ]
     now = time.monotonic_ns()
     program.waits = [Waiting(tid, pid, "h1-target", state, now - 5_000_000, wake, 30, 30)
                      for state, wake in ((ST_BLOCKED, 0), (ST_BLOCKED, now), (ST_PREEMPTED, 0))]
-    snap.take({"switch_out": 9, "wakeup": 8, "stack_eexist": 1})
+    snap.take({"switch_out": 9, "wakeup": 8, "stack_eexist": 1, "queued_full": 2})
     asleep = threading.Event()
     sleeper = threading.Thread(target=asleep.wait, name="h1-sleeper", daemon=True)
     sleeper.start()
@@ -176,6 +204,8 @@ def _snapshotter_records() -> List[dict]:
     finally:
         asleep.set()
         sleeper.join()
+    collector = collector_main.Collector(Options(pids=[pid]), out)
+    collector._end("duration", {"switches": 9}, {}, frames=snap.frames.record())
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
@@ -219,6 +249,13 @@ def test_what_the_collector_writes_fits_the_schema(tmp_path):
     assert {r["state"] for r in pending} == {"blocked", "runq", "preempted"}
     assert any(r.get("whole_run") for r in pending)
     assert any(r["type"] == "stack" and r.get("missing") for r in records)
+    assert any(r["type"] == "oncpu" and r["max_busy_us"] == 30 for r in records)
+    assert {r["holder_tid"] == 0 for r in records if r["type"] == "queued"} == {True, False}
+    assert any(r["type"] == "progress" and r["lost"]["queued_full"] == 2 for r in records)
+    assert any(r["type"] == "stack" and r["frames"][-1:] == [TRUNCATED_FRAME]
+               for r in records)
+    frames = [r["frames"] for r in records if r["type"] == "end" and "frames" in r]
+    assert frames and frames[0]["truncated_stacks"] == 1 and frames[0]["user_cfi"] > 0
 
 
 def test_a_failed_collector_says_why_in_the_end_record(tmp_path):

@@ -3,8 +3,12 @@
 Each detector looks for the trace signature of one problem real meshes have and says
 nothing unless its evidence is present: rates need counts and the trace's duration (BCC
 imports have no counts), throttling needs the cgroup counters, a noisy neighbour needs the
-collector's ``preempted_by``. The detectors live by family, each threshold beside the
-detector that uses it with the reason for its value:
+collector to name who held the CPU. Where Envoy's own counters can confirm a finding
+(:mod:`..envoy_counts`: connections for the herd, resolutions for a DNS storm, updates for
+xDS churn, watchdog misses for a stall) the detector rests on them, and says so; without
+them it says what it rests on instead, or stays silent when the trace alone would be a
+guess. The detectors live by family, each threshold beside the detector that uses it with
+the reason for its value:
 
 * ``cpu``          -- ready to run without a CPU: CFS throttling, a noisy neighbour
 * ``oncpu``        -- holding the CPU: a hot worker, event-loop stalls

@@ -15,10 +15,12 @@ from functools import wraps
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..aggregate import Index, Sums
+from ..envoy_counts import EnvoyCounts
 from ..model import OnCpu, Recording
 from ..naming import Namer
 from ..report import Finding, Party, Report, ThreadSummary, Wakeup
 from ..roles import WORKER
+from ..runqueue import Holder
 from ..vocabulary import traced_seconds
 
 
@@ -47,7 +49,8 @@ class ThreadRun:
 
 @dataclass(frozen=True)
 class Process:
-    """One traced process: its wakeups (by category, and those of its workers) and threads."""
+    """One traced process: its wakeups (by category, and those of its workers), threads,
+    who held the CPU while they waited to run, and what Envoy counted (when it is one)."""
 
     key: str
     name: str
@@ -56,6 +59,10 @@ class Process:
     threads: Tuple[ThreadSummary, ...]
     by_category: Dict[str, List[Wakeup]]
     workers: List[Wakeup]  # wakeups whose target has the worker role
+    holders: Tuple[Holder, ...] = ()
+    #: Envoy's own counts over the trace; None for a source without them (BCC imports,
+    #: a process that is no Envoy). ``envoy.read`` says whether its admin answered.
+    envoy: Optional[EnvoyCounts] = None
 
     def of(self, category: str) -> List[Wakeup]:
         """The process's wakeups of one category."""
@@ -113,6 +120,14 @@ def build(recording: Recording, report: Report, namer: Namer, idx: Index) -> Con
             proc.workers.extend(ws)
     for t in report.by_thread:
         process_of(t.target).threads.append(t)
+    for h in report.holders:
+        found = gathered.get(_key(h.pid, h.process))
+        if found is not None:
+            found.holders.append(h)
+    for side in report.envoy:
+        for g in gathered.values():
+            if g.pid is not None and g.pid == side.counts.pid:
+                g.envoy = side.counts
     processes = tuple(g.freeze() for g in gathered.values())
     return Context(recording, report, namer, idx, traced_seconds(recording.source), processes)
 
@@ -128,18 +143,24 @@ class _Gathering:
     threads: List[ThreadSummary] = field(default_factory=list)
     by_category: Dict[str, List[Wakeup]] = field(default_factory=dict)
     workers: List[Wakeup] = field(default_factory=list)
+    holders: List[Holder] = field(default_factory=list)
+    envoy: Optional[EnvoyCounts] = None
 
     def freeze(self) -> Process:
         return Process(self.key, self.name, self.pid, tuple(self.cells), tuple(self.threads),
-                       self.by_category, self.workers)
+                       self.by_category, self.workers, tuple(self.holders), self.envoy)
 
 
 def _process_key(party: Party) -> str:
     """The traced process a thread belongs to. Without tgids (BCC imports) every Envoy
     thread (one with a role) is taken to belong to one Envoy."""
     if party.pid is not None:
-        return f"{party.pid}:{party.name}"
+        return _key(party.pid, party.name)
     return ":envoy" if party.role is not None else f":{party.name}"
+
+
+def _key(pid: Optional[int], name: str) -> str:
+    return f"{pid}:{name}" if pid is not None else f":{name}"
 
 
 def _process_name(party: Party) -> str:

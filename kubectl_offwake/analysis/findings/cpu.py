@@ -3,8 +3,12 @@
 Both show as runnable-but-waiting time: all of a preemption, and the run-queue part of a
 wake (the collector splits each wake's off-CPU time into blocked and run-queue). What
 tells them apart is observed, not guessed: throttling needs the container's ``cpu.stat``
-counters to have risen during the trace, a neighbour needs the collector's
-``preempted_by`` naming who took the CPU.
+counters to have risen during the trace; a neighbour needs the collector to name who held
+the CPU while the threads waited. A neighbour mostly delays woken threads rather than
+preempting running ones, so the collector's run-queue holders (the task that ran on the
+CPU last before each waiting thread got it, :mod:`..runqueue`) are the evidence; a
+recording without them (an older collector) falls back on ``preempted_by``, who took the
+CPU at a preemption, and the finding says which it rests on.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Dict, List, Optional
 
 from ...units import fmt_us
 from ..model import Recording, Throttling
+from ..naming import KERNEL_PREFIX
 from ..report import CRITICAL, WARNING, Finding, Severity
 from ..roles import WORKER
 from .context import Context, Process
@@ -32,11 +37,15 @@ RUNQ_MIN_US = 10_000
 #: From this share on the shortage is critical: for a fifth of the time the threads were
 #: off the CPU they were ready to run, so waiting for a CPU dominates their latency.
 RUNQ_SHARE_CRITICAL = 0.20
-#: Preemption by other processes must explain at least this share of the runnable wait
-#: (and RUNQ_MIN_US in all) before one is named a noisy neighbour: Envoy's threads
-#: preempting each other, and the queueing after ordinary wakes, are nobody else's doing,
-#: and one stray kernel worker taking the CPU once is not a neighbour to move.
-NEIGHBOUR_MIN_SHARE = 0.05
+#: Other processes must have held the CPU for at least this share of the runnable wait
+#: (and RUNQ_MIN_US in all) before one is named a noisy neighbour. Envoy's threads share
+#: its CPUs and queue behind each other, and kernel threads take a CPU now and then; below
+#: a quarter of the wait, moving a neighbour would not shorten it much, and the threads
+#: mostly waited for each other.
+NEIGHBOUR_MIN_SHARE = 0.25
+#: Kernel threads that held the CPU (ksoftirqd doing the node's network work, kworkers,
+#: RCU) are no neighbour one can move or out-request: their time is counted apart
+#: (``kernel_us``) and the holders table lists them.
 
 
 @dataclass(frozen=True)
@@ -87,36 +96,76 @@ def cpu_shortage(ctx: Context, proc: Process) -> Optional[Finding]:
     return _noisy_neighbour(proc, workers_only, wait, deltas, shortage, severity, evidence)
 
 
+@dataclass(frozen=True)
+class HeldBy:
+    """Who held the CPU while the threads waited to run: other processes by name, the
+    process's own threads, kernel threads, with what that rests on."""
+
+    others: Dict[str, int]
+    own_us: int
+    kernel_us: int
+    #: "run-queue holders" (the collector's queued records) or "preemptions".
+    basis: str
+
+
+def held_by(proc: Process, workers_only: bool) -> HeldBy:
+    """The run-queue holders when the recording has them, else the preemptors."""
+    others: Dict[str, int] = defaultdict(int)
+    own_us = kernel_us = 0
+    if proc.holders:
+        for h in proc.holders:
+            waited = h.workers_wait_us if workers_only else h.wait_us
+            if h.holder is None or waited <= 0:
+                continue  # an idle CPU: the wakeup's own latency
+            if h.own:
+                own_us += waited
+            elif h.kernel:
+                kernel_us += waited
+            else:
+                others[h.label] += waited
+        return HeldBy(dict(others), own_us, kernel_us, "run-queue holders")
+    for category in PREEMPTIONS:
+        for w in proc.of(category):
+            by = w.preempted_by
+            if (workers_only and w.target.role != WORKER) or by is None:
+                continue
+            if by.pid is not None and by.pid == proc.pid or by.name == proc.name:
+                own_us += w.edge.total_us
+            elif by.name.startswith(KERNEL_PREFIX):
+                kernel_us += w.edge.total_us
+            else:
+                others[by.name] += w.edge.total_us
+    return HeldBy(dict(others), own_us, kernel_us, "preemptions")
+
+
 def _noisy_neighbour(proc: Process, workers_only: bool, wait: RunnableWait,
                      deltas: ThrottleDeltas, shortage: str, severity: Severity,
                      evidence: Dict[str, object]) -> Optional[Finding]:
-    """The preemptor behind the runnable wait, when other processes explain enough of it."""
-    preemptors: Dict[str, int] = defaultdict(int)
-    own_us = 0
-    for category in PREEMPTIONS:
-        for w in proc.of(category):
-            if (workers_only and w.target.role != WORKER) or w.preempted_by is None:
-                continue
-            if w.preempted_by.name == proc.name:
-                own_us += w.edge.total_us
-            else:
-                preemptors[w.preempted_by.name] += w.edge.total_us
-    others_us = sum(preemptors.values())
-    if not preemptors or others_us < max(RUNQ_MIN_US, NEIGHBOUR_MIN_SHARE * wait.runq_us):
+    """The process that held the CPU behind the runnable wait, when other processes
+    explain enough of it."""
+    held = held_by(proc, workers_only)
+    others_us = sum(held.others.values())
+    if not held.others or others_us < max(RUNQ_MIN_US, NEIGHBOUR_MIN_SHARE * wait.runq_us):
         return None
-    top, top_us = max(preemptors.items(), key=lambda kv: (kv[1], kv[0]))
-    evidence.update({"preemptor": top, "preemptor_us": top_us,
-                     "preempted_by_others_us": others_us, "preempted_by_own_us": own_us,
-                     "preemptors": dict(sorted(preemptors.items(), key=lambda kv: -kv[1]))})
+    top, top_us = max(held.others.items(), key=lambda kv: (kv[1], kv[0]))
+    evidence.update({"neighbour": top, "neighbour_us": top_us, "others_us": others_us,
+                     "own_us": held.own_us, "kernel_us": held.kernel_us, "basis": held.basis,
+                     "neighbours": dict(sorted(held.others.items(), key=lambda kv: -kv[1]))})
     no_throttling = ("no CFS throttling" if deltas.nr_throttled == 0
                      else "no throttling counters were recorded")
-    of_all = (f" of the {fmt_us(others_us)} other processes took"
-              if len(preemptors) > 1 else "")
+    of_all = (f" of the {fmt_us(others_us)} other processes held it"
+              if len(held.others) > 1 else "")
+    if held.basis == "preemptions":
+        how = (f"Other processes preempted them: {top} took the CPU from them for "
+               f"{fmt_us(top_us)}{of_all}")
+    else:
+        how = (f"Other processes ran while they waited: {top} for {fmt_us(top_us)}{of_all} "
+               "(each wait counted for the task that ran just before the waiting thread "
+               "got the CPU)")
     return Finding(
         id="noisy-neighbour", severity=severity,
         title=f"Noisy neighbour: {top}",
-        text=(f"{shortage} ({no_throttling}). Other processes preempted them: {top} took the "
-              f"CPU from them for {fmt_us(top_us)}{of_all}. Give the pod a CPU request that "
+        text=(f"{shortage} ({no_throttling}). {how}. Give the pod a CPU request that "
               "reflects its load, or move the neighbour."),
         evidence=evidence)
 

@@ -6,6 +6,7 @@ from collections import defaultdict
 from typing import Dict, Iterable, List, Optional, Sequence, cast
 
 from ..categories import CATEGORIES, CATEGORY_BY_ID
+from ..envoy_counts import EnvoyCounts
 from ..model import Recording
 from ..report import CAUSE_WAKER, Wakeup
 from ..vocabulary import with_comm
@@ -62,3 +63,11 @@ def top_waker(recording: Recording, wakeups: Sequence[Wakeup]) -> Optional[str]:
     if not weights:
         return None
     return max(weights.items(), key=lambda kv: (kv[1], kv[0]))[0]
+
+
+def without_counters(envoy: Optional[EnvoyCounts]) -> str:
+    """Why a finding rests on the trace alone: Envoy's admin did not answer, or the source
+    has no counters of Envoy's at all (an import, an older recording)."""
+    if envoy is not None:
+        return "Envoy's counters could not be read"
+    return "the recording has no counters of Envoy's"

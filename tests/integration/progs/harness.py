@@ -13,7 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
@@ -33,19 +33,33 @@ def skip_reason() -> Optional[str]:
     return None
 
 
-def compile_prog(name: str, outdir: str) -> str:
-    exe = os.path.join(outdir, name)
-    subprocess.run(["gcc", *CFLAGS, "-o", exe, os.path.join(HERE, f"{name}.c")], check=True)
+#: Built as distribution binaries often are: no frame pointers.
+CFLAGS_NO_FP = ["-O1", "-fomit-frame-pointer", "-pthread"]
+
+
+def skip_module_unless_runnable() -> None:
+    """Skips the calling test module (at import) where these tests cannot run."""
+    reason = skip_reason()
+    if reason:
+        import pytest
+
+        pytest.skip(reason, allow_module_level=True)
+
+
+def compile_prog(name: str, outdir: str, cflags: Sequence[str] = tuple(CFLAGS),
+                 exe_name: Optional[str] = None) -> str:
+    exe = os.path.join(outdir, exe_name or name)
+    subprocess.run(["gcc", *cflags, "-o", exe, os.path.join(HERE, f"{name}.c")], check=True)
     return exe
 
 
 class Prog:
     """A test program: started, its tids read, told to go, waited for, told to exit."""
 
-    def __init__(self, exe: str, iters: int, period_ms: int) -> None:
+    def __init__(self, exe: str, iters: int, period_ms: int, args: Sequence[str] = ()) -> None:
         self.name = os.path.basename(exe)
-        self.proc = subprocess.Popen([exe, str(iters), str(period_ms)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([exe, str(iters), str(period_ms), *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.info: Dict[str, int] = json.loads(self.proc.stdout.readline())
         self.pid = self.info["pid"]

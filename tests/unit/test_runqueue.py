@@ -1,0 +1,44 @@
+"""Who held the CPU while the traced threads waited to run (analysis/runqueue.py)."""
+
+from __future__ import annotations
+
+from kubectl_offwake.analysis import analyze
+from kubectl_offwake.analysis.model import ProcessInfo, Queued, Recording, Task
+
+MINE, OTHER = 100, 200
+
+
+def two_envoys() -> Recording:
+    """Our Envoy and another one on the node, both plain host processes named envoy."""
+    rec = Recording()
+    rec.processes[MINE] = ProcessInfo(MINE, "envoy", threads={MINE: "envoy", 101: "wrk:worker_0"})
+    rec.processes[OTHER] = ProcessInfo(OTHER, "envoy", threads={OTHER: "envoy"})
+    rec.targets.append(rec.processes[MINE])
+    worker = Task("wrk:worker_0", MINE, 101)
+    rec.queued = [
+        Queued(worker, Task("envoy", MINE, MINE), 10, 30_000, 5_000),  # our main thread
+        Queued(worker, Task("envoy", OTHER, OTHER), 40, 400_000, 9_000),  # the other Envoy
+        Queued(worker, Task("envoy", OTHER, OTHER), 2, 1_000, 700),
+        Queued(worker, None, 300, 3_000, 40),  # an idle CPU
+    ]
+    return rec
+
+
+def test_own_threads_by_thread_other_processes_by_process_idle_apart() -> None:
+    held = {h.label: h for h in analyze(two_envoys()).holders}
+    assert set(held) == {"envoy (100)", "host: envoy", "idle CPU"}
+    assert held["envoy (100)"].own and not held["host: envoy"].own
+    assert (held["host: envoy"].count, held["host: envoy"].wait_us,
+            held["host: envoy"].max_us) == (42, 401_000, 9_000)
+    assert held["host: envoy"].workers_wait_us == 401_000
+    assert held["idle CPU"].holder is None
+
+
+def test_two_processes_of_one_name_are_told_apart_by_pid() -> None:
+    rec = two_envoys()
+    third = 300
+    rec.processes[third] = ProcessInfo(third, "envoy")
+    rec.queued.append(Queued(rec.queued[0].task, Task("envoy", third, third), 1, 50, 50))
+    labels = sorted(h.label for h in analyze(rec).holders)
+    assert labels == ["envoy (100)", "host: envoy (pid 200)", "host: envoy (pid 300)",
+                      "idle CPU"]

@@ -7,6 +7,7 @@ import base64
 import gzip
 import hashlib
 import json
+import os
 import re
 import signal
 import time
@@ -190,8 +191,6 @@ def test_collector_crash_reports_what_was_collected(target, plugin, how):
             assert target.oom_kill(COLLECTOR_NS, name, "collector")
         else:
             runtime = target.pod_runtime(COLLECTOR_NS, name)
-            import os
-
             os.kill(int(runtime["containers"]["collector"]["pid"]), signal.SIGSEGV)
         out, err = proc.communicate(timeout=90)
     finally:

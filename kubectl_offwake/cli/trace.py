@@ -77,7 +77,7 @@ def trace(
         duration_s=parse_duration(duration), fmt=fmt.value if fmt else None, out=out,
         context=context, kubeconfig=kubeconfig, image=image,
         collector_namespace=collector_namespace, dry_run=dry_run, max_pods=max_pods,
-        save=save, interval_s=parse_duration(interval),
+        save=save, interval_s=parse_duration(interval, "--interval"),
         collector_args=map_size_args(stack_storage_size, agg_size, start_size, oncpu_size),
         client_records=[client_record("kubectl offwake TARGET")],
     )

@@ -1,7 +1,7 @@
 """Unpacks an OCI image archive the way a container runtime does, and runs commands in it.
 
 Unpacking: the manifest's layers in order, by the lab's unpacker (whiteouts honoured; owners,
-modes and file capabilities kept; nothing written outside the root). Running: a private mount
+modes, times and file capabilities kept; nothing written outside the root). Running: a private mount
 namespace with the root filesystem bind-mounted read-only, fresh /proc (in the host's PID
 namespace, as a ``hostPID`` pod sees it), sysfs with tracefs on /sys/kernel/tracing, the
 host's /dev (privileged) and a tmpfs on /tmp (the pod's emptyDir), then ``chroot``.

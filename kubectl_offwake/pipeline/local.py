@@ -302,8 +302,8 @@ class CollectorRun:
                 return "interrupted before the collector started; nothing was traced"
             reason = _last_line(self.sink.text_tail) or f"exit code {self._returncode()}"
             return f"the collector failed before it started tracing: {reason}"
-        if self._returncode() not in (0, None, -signal.SIGTERM) and not self.sink.ended \
-                and not self.interruptions.interrupted:
+        if not self.sink.ended and not self.interruptions.interrupted:
+            # whatever its exit code: a stream without its end is short of its last data
             reason = _last_line(self.sink.text_tail) or f"exit code {self._returncode()}"
             return f"the collector stopped unexpectedly: {reason}"
         return None

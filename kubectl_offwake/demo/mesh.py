@@ -28,9 +28,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Set
 
+from ..collector.envoy_stats import UnixHTTPConnection
 from ..errors import RunFailed
 from . import envoy_config, loadgen
-from .agent import UnixHTTPConnection, admin_get
+from .agent import admin_get
 from .binaries import DemoBinaries
 from .cgroup import DemoCgroup
 from .cpulimit import CpuLimitGroup

@@ -36,7 +36,7 @@ from typing import IO, Any, Deque, Dict, Iterable, List, Mapping, Optional, Sequ
 
 from ..analysis.model import Recording
 from ..collector.bundle import write_zipapp
-from ..errors import RunFailed, say
+from ..errors import RunFailed, require_root, say
 from ..live import LiveProgress
 from ..prctl import die_with_parent
 from .interrupt import Interruptions
@@ -94,11 +94,6 @@ def find_collector_python() -> str:
         "with apt-get install python3-bpfcc (Fedora: dnf install python3-bcc) or set "
         "OFFWAKE_COLLECTOR_PYTHON to a Python that has it"
     )
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        raise RunFailed("tracing with eBPF needs root; run this command with sudo")
 
 
 def _clean_env() -> Dict[str, str]:
@@ -350,7 +345,7 @@ def run_local(target: List[str], duration_s: float, save_path: Optional[str],
               extra: Optional[List[str]] = None,
               after_hello: Optional[Sequence[Mapping[str, Any]]] = None) -> LocalRunResult:
     """Check root, find an interpreter with bcc, run the collector with a live display."""
-    require_root()
+    require_root("tracing with eBPF")
     python = find_collector_python()
     command = collector_command(python, target, duration_s, interval_s, extra)
     display = LiveProgress(title)

@@ -221,10 +221,8 @@ class CollectorRun:
                 readers[1].join(2.0)
             failure = self._failure()
             if failure is not None and self.sink.snapshots:
-                # said in the recording itself, so a later `report` of it says so too
                 node = self.sink.recording.source.get("node") or self.sink.name
-                self.sink.add_client_record(
-                    {"type": "failure", "source": str(node), "reason": failure})
+                self.sink.add_failure(str(node), failure)
         finally:
             self.sink.close()
             self.command.cleanup()

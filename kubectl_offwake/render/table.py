@@ -8,8 +8,9 @@ wake paths, threads still waiting at the end, CPU throttling, and what the trace
 Written with rich to the given stream. Without ``options.color`` no escape codes are
 written at all, so saved output (and the golden files) are plain text; the layout fits
 ``options.width`` columns (100-120 is the design width). Every string goes in through
-:func:`_text` or :func:`_row`, which neutralize it (names from a node can carry escape
-sequences) and never interpret rich markup; the words are the vocabulary's.
+``_text`` (:func:`~kubectl_offwake.untrusted.rich_text`, as in the live display) or
+:func:`_row`, which neutralize it (names from a node can carry escape sequences) and never
+interpret rich markup; the words are the vocabulary's.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from ..analysis.vocabulary import (
     woken_by,
 )
 from ..units import bar, fmt_count, fmt_share, fmt_us
-from ..untrusted import neutralize
+from ..untrusted import rich_text as _text
 from . import RenderOptions, incomplete
 
 #: How many rows the long sections show before summarising the rest.
@@ -438,11 +439,6 @@ def _bar_width(options: RenderOptions) -> int:
     if options.width >= 110:
         return 16
     return 10 if options.width >= 100 else 0
-
-
-def _text(text: str, style: str = "") -> Text:
-    """Text for the console: neutralized, and never parsed for rich markup."""
-    return Text(neutralize(text), style=style)
 
 
 def _row(table: Table, *cells: Union[str, RenderableType]) -> None:

@@ -9,6 +9,7 @@ is made, and whatever prints ``str(error)`` prints no control character.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional, TextIO
 
@@ -48,3 +49,9 @@ def say(text: str, stream: Optional[TextIO] = None) -> None:
     out = sys.stderr if stream is None else stream
     out.write(neutralize(text) + "\n")
     out.flush()
+
+
+def require_root(what: str) -> None:
+    """``what`` (eBPF, network namespaces) needs root: say so before anything is started."""
+    if os.geteuid() != 0:
+        raise RunFailed(f"{what} needs root; run this command with sudo")

@@ -32,6 +32,7 @@ from rich.text import Text
 
 from .analysis.vocabulary import traced_field
 from .untrusted import neutralize
+from .untrusted import rich_text as _text
 from .wire.schema import distinct_losses, loss_sentences
 
 #: Statuses that records arriving late must not overwrite.
@@ -251,10 +252,6 @@ class LiveProgress:
 def _console(stream: IO[str]) -> Console:
     """A console that prints strings as they are: no markup, no emoji codes, no highlighting."""
     return Console(file=stream, highlight=False, markup=False, emoji=False)
-
-
-def _text(text: str, style: str = "") -> Text:
-    return Text(neutralize(text), style=style)
 
 
 class StepPrinter:

@@ -16,6 +16,10 @@ to the same names.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # rich only where a console is made; this module stays stdlib at import
+    from rich.text import Text
 
 #: What must never reach an output as itself: C0 controls, DEL, C1 controls (0x9b is a
 #: CSI on its own), the bidi marks, embeddings, overrides and isolates, the line and
@@ -72,3 +76,11 @@ def json_escaped(document: str) -> str:
     if (document.isascii() and "\x7f" not in document) or not _UNSAFE_IN_JSON.search(document):
         return document  # (two quick C scans answer for the usual all-ASCII chunk)
     return _UNSAFE_IN_JSON.sub(_json_escape, document)
+
+
+def rich_text(text: object, style: str = "") -> Text:
+    """``text`` for a rich console (the terminal report, the live display): neutralized,
+    and a :class:`~rich.text.Text`, so rich never reads markup in it."""
+    from rich.text import Text
+
+    return Text(neutralize(text), style=style)

@@ -16,7 +16,7 @@ Nothing depends on the clock or on dict ordering, so golden files stay byte-stab
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 from kubectl_offwake.analysis.model import (
     Edge,
@@ -570,12 +570,6 @@ def build_sample_recording() -> Recording:
         "37 stack(s) were lost to hash collisions (stack_eexist); raise --stack-storage-size",
     ]
     return rec
-
-
-def sample_edge_count() -> Tuple[int, int]:
-    """(edges, distinct stacks) of the sample, for tests that check nothing was dropped."""
-    rec = build_sample_recording()
-    return len(rec.edges), len(rec.stacks)
 
 
 def build_odd_recording() -> Recording:

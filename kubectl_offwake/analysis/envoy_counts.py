@@ -81,9 +81,6 @@ class EnvoyCounts:
         """Traffic listeners (not on loopback) with one listening socket for all workers."""
         return sorted(a for a, n in self.listeners.items() if n == 1 and not _loopback(a))
 
-    def traffic_listeners(self) -> List[str]:
-        return sorted(a for a in self.listeners if not _loopback(a))
-
 
 def _loopback(address: str) -> bool:
     host = address.rsplit(":", 1)[0]

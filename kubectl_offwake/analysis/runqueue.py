@@ -40,6 +40,14 @@ class Holder:
     max_us: int = 0
     #: Of ``wait_us``, the waits of worker threads.
     workers_wait_us: int = 0
+    #: The run-queue waits of the process's threads behind every holder: what
+    #: :attr:`share` is a part of.
+    process_wait_us: int = 0
+
+    @property
+    def share(self) -> float:
+        """This holder's part of its process's run-queue wait (every view shows it)."""
+        return self.wait_us / self.process_wait_us if self.process_wait_us else 0.0
 
 
 def holders(recording: Recording, namer: Namer) -> List[Holder]:
@@ -71,6 +79,11 @@ def holders(recording: Recording, namer: Namer) -> List[Holder]:
             group.workers_wait_us += q.wait_us
     found = list(groups.values())
     _tell_apart(found)
+    totals: Dict[str, int] = {}
+    for h in found:
+        totals[h.process] = totals.get(h.process, 0) + h.wait_us
+    for h in found:
+        h.process_wait_us = totals[h.process]
     return sorted(found, key=lambda h: (str(h.pid), -h.wait_us, h.label))
 
 

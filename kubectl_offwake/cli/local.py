@@ -41,6 +41,7 @@ def local(
     if pid is not None and pid <= 0:
         raise BadInput(f"--pid {pid} is not a process id; pass the PID of a running process")
     seconds = parse_duration(duration)
+    interval_s = parse_duration(interval, "--interval")
     chosen = fmt.value if fmt else guess_format(out)
     target = ["--pid", str(pid)] if pid is not None else ["--comm", str(comm)]
     label = f"pid{pid}" if pid is not None else str(comm)
@@ -51,10 +52,6 @@ def local(
 
     extra = map_size_args(stack_storage_size, agg_size, start_size, oncpu_size)
     save_path = save or default_save_path(label)
-    try:
-        interval_s = parse_duration(interval)
-    except BadInput:
-        raise BadInput(f"--interval {interval!r} is not a duration; use for example 1s") from None
     result = run_local(target, seconds, save_path, interval_s=interval_s,
                        title=f"tracing {label}", source=label, extra=extra,
                        after_hello=[client_record("kubectl offwake local")])

@@ -3,12 +3,12 @@ command that talks to a cluster (docs/design.md §3.1)."""
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
 import typer
 
+from ..collector.cli import duration_seconds
 from ..errors import BadInput
 from ..wire.schema import MAP_SIZE_OPTIONS
 
@@ -22,18 +22,13 @@ class Format(str, Enum):
     html = "html"
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from ``10``, ``10s``, ``2m``, ``500ms`` or ``1h``."""
-    match = _DURATION.match(str(text))
-    if not match:
-        raise BadInput(f"--duration {text!r} is not a duration; use seconds like 10, 10s or 2m")
-    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+def parse_duration(text: str, flag: str = "--duration") -> float:
+    """Seconds from ``10``, ``10s``, ``2m``, ``500ms`` or ``1h`` (the collector's grammar)."""
+    seconds = duration_seconds(str(text))
+    if seconds is None:
+        raise BadInput(f"{flag} {text!r} is not a duration; use seconds like 10, 10s or 2m")
     if seconds <= 0:
-        raise BadInput("--duration must be more than zero; use for example 10s")
+        raise BadInput(f"{flag} must be more than zero; use for example 10s")
     return seconds
 
 

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import say
 from .options import collector_namespace_option, context_option, kubeconfig_option
 
 
@@ -46,12 +47,12 @@ def setup(
     preflight.require(cluster, preflight.setup_permissions(collector_namespace, chosen is not None),
                       advice=preflight.ASK_AN_ADMIN)
     for line in admin.apply(cluster, collector_namespace, chosen):
-        typer.echo(line, err=True)
-    typer.echo(f"ready: collector pods will run in namespace {collector_namespace}", err=True)
-    stored = clusterimage.read(cluster, collector_namespace)
+        say(line)
+    say(f"ready: collector pods will run in namespace {collector_namespace}")
+    stored = clusterimage.read(cluster, collector_namespace)  # anyone's text: say() escapes it
     if stored:
         choice = ImageChoice(stored, "cluster", collector_namespace)
-        typer.echo(f"collector image: {stored} ({choice.describe()})", err=True)
+        say(f"collector image: {stored} ({choice.describe()})")
     else:
-        typer.echo(f"collector image: none chosen for the cluster; runs use --image, "
-                   f"$OFFWAKE_IMAGE or the default {default_image()}", err=True)
+        say(f"collector image: none chosen for the cluster; runs use --image, "
+            f"$OFFWAKE_IMAGE or the default {default_image()}")

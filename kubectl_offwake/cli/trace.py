@@ -53,7 +53,8 @@ def trace(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Resolve TARGET and print the manifests; create nothing."),
     max_pods: int = typer.Option(
-        DEFAULT_MAX_PODS, "--max-pods", help="Refuse a TARGET matching more pods than this."),
+        DEFAULT_MAX_PODS, "--max-pods", min=1,
+        help="Refuse a TARGET matching more pods than this."),
     save: Optional[str] = typer.Option(
         None, "--save",
         help="Where to save the recording (default offwake-RUNID.jsonl.gz here)."),
@@ -68,16 +69,12 @@ def trace(
     from ..k8s.session import TraceRequest
     from ..pipeline.cluster import guard, run_trace
 
-    if max_pods < 1:
-        from ..errors import BadInput
-
-        raise BadInput("--max-pods must be at least 1")
     request = TraceRequest(
         target=target, namespace=namespace, container=container, selector=selector,
         duration_s=parse_duration(duration), fmt=fmt.value if fmt else None, out=out,
         context=context, kubeconfig=kubeconfig, image=image,
         collector_namespace=collector_namespace, dry_run=dry_run, max_pods=max_pods,
-        save=save, interval_s=parse_duration(interval),
+        save=save, interval_s=parse_duration(interval, "--interval"),
         collector_args=map_size_args(stack_storage_size, agg_size, start_size, oncpu_size),
         client_records=[client_record("kubectl offwake TARGET")],
     )

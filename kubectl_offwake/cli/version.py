@@ -39,7 +39,8 @@ def version(
             stored = clusterimage.read(cluster, collector_namespace)
         except UserError as exc:
             raise RunFailed(f"the collector image is unknown: cannot read the cluster's choice "
-                            f"({exc})") from None
+                            f"({exc}); --image or OFFWAKE_IMAGE chooses one without the "
+                            "cluster") from None
         choice = choose(None, os.environ, stored, collector_namespace)
     else:
         choice = choose(None, os.environ, None, collector_namespace)

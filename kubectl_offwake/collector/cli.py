@@ -34,14 +34,21 @@ class Options:
         return {flag: getattr(self.sizes, name) for flag, name in _SIZE_FIELDS.items()}
 
 
-def parse_duration(text: str) -> float:
-    """``10``, ``10s``, ``500ms``, ``2m`` -> seconds."""
+def duration_seconds(text: str) -> Optional[float]:
+    """``10``, ``10s``, ``500ms``, ``2m``, ``1h`` -> seconds; None for anything else. The
+    one duration grammar: the plugin's options read durations by it too."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
     if not m:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 10, 10s or 2m")
-    value = float(m.group(1))
+        return None
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2) or "s"]
-    return value * scale
+    return float(m.group(1)) * scale
+
+
+def parse_duration(text: str) -> float:
+    seconds = duration_seconds(text)
+    if seconds is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 10, 10s or 2m")
+    return seconds
 
 
 def _positive_int(text: str) -> int:

@@ -236,8 +236,11 @@ def deltas(start: Dict[str, int], end: Dict[str, int]) -> Dict[str, int]:
     return out
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a unix stream socket (Envoy's admin ``pipe`` address; a leading NUL
+    names an abstract one). The demo's pilot-agent polls its Envoy through it too."""
+
+    def __init__(self, path: str, timeout: float = 2.0) -> None:
         super().__init__("localhost", timeout=timeout)
         self.unix_path = path
 
@@ -288,11 +291,11 @@ def fetch_counters(pid: int, admin: AdminAddress, timeout: float = TIMEOUT_S,
         path = in_root(f"{proc}/{pid}/root", admin.path)  # Envoy's filesystem, from ours
         if len(path) > _UNIX_PATH_MAX:
             raise OSError(f"the socket path {path} is too long to connect to")
-        conn = _UnixHTTPConnection(path, timeout)
+        conn = UnixHTTPConnection(path, timeout)
     else:
         enter_netns(pid, proc)
         if admin.path:
-            conn = _UnixHTTPConnection("\0" + admin.path[1:], timeout)
+            conn = UnixHTTPConnection("\0" + admin.path[1:], timeout)
         else:
             conn = http.client.HTTPConnection(admin.host, admin.port, timeout=timeout)
     try:

@@ -17,30 +17,16 @@ import argparse
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from typing import List, Optional
 
+from ..collector.envoy_stats import UnixHTTPConnection
 from ..prctl import die_with_parent, pin, set_comm
 from .xds import XdsServer
 
 COMM = "pilot-agent"
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP/1.1 over a unix stream socket (Envoy's admin ``pipe`` address)."""
-
-    def __init__(self, path: str, timeout: float = 2.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.unix_path)
-        self.sock = sock
 
 
 def admin_get(path: str, conn: UnixHTTPConnection) -> tuple[int, bytes]:

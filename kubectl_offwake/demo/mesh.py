@@ -28,9 +28,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Set
 
-from ..errors import RunFailed
+from ..collector.envoy_stats import UnixHTTPConnection
+from ..errors import RunFailed, require_root
 from . import envoy_config, loadgen
-from .agent import UnixHTTPConnection, admin_get
+from .agent import admin_get
 from .binaries import DemoBinaries
 from .cgroup import DemoCgroup
 from .cpulimit import CpuLimitGroup
@@ -40,6 +41,8 @@ from .settings import MeshSettings
 from .stale import remove_stale
 
 StepCallback = Callable[[str], None]
+#: What the demo does that needs root (said when it is not).
+DEMO_NEEDS = "the demo (network namespaces and eBPF)"
 
 DNS_IP = "127.0.0.53"
 
@@ -68,11 +71,6 @@ class MeshInfo:
 
     def tids(self, comm_prefix: str) -> List[int]:
         return sorted(t for t, c in self.envoy_threads.items() if c.startswith(comm_prefix))
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        raise RunFailed("the demo needs root (network namespaces and eBPF); run it with sudo")
 
 
 def _choose_cpus() -> tuple[int, Optional[Set[int]]]:
@@ -151,7 +149,7 @@ class DemoMesh:
 
     def start(self) -> MeshInfo:
         """Set the node up step by step, reporting each finished step to ``on_step``."""
-        require_root()
+        require_root(DEMO_NEEDS)
         binaries = self._binaries or DemoBinaries.find()
         for pid in remove_stale(os.getpid()):
             self.on_step(f"removed what a killed demo (pid {pid}) had left behind")

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from ..analysis.model import Recording
-from ..errors import RunFailed
+from ..errors import RunFailed, require_root
 from ..live import LiveProgress, StepPrinter
 from ..pipeline.local import CollectorRun, collector_command, find_collector_python
 from ..pipeline.sink import StreamSink
 from ..prctl import pin
 from .binaries import DemoBinaries
-from .mesh import DemoMesh, MeshInfo, require_root
+from .mesh import DEMO_NEEDS, DemoMesh, MeshInfo
 from .scenarios import Scenario
 
 #: Seconds of load before tracing starts, so connections and caches are warm.
@@ -54,7 +54,7 @@ def run_demo(duration_s: float, scenario: Scenario, keep_recording: Optional[str
              client: Optional[Dict[str, Any]] = None) -> DemoResult:
     """Set up the scenario's node, trace its Envoy, remove the node; ``collector_args``
     go to the collector as they are, ``client`` is the recording's ``client`` record."""
-    require_root()
+    require_root(DEMO_NEEDS)
     steps = steps or StepPrinter()
     binaries = DemoBinaries.find()
     python = find_collector_python()

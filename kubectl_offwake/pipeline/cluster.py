@@ -117,9 +117,7 @@ def _finish(req: TraceRequest, fleet: Fleet, sinks: Dict[str, StreamSink], run_i
     nodes: List[str] = []
     for node, sink in sinks.items():
         if sink.saw_hello and node in fleet.errors:
-            # said in the recording itself, so a later `report` of it says so too
-            sink.add_client_record({"type": "failure", "source": node,
-                                    "reason": fleet.errors[node]})
+            sink.add_failure(node, fleet.errors[node])
         sink.close()
         if sink.saw_hello:
             nodes.append(node)

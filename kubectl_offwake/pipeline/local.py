@@ -36,7 +36,7 @@ from typing import IO, Any, Deque, Dict, Iterable, List, Mapping, Optional, Sequ
 
 from ..analysis.model import Recording
 from ..collector.bundle import write_zipapp
-from ..errors import RunFailed, say
+from ..errors import RunFailed, require_root, say
 from ..live import LiveProgress
 from ..prctl import die_with_parent
 from .interrupt import Interruptions
@@ -94,11 +94,6 @@ def find_collector_python() -> str:
         "with apt-get install python3-bpfcc (Fedora: dnf install python3-bcc) or set "
         "OFFWAKE_COLLECTOR_PYTHON to a Python that has it"
     )
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        raise RunFailed("tracing with eBPF needs root; run this command with sudo")
 
 
 def _clean_env() -> Dict[str, str]:
@@ -226,10 +221,8 @@ class CollectorRun:
                 readers[1].join(2.0)
             failure = self._failure()
             if failure is not None and self.sink.snapshots:
-                # said in the recording itself, so a later `report` of it says so too
                 node = self.sink.recording.source.get("node") or self.sink.name
-                self.sink.add_client_record(
-                    {"type": "failure", "source": str(node), "reason": failure})
+                self.sink.add_failure(str(node), failure)
         finally:
             self.sink.close()
             self.command.cleanup()
@@ -302,8 +295,8 @@ class CollectorRun:
                 return "interrupted before the collector started; nothing was traced"
             reason = _last_line(self.sink.text_tail) or f"exit code {self._returncode()}"
             return f"the collector failed before it started tracing: {reason}"
-        if self._returncode() not in (0, None, -signal.SIGTERM) and not self.sink.ended \
-                and not self.interruptions.interrupted:
+        if not self.sink.ended and not self.interruptions.interrupted:
+            # whatever its exit code: a stream without its end is short of its last data
             reason = _last_line(self.sink.text_tail) or f"exit code {self._returncode()}"
             return f"the collector stopped unexpectedly: {reason}"
         return None
@@ -350,7 +343,7 @@ def run_local(target: List[str], duration_s: float, save_path: Optional[str],
               extra: Optional[List[str]] = None,
               after_hello: Optional[Sequence[Mapping[str, Any]]] = None) -> LocalRunResult:
     """Check root, find an interpreter with bcc, run the collector with a live display."""
-    require_root()
+    require_root("tracing with eBPF")
     python = find_collector_python()
     command = collector_command(python, target, duration_s, interval_s, extra)
     display = LiveProgress(title)

@@ -131,6 +131,11 @@ class StreamSink:
         if self._on_record is not None:
             self._on_record(record)
 
+    def add_failure(self, source: str, reason: str) -> None:
+        """The run's word that this source failed, said in the recording itself, so a later
+        ``report`` of the file says it is incomplete, and why, as the live report did."""
+        self.add_client_record({"type": "failure", "source": source, "reason": reason})
+
     def add_client_record(self, record: Mapping[str, Any]) -> None:
         """A record of the client's own (no ``seq``: not the collector's numbering)."""
         if self.file is not None:

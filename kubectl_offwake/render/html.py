@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Dict, Sequence, TextIO, Tuple
 
 from ..analysis.categories import CATEGORY_BY_ID, CAUSES
-from ..analysis.report import Finding, Group, Party, Report, ThreadSummary
+from ..analysis.report import INFO, SEVERITIES, Finding, Group, Party, Report, ThreadSummary
 from ..analysis.vocabulary import (
     ENVOY_COUNTED,
     HELD_CPU,
@@ -132,7 +132,7 @@ def _cards(report: Report) -> str:
 
 
 def _finding(finding: Finding) -> str:
-    sev = finding.severity if finding.severity in ("info", "warning", "critical") else "info"
+    sev = finding.severity if finding.severity in SEVERITIES else INFO  # a class name
     evidence = ""
     if finding.evidence:
         items = "; ".join(f"{esc(k)}: {esc(_value(v))}" for k, v in finding.evidence.items())
@@ -277,18 +277,15 @@ def _holders(report: Report) -> str:
     """Who had the CPU while the threads waited to run."""
     if not report.holders:
         return ""
-    totals: Dict[str, int] = {}
-    for h in report.holders:
-        totals[h.process] = totals.get(h.process, 0) + h.wait_us
+    several = len({h.process for h in report.holders}) > 1
     rows = []
     for h in report.holders[:TOP_HOLDERS]:
-        process = f' <span class="muted">({esc(h.process)})</span>' if len(totals) > 1 else ""
-        share = h.wait_us / totals[h.process] if totals[h.process] else 0.0
+        process = f' <span class="muted">({esc(h.process)})</span>' if several else ""
         rows.append(f"<tr><td>{esc(h.label)}{process}</td>"
                     f'<td class="n">{fmt_count(h.count)}</td>'
                     f'<td class="n">{esc(fmt_us(h.wait_us))}</td>'
                     f'<td class="n">{esc(fmt_us(h.max_us))}</td>'
-                    f'<td class="n">{esc(fmt_share(share))}</td></tr>')
+                    f'<td class="n">{esc(fmt_share(h.share))}</td></tr>')
     return (f'<section id="holders"><h2>{esc(HELD_CPU)}<span class="note">each wait counted '
             "for the task that ran just before the waiting thread got the CPU</span></h2>"
             '<table><thead><tr><th>Held by</th><th class="n">Waits</th><th class="n">Waited</th>'

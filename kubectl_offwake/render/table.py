@@ -8,14 +8,15 @@ wake paths, threads still waiting at the end, CPU throttling, and what the trace
 Written with rich to the given stream. Without ``options.color`` no escape codes are
 written at all, so saved output (and the golden files) are plain text; the layout fits
 ``options.width`` columns (100-120 is the design width). Every string goes in through
-:func:`_text` or :func:`_row`, which neutralize it (names from a node can carry escape
-sequences) and never interpret rich markup; the words are the vocabulary's.
+``_text`` (:func:`~kubectl_offwake.untrusted.rich_text`, as in the live display) or
+:func:`_row`, which neutralize it (names from a node can carry escape sequences) and never
+interpret rich markup; the words are the vocabulary's.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Dict, Iterable, List, Optional, Sequence, TextIO, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple, Union
 
 from rich import box
 from rich.console import Console, RenderableType
@@ -26,7 +27,16 @@ from rich.text import Text
 
 from ..analysis.categories import CATEGORY_BY_ID, ROLES
 from ..analysis.model import Pending, Stack, Throttling
-from ..analysis.report import Group, Report, ThreadSummary, Wakeup
+from ..analysis.report import (
+    CRITICAL,
+    INFO,
+    WARNING,
+    Group,
+    Report,
+    Severity,
+    ThreadSummary,
+    Wakeup,
+)
 from ..analysis.runqueue import Holder
 from ..analysis.vocabulary import (
     ENVOY_COUNTED,
@@ -44,7 +54,7 @@ from ..analysis.vocabulary import (
     woken_by,
 )
 from ..units import bar, fmt_count, fmt_share, fmt_us
-from ..untrusted import neutralize
+from ..untrusted import rich_text as _text
 from . import RenderOptions, incomplete
 
 #: How many rows the long sections show before summarising the rest.
@@ -58,8 +68,9 @@ _SCHED_FRAMES = frozenset({
     "schedule_hrtimeout_range_clock", "schedule_hrtimeout_range", "schedule_hrtimeout",
     "io_schedule", "finish_task_switch", "finish_task_switch.isra.0",
 })
-_SEVERITY_STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
-_SEVERITY_MARK = {"critical": "!!", "warning": "! ", "info": "i "}
+_SEVERITY_STYLE: Dict[Severity, str] = {CRITICAL: "bold red", WARNING: "bold yellow",
+                                        INFO: "cyan"}
+_SEVERITY_MARK: Dict[Severity, str] = {CRITICAL: "!!", WARNING: "! ", INFO: "i "}
 
 
 def render(report: Report, out: TextIO, options: RenderOptions) -> None:
@@ -97,7 +108,7 @@ def _categories(report: Report, console: Console, options: RenderOptions) -> Non
         console.print()
         console.print("No off-CPU time was recorded for the target threads.")
         return
-    causes = _causes_by_category(report.wakeups)
+    causes = _heaviest(report.wakeups, lambda w: w.category, lambda w: w.cause)
     table = _table("Where the off-CPU time went")
     table.add_column("Category", no_wrap=True)
     table.add_column("Cause", overflow="fold", ratio=1, min_width=9)
@@ -127,22 +138,26 @@ def _categories(report: Report, console: Console, options: RenderOptions) -> Non
     console.print(table)
 
 
-def _causes_by_category(wakeups: Iterable[Wakeup]) -> Dict[str, Tuple[str, ...]]:
-    """Each category's causes, heaviest first (ties by name, for stable output)."""
+def _heaviest(wakeups: Iterable[Wakeup], group: Callable[[Wakeup], str],
+              item: Callable[[Wakeup], str]) -> Dict[str, Tuple[str, ...]]:
+    """Per group of wakeups, its items by off-CPU time, heaviest first (ties by name, for
+    stable output): each category's causes, each waker's categories."""
     sums: Dict[str, Dict[str, int]] = {}
     for wakeup in wakeups:
-        per = sums.setdefault(wakeup.category, {})
-        per[wakeup.cause] = per.get(wakeup.cause, 0) + wakeup.edge.total_us
+        per = sums.setdefault(group(wakeup), {})
+        key = item(wakeup)
+        per[key] = per.get(key, 0) + wakeup.edge.total_us
     return {
-        category: tuple(c for c, _ in sorted(per.items(), key=lambda kv: (-kv[1], kv[0])))
-        for category, per in sums.items()
+        key: tuple(c for c, _ in sorted(per.items(), key=lambda kv: (-kv[1], kv[0])))
+        for key, per in sums.items()
     }
 
 
 def _wakers(report: Report, console: Console, options: RenderOptions) -> None:
     if not report.by_waker:
         return
-    categories = _categories_by_waker(report.wakeups)
+    categories = _heaviest(report.wakeups, lambda w: waker_group(w)[0],
+                           lambda w: w.category)
     wide = options.width >= 110
     table = _table("Who woke the threads")
     table.add_column("Waker", no_wrap=True, overflow="fold")
@@ -174,18 +189,6 @@ def _first_of(items: Sequence[str]) -> str:
     if not items:
         return ""
     return items[0] + (f" +{len(items) - 1}" if len(items) > 1 else "")
-
-
-def _categories_by_waker(wakeups: Iterable[Wakeup]) -> Dict[str, Tuple[str, ...]]:
-    """Each waker group's categories (by group key), heaviest first."""
-    sums: Dict[str, Dict[str, int]] = {}
-    for wakeup in wakeups:
-        per = sums.setdefault(waker_group(wakeup)[0], {})
-        per[wakeup.category] = per.get(wakeup.category, 0) + wakeup.edge.total_us
-    return {
-        key: tuple(c for c, _ in sorted(per.items(), key=lambda kv: (-kv[1], kv[0])))
-        for key, per in sums.items()
-    }
 
 
 def _threads(report: Report, console: Console, options: RenderOptions) -> None:
@@ -238,8 +241,7 @@ def _findings(report: Report, console: Console, options: RenderOptions) -> None:
         return
     for finding in report.findings:
         line = Text("  ")
-        line.append(_SEVERITY_MARK.get(finding.severity, "  "),
-                    style=_SEVERITY_STYLE.get(finding.severity, ""))
+        line.append(_SEVERITY_MARK[finding.severity], style=_SEVERITY_STYLE[finding.severity])
         line.append_text(_text(f" {finding.title}", "bold"))
         console.print(line)
         console.print(_indented(finding.text, 6, options.width))
@@ -289,7 +291,6 @@ def _holders(report: Report, console: Console, options: RenderOptions) -> None:
     for holder in report.holders:
         by_process.setdefault(holder.process, []).append(holder)
     for process, holders in by_process.items():
-        total = sum(h.wait_us for h in holders)
         title = HELD_CPU + (f" ({process})" if len(by_process) > 1 else "")
         table = _table(title)
         table.add_column("Held by", ratio=1, overflow="fold")
@@ -299,12 +300,11 @@ def _holders(report: Report, console: Console, options: RenderOptions) -> None:
         table.add_column("Share", justify="right", no_wrap=True)
         for h in holders[:TOP_HOLDERS]:
             _row(table, h.label, fmt_count(h.count), fmt_us(h.wait_us), fmt_us(h.max_us),
-                 fmt_share(h.wait_us / total if total else 0.0))
+                 fmt_share(h.share))
         rest = holders[TOP_HOLDERS:]
         if rest:
-            waited = sum(h.wait_us for h in rest)
             _row(table, f"… {len(rest)} more", fmt_count(sum(h.count for h in rest)),
-                 fmt_us(waited), "", fmt_share(waited / total if total else 0.0))
+                 fmt_us(sum(h.wait_us for h in rest)), "", fmt_share(sum(h.share for h in rest)))
         console.print()
         console.print(table)
 
@@ -439,11 +439,6 @@ def _bar_width(options: RenderOptions) -> int:
     if options.width >= 110:
         return 16
     return 10 if options.width >= 100 else 0
-
-
-def _text(text: str, style: str = "") -> Text:
-    """Text for the console: neutralized, and never parsed for rich markup."""
-    return Text(neutralize(text), style=style)
 
 
 def _row(table: Table, *cells: Union[str, RenderableType]) -> None:

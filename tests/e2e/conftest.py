@@ -211,6 +211,15 @@ def wait_envoy_ready(lab, namespace: str, name: str, timeout: float = 60) -> Lis
     raise AssertionError(f"no running envoy in {namespace}/{name}")
 
 
+def envoy_target(lab, ns: str, pod: str, node: Optional[str] = None):
+    """Namespace ``ns`` with the Envoy pod ``pod`` in it (on ``node``), its Envoy ready: the
+    target of a module's runs. Returns the lab."""
+    apply(lab, [namespace(ns)])
+    apply(lab, envoy_pod(pod, namespace=ns, node=node))
+    wait_envoy_ready(lab, ns, pod)
+    return lab
+
+
 def _has_workers(pid: int) -> bool:
     try:
         names = [(t / "comm").read_text().strip() for t in Path(f"/proc/{pid}/task").iterdir()]

@@ -7,6 +7,7 @@ import base64
 import gzip
 import hashlib
 import json
+import os
 import re
 import signal
 import time
@@ -21,12 +22,12 @@ from .conftest import (
     assert_clean,
     b64,
     envoy_pod,
+    envoy_target,
     get_json,
     managed_leftovers,
     namespace,
     pod_name_in,
     read_until,
-    wait_envoy_ready,
 )
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.slow]
@@ -38,15 +39,13 @@ POD = "envoy-f1"
 @pytest.fixture(scope="module")
 def target(cluster):
     """One Envoy pod in its own namespace, a pod without Envoy, a pod that never runs."""
-    apply(cluster, [namespace(NS)])
-    apply(cluster, envoy_pod(POD, namespace=NS, node="lab-node-2"))
+    envoy_target(cluster, NS, POD, "lab-node-2")
     plain = envoy_pod("plain-1", namespace=NS)[1]
     plain["spec"]["containers"] = plain["spec"]["containers"][:1]
     plain["spec"]["volumes"] = []
     stuck = envoy_pod("stuck-1", namespace=NS)
     stuck[1]["spec"]["containers"][1]["image"] = "registry.invalid/istio/proxyv2:1"
     apply(cluster, [plain, *stuck])
-    wait_envoy_ready(cluster, NS, POD)
     return cluster
 
 
@@ -190,8 +189,6 @@ def test_collector_crash_reports_what_was_collected(target, plugin, how):
             assert target.oom_kill(COLLECTOR_NS, name, "collector")
         else:
             runtime = target.pod_runtime(COLLECTOR_NS, name)
-            import os
-
             os.kill(int(runtime["containers"]["collector"]["pid"]), signal.SIGSEGV)
         out, err = proc.communicate(timeout=90)
     finally:

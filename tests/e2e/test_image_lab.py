@@ -18,17 +18,14 @@ from kubectl_offwake import __version__
 
 from .conftest import (
     COLLECTOR_NS,
-    apply,
     assert_clean,
     collector_namespace_contents,
     collector_processes,
-    envoy_pod,
-    namespace,
+    envoy_target,
     pod_name_in,
     push_with_file,
     read_until,
     registry_of,
-    wait_envoy_ready,
 )
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.slow]
@@ -42,10 +39,7 @@ CLUSTER_CHOICE = ("the cluster's choice: ConfigMap offwake-system/offwake-config
 
 @pytest.fixture(scope="module")
 def target(cluster):
-    apply(cluster, [namespace(NS)])
-    apply(cluster, envoy_pod(POD, namespace=NS, node=NODE))
-    wait_envoy_ready(cluster, NS, POD)
-    return cluster
+    return envoy_target(cluster, NS, POD, NODE)
 
 
 def _kubectl_offwake(lab, *args: str, env=None) -> subprocess.CompletedProcess:

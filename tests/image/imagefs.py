@@ -1,10 +1,10 @@
 """Unpacks an OCI image archive the way a container runtime does, and runs commands in it.
 
-Unpacking: the manifest's layers in order, whiteouts honoured, owners, modes and mtimes
-(symbolic links' too) kept. Running: a private mount namespace with the root filesystem
-bind-mounted read-only, fresh /proc (in the host's PID namespace, as a ``hostPID`` pod
-sees it), sysfs with tracefs on /sys/kernel/tracing, the host's /dev (privileged) and a
-tmpfs on /tmp (the pod's emptyDir), then ``chroot``.
+Unpacking: the manifest's layers in order, by the lab's unpacker (whiteouts honoured; owners,
+modes, times and file capabilities kept; nothing written outside the root). Running: a private mount
+namespace with the root filesystem bind-mounted read-only, fresh /proc (in the host's PID
+namespace, as a ``hostPID`` pod sees it), sysfs with tracefs on /sys/kernel/tracing, the
+host's /dev (privileged) and a tmpfs on /tmp (the pod's emptyDir), then ``chroot``.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-WHITEOUT = ".wh."
-OPAQUE = ".wh..wh..opq"
+#: The lab's layer unpacker, run as a helper process chrooted into the new root.
+UNPACK = Path(__file__).resolve().parents[1] / "lab" / "unpack.py"
 
 _RUN = r"""
 set -eu
@@ -63,53 +65,27 @@ def _blob_name(digest: str) -> str:
 
 
 def unpack(archive: str, dest: str) -> dict:
-    """Apply the image's layers to ``dest`` in order; returns the image config."""
+    """Apply the image's layers to ``dest`` in order; returns the image config.
+
+    The layers go through the lab's unpacker (tests/lab/unpack.py, the one the lab's
+    kubelet pulls with), chrooted into ``dest``: one set of whiteout and ownership rules
+    for every image a test runs.
+    """
     manifest, config, _ = read_archive(archive)
     os.makedirs(dest, exist_ok=True)
-    with tarfile.open(archive) as outer:
-        for layer in manifest["layers"]:
-            blob = outer.extractfile(_blob_name(layer["digest"]))
-            assert blob is not None
-            with tarfile.open(fileobj=blob, mode="r|*") as tar:
-                _apply(tar, dest)
+    with tempfile.TemporaryDirectory(prefix="offwake-img-layers-") as blobs, \
+            tarfile.open(archive) as outer:
+        layers = []
+        for i, layer in enumerate(manifest["layers"]):
+            path = os.path.join(blobs, f"layer-{i}")
+            with open(path, "wb") as out:
+                shutil.copyfileobj(_member(outer, _blob_name(layer["digest"])), out)
+            layers.append(path)
+        proc = subprocess.run([sys.executable, "-S", str(UNPACK), dest, *layers],
+                              capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"unpacking {archive} failed: {proc.stderr.strip()}")
     return config
-
-
-def _apply(tar: tarfile.TarFile, dest: str) -> None:
-    links: List[Tuple[str, int]] = []
-    dirs: List[tarfile.TarInfo] = []
-    for member in tar:
-        parent, base = os.path.split(member.name)
-        target = os.path.join(dest, member.name)
-        if base == OPAQUE:
-            for name in os.listdir(os.path.join(dest, parent)):
-                _remove(os.path.join(dest, parent, name))
-            continue
-        if base.startswith(WHITEOUT):
-            _remove(os.path.join(dest, parent, base[len(WHITEOUT):]))
-            continue
-        if os.path.lexists(target) and not (member.isdir() and os.path.isdir(target)):
-            _remove(target)
-        tar.extract(member, dest, set_attrs=not member.isdir(), numeric_owner=True,
-                    filter="fully_trusted")
-        if member.isdir():
-            dirs.append(member)
-        elif member.issym():
-            links.append((target, member.mtime))
-    for target, mtime in links:
-        os.utime(target, (mtime, mtime), follow_symlinks=False)
-    for member in sorted(dirs, key=lambda m: m.name, reverse=True):
-        target = os.path.join(dest, member.name)
-        os.chown(target, member.uid, member.gid)
-        os.chmod(target, member.mode)
-        os.utime(target, (member.mtime, member.mtime))
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
 
 
 def run_in_image(root: str, argv: List[str], *, files: Optional[Dict[str, bytes]] = None,

@@ -12,15 +12,12 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "progs"))
 import harness  # noqa: E402
-
-from kubectl_offwake.analysis.analyze import analyze  # noqa: E402
-from kubectl_offwake.importers import load_text  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -43,47 +40,18 @@ WAKER_SCENARIOS: Dict[str, Tuple[str, str, str, str, str, str]] = {
 PROGRAMS = [*WAKER_SCENARIOS, "tcp_accept_close", "sleep", "hog"]
 
 
-class Session:
-    def __init__(self) -> None:
-        self.progs: Dict[str, harness.Prog] = {}
-        self.records: List[dict] = []
-        self.report: Any = None
-        self.recording: Any = None
-        self.exit_code: Optional[int] = None
-        self.stderr = ""
-
-
 @pytest.fixture(scope="module")
 def session():
     tmp = tempfile.mkdtemp(prefix="h5-progs-")
-    s = Session()
-    collector = None
+    progs: Dict[str, harness.Prog] = {}
     try:
-        exes = {name: harness.compile_prog(name, tmp) for name in PROGRAMS}
         for name in PROGRAMS:
-            if name == "hog":
-                s.progs[name] = harness.Prog(exes[name], HOG_MS // 10, 10)
-            else:
-                s.progs[name] = harness.Prog(exes[name], ITERS, PERIOD_MS)
-        args = ["--interval", "1", "--duration", "60"]
-        for p in s.progs.values():
-            args += ["--pid", str(p.pid)]
-        collector = harness.Collector(args)
-        collector.wait_attached()
-        for p in s.progs.values():
-            p.go()
-        for p in s.progs.values():
-            p.wait_done()
-        s.exit_code = collector.stop()
-        s.stderr = collector.stderr
-        s.records = collector.records()
-        s.recording = load_text(collector.text(), "collector")
-        s.report = analyze(s.recording)
-        yield s
+            exe = harness.compile_prog(name, tmp)
+            progs[name] = (harness.Prog(exe, HOG_MS // 10, 10) if name == "hog"
+                           else harness.Prog(exe, ITERS, PERIOD_MS))
+        yield harness.trace(progs)
     finally:
-        if collector is not None and collector.proc.poll() is None:
-            collector.proc.kill()
-        for p in s.progs.values():
+        for p in progs.values():
             p.close()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -17,17 +17,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Set, Tuple
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "progs"))
 import harness  # noqa: E402
 
-from kubectl_offwake.analysis.analyze import analyze  # noqa: E402
 from kubectl_offwake.collector.elf import read_symbols  # noqa: E402
 from kubectl_offwake.collector.symbolize import short_name, with_debug_symbols  # noqa: E402
-from kubectl_offwake.importers import load_text  # noqa: E402
 from kubectl_offwake.wire.schema import TRUNCATED_FRAME  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -59,67 +57,32 @@ CALLERS: Dict[Tuple[str, str], Tuple[str, str]] = {
 }
 
 
-class Run:
-    def __init__(self) -> None:
-        self.progs: Dict[str, harness.Prog] = {}
-        self.maps: Dict[int, List[Tuple[int, int, str]]] = {}
-        self.records: List[dict] = []
-        self.report: Any = None
-        self.exit_code: Optional[int] = None
-        self.stderr = ""
-
-
-def _maps(pid: int) -> List[Tuple[int, int, str]]:
-    out = []
-    with open(f"/proc/{pid}/maps") as f:
-        for line in f:
-            parts = line.split(None, 5)
-            lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            out.append((lo, hi, parts[5].strip() if len(parts) > 5 else ""))
-    return out
-
-
 def _run(tmp: str, programs: Dict[str, Tuple[str, List[str]]], extra: List[str],
-         fifo_writer: bool = False) -> Run:
+         fifo_writer: bool = False) -> harness.Traced:
     """Runs the programs under one collector; with ``fifo_writer``, also ``fifo_read``, fed
     by a shell (its own process, built without frame pointers, started after attach)."""
-    run = Run()
-    collector = None
-    writer = None
+    progs: Dict[str, harness.Prog] = {}
+    writers: List[subprocess.Popen] = []
     fifo = os.path.join(tmp, "fifo")
+
+    def start_writer() -> None:
+        script = (f"i=0; while [ $i -lt {FIFO_ITERS} ]; do printf x; "
+                  f"sleep {PERIOD_MS / 1000}; i=$((i+1)); done > {fifo}")
+        writers.append(subprocess.Popen([SHELL, "-c", script]))
+
     try:
         for name, (source, cflags) in programs.items():
             exe = harness.compile_prog(source, tmp, cflags, name)
-            run.progs[name] = harness.Prog(exe, ITERS, PERIOD_MS)
+            progs[name] = harness.Prog(exe, ITERS, PERIOD_MS)
         if fifo_writer:
             os.mkfifo(fifo)
             exe = harness.compile_prog("fifo_read", tmp)
-            run.progs["fifo_read"] = harness.Prog(exe, FIFO_ITERS, PERIOD_MS, [fifo])
-        args = ["--interval", "1", "--duration", "60", *extra]
-        for p in run.progs.values():
-            args += ["--pid", str(p.pid)]
-        collector = harness.Collector(args)
-        collector.wait_attached()
-        for p in run.progs.values():
-            p.go()
-        if fifo_writer:
-            script = (f"i=0; while [ $i -lt {FIFO_ITERS} ]; do printf x; "
-                      f"sleep {PERIOD_MS / 1000}; i=$((i+1)); done > {fifo}")
-            writer = subprocess.Popen([SHELL, "-c", script])
-        for p in run.progs.values():
-            p.wait_done()
-            run.maps[p.pid] = _maps(p.pid)  # while it is alive
-        run.exit_code = collector.stop()
-        run.stderr = collector.stderr
-        run.records = collector.records()
-        run.report = analyze(load_text(collector.text(), "collector"))
-        return run
+            progs["fifo_read"] = harness.Prog(exe, FIFO_ITERS, PERIOD_MS, [fifo])
+        return harness.trace(progs, extra, start_writer if fifo_writer else lambda: None)
     finally:
-        if collector is not None and collector.proc.poll() is None:
-            collector.proc.kill()
-        if writer is not None:
+        for writer in writers:
             writer.wait(timeout=30)
-        for p in run.progs.values():
+        for p in progs.values():
             p.close()
 
 
@@ -132,7 +95,7 @@ def session():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _main_edge(run: Run, name: str) -> Any:
+def _main_edge(run: harness.Traced, name: str) -> Any:
     prog = run.progs[name]
     edges = [w for w in run.report.wakeups
              if w.target.tid == prog.target_tid and w.waker is not None
@@ -141,7 +104,7 @@ def _main_edge(run: Run, name: str) -> Any:
     return max(edges, key=lambda w: w.edge.count or 0)
 
 
-def _libc_names(run: Run, pid: int) -> Set[str]:
+def _libc_names(run: harness.Traced, pid: int) -> Set[str]:
     """Names the symbolizer can give libc's frames: its symbols (with its separate debug
     symbols where installed), or ``libc.so.6+0x..``."""
     path = next(p for _lo, _hi, p in run.maps[pid] if os.path.basename(p).startswith("libc."))

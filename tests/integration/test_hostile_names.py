@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Callable, Iterator, List, Tuple
 
 import pytest
 
@@ -90,17 +89,10 @@ int main(void) {
 }
 """
 
+
 @pytest.fixture(scope="module")
-def hostile_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("gcc") is None:
-        pytest.fail("gcc is needed to build the traced program (apt-get install gcc)")
-    workdir = tmp_path_factory.mktemp("vocab-hostile")
-    source = workdir / "hostile.c"
-    source.write_text(HOSTILE_C)
-    binary = workdir / "vocab-hostile"
-    subprocess.run(["gcc", "-O1", "-pthread", "-fno-omit-frame-pointer", "-o", str(binary),
-                    str(source)], check=True)
-    return binary
+def hostile_binary(build_c: Callable[[str, str], Path]) -> Path:
+    return build_c(HOSTILE_C, "vocab-hostile")
 
 
 @pytest.fixture(scope="module")

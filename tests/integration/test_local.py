@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 import pytest
 
@@ -43,19 +43,9 @@ int main(void) {
 """
 
 
-
-
 @pytest.fixture(scope="module")
-def sleeper_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("gcc") is None:
-        pytest.fail("gcc is needed to build the traced program (apt-get install gcc)")
-    workdir = tmp_path_factory.mktemp("h8-local")
-    source = workdir / "sleeper.c"
-    source.write_text(SLEEPER_C)
-    binary = workdir / "h8-sleeper"  # the process's comm is this name
-    subprocess.run(["gcc", "-O1", "-fno-omit-frame-pointer", "-o", str(binary), str(source)],
-                   check=True)
-    return binary
+def sleeper_binary(build_c: Callable[[str, str], Path]) -> Path:
+    return build_c(SLEEPER_C, "h8-sleeper")  # the process's comm is this name
 
 
 @pytest.fixture()
@@ -92,9 +82,11 @@ def test_local_by_pid_reports_timer_wakeups_and_saves_recording(
     report = json.loads(proc.stdout)
     targets = {w["target"]["pid"] for w in report["wakeups"]}
     assert targets == {sleeper.pid}
-    # 2 s of 20 ms naps: about 100 timer wakeups (fewer if the collector attached late).
+    # every 20 ms nap ends in one timer wakeup: no more of them than the traced time holds
+    # (naps end late on a busy machine, never early), and a 2 s trace holds plenty
     timers = sleeper_timer_wakeups(report, sleeper.pid)
-    assert 50 <= timers <= 110, timers
+    traced_s = report["source"]["elapsed_s"]
+    assert 10 <= timers <= traced_s / 0.020 + 2, (timers, traced_s)
     timer_rows = [w for w in report["wakeups"] if w["category"] == "timer"]
     assert any("nap" in " ".join(w["target_stack"]) or "nanosleep" in " ".join(w["target_stack"])
                for w in timer_rows)
@@ -134,7 +126,6 @@ def test_ctrl_c_mid_run_still_reports_and_saves(sleeper: subprocess.Popen,
                                                 tmp_path: Path) -> None:
     saved = tmp_path / "interrupted.jsonl.gz"
     out = tmp_path / "report.json"
-    started = time.monotonic()
     proc = subprocess.Popen(
         plugin_cmd("local", "--pid", str(sleeper.pid), "--duration", "60s", "--out", str(out),
             "--save", str(saved)),
@@ -156,9 +147,8 @@ def test_ctrl_c_mid_run_still_reports_and_saves(sleeper: subprocess.Popen,
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, stderr
-    assert time.monotonic() - started < 50
     report = json.loads(out.read_text())
-    assert report["source"]["end_reason"] == "signal"
+    assert report["source"]["end_reason"] == "signal"  # not "duration": Ctrl-C ended it
     assert sleeper_timer_wakeups(report, sleeper.pid) > 10
     records = read_recording(saved)
     assert records[-1]["type"] == "end" and records[-1]["reason"] == "signal"

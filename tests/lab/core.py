@@ -49,10 +49,6 @@ def _rand_suffix(n: int = 5) -> str:
     return "".join(random.choice(SAFE_CHARS) for _ in range(n))
 
 
-def _kind_name(res: Resource) -> str:
-    return res.kind
-
-
 @dataclass
 class LabConfig:
     """Everything that makes one lab different from another running in parallel."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, TypeVar
@@ -46,10 +45,6 @@ def wait_phase(lab: Lab, namespace: str, name: str, phases: List[str],
 
 def pid_alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
-
-
-def ns_inode(pid: int, kind: str) -> int:
-    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
 
 
 def comm(pid: int) -> str:

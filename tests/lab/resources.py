@@ -83,13 +83,6 @@ def lookup(group_version: str, name: str) -> Optional[Resource]:
     return BY_GV_NAME.get((group_version, name))
 
 
-def by_kind(api_version: str, kind: str) -> Optional[Resource]:
-    for r in RESOURCES:
-        if r.api_version == api_version and r.kind == kind:
-            return r
-    return None
-
-
 def api_resource_list(group: str, version: str) -> dict:
     gv = f"{group}/{version}" if group else version
     out = []

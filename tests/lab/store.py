@@ -27,11 +27,6 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def now_micro() -> str:
-    """RFC 3339 with microseconds (metav1.MicroTime, log timestamps use nanos)."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class ApiError(Exception):
     """An error the API server returns as a metav1.Status."""
 

@@ -8,7 +8,7 @@ its other entries are extracted over them, replacing whatever was at each path.
 
 Running chrooted into the rootfs is what keeps a layer inside it: absolute symlinks and
 `..` in the archive resolve against the image's root, never the host's, as containerd's
-applier guarantees. Owners, modes (setuid included), device nodes, hard links and
+applier guarantees. Owners, modes (setuid included), times, device nodes, hard links and
 `security.capability` xattrs are kept, as a container runtime keeps them. Exit status 1
 with one line on stderr on error.
 """
@@ -21,7 +21,7 @@ import shutil
 import sys
 import tarfile
 import zlib
-from typing import Set
+from typing import List, Set, Tuple
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -63,8 +63,13 @@ def _clear(folder: str, written: Set[str]) -> None:
 
 
 def _apply(fileobj: object) -> None:
-    """One pass over a layer: whiteouts hide lower layers' entries, others are written."""
+    """One pass over a layer: whiteouts hide lower layers' entries, others are written.
+
+    Times are the archive's, as containerd's applier sets them: a directory's once the
+    layer is done (writing below it moves its mtime), a symbolic link's on the link itself.
+    """
     written: Set[str] = set()
+    times: List[Tuple[str, int]] = []
     with tarfile.open(fileobj=fileobj, mode="r|*") as tar:  # type: ignore[call-overload]
         for member in tar:
             path = _normal(member.name)
@@ -86,6 +91,8 @@ def _apply(fileobj: object) -> None:
             member.name = path.lstrip("/")
             tar.extract(member, "/", numeric_owner=True, **FILTER)
             written.add(path)
+            if member.isdir() or member.issym():
+                times.append((path, member.mtime))
             for key, value in member.pax_headers.items():
                 if key.startswith("SCHILY.xattr."):
                     try:
@@ -94,6 +101,9 @@ def _apply(fileobj: object) -> None:
                                     follow_symlinks=False)
                     except OSError:
                         pass  # a filesystem without that xattr namespace
+    for path, mtime in sorted(times, reverse=True):  # children before their parents
+        if os.path.lexists(path):
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
 def main(argv: list) -> int:

@@ -110,8 +110,6 @@ _COMM = st.builds(lambda head, tail: (head + tail).rstrip(), st.sampled_from(_LE
                   st.text(alphabet=_LETTERS + "0123456789:/#. -", max_size=14))
 _MISSING = "MISSING"
 
-Half = object  # a list of frames, or _MISSING
-
 
 def _half(min_size: int):
     return st.one_of(st.lists(_FRAME, min_size=min_size, max_size=6),

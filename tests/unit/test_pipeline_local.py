@@ -64,6 +64,8 @@ FAKE = textwrap.dedent(r'''
         if mode == "crash-mid" and snap == 2:
             print("Segmentation fault in the collector", file=sys.stderr, flush=True)
             sys.exit(139)
+        if mode == "quiet-exit" and snap == 2:
+            sys.exit(0)  # no end record, no word why
         if mode == "error-end" and snap == 2:
             emit("log", level="error", message="the BPF program failed to load")
             emit("end", reason="error", elapsed_s=0.2, totals={}, lost={},
@@ -220,6 +222,18 @@ def test_collector_crash_mid_run_is_a_failed_run_said_in_the_recording(tmp_path:
     assert result.recording.failures == {"x": sentence}
     assert lines_of(saved)[-1] == {"type": "failure", "source": "x", "reason": sentence}
     assert load_input(str(saved)).failures == {"x": sentence}
+    with pytest.raises(RunFailed, match="stopped unexpectedly"):
+        raise_if_incomplete(result.recording)
+
+
+def test_a_stream_that_stops_short_is_a_failed_run_whatever_the_exit_code(
+        tmp_path: Path) -> None:
+    """Exit code 0 without the ``end`` record: the report must not read as complete."""
+    run = CollectorRun(fake_command(tmp_path, "quiet-exit"), StreamSink("x", None), 5.0)
+    result = run.run()
+    assert result.returncode == 0 and result.end is None
+    (failure,) = result.recording.failures.values()
+    assert failure.startswith("the collector stopped unexpectedly: ")
     with pytest.raises(RunFailed, match="stopped unexpectedly"):
         raise_if_incomplete(result.recording)
 

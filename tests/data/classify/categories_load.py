@@ -21,7 +21,6 @@ header paths or log records; unreferenced stacks dropped.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import fcntl
 import gzip
 import json
@@ -36,17 +35,9 @@ import threading
 import time
 from typing import Callable, List, Set
 
-LIBC = ctypes.CDLL(None)
-PR_SET_NAME = 15
-STOP = time.time() + float(os.environ.get("CAT_SECS", "8"))
+from loadkit import name, until
 
-
-def name(comm: str) -> None:
-    LIBC.prctl(PR_SET_NAME, comm.encode(), 0, 0, 0)
-
-
-def running() -> bool:
-    return time.time() < STOP
+running = until("CAT_SECS")
 
 
 def thread(comm: str, body: Callable[[], None]) -> threading.Thread:

@@ -7,7 +7,6 @@ so on. ``H2_SECS`` sets how long it runs (default 8 s). Linux only.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import socket
@@ -15,17 +14,9 @@ import threading
 import time
 from typing import Callable, List
 
-LIBC = ctypes.CDLL(None)
-PR_SET_NAME = 15
-STOP = time.time() + float(os.environ.get("H2_SECS", "8"))
+from loadkit import name, until
 
-
-def name(comm: str) -> None:
-    LIBC.prctl(PR_SET_NAME, comm.encode(), 0, 0, 0)
-
-
-def running() -> bool:
-    return time.time() < STOP
+running = until("H2_SECS")
 
 
 def every(comm: str, period: float, act: Callable[[], object]) -> Callable[[], None]:

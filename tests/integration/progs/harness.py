@@ -13,7 +13,11 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from kubectl_offwake.analysis.analyze import analyze
+from kubectl_offwake.importers import load_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
@@ -166,13 +170,64 @@ class Collector:
         return "".join(self.lines)
 
 
-def frames_of(stack: object) -> List[str]:
-    return list(getattr(stack, "frames", ()) or ())
-
-
 def user_frames_of(stack: object) -> List[str]:
     return list(getattr(stack, "user_frames", ()) or ())
 
 
 def kernel_frames_of(stack: object) -> List[str]:
     return list(getattr(stack, "kernel_frames", ()) or ())
+
+
+#: A process's mappings: (start, end, path) per line of /proc/PID/maps.
+Mappings = List[Tuple[int, int, str]]
+
+
+def mappings(pid: int) -> Mappings:
+    out = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            out.append((lo, hi, parts[5].strip() if len(parts) > 5 else ""))
+    return out
+
+
+@dataclass
+class Traced:
+    """One collector run over some test programs: its stream, and the report made of it."""
+
+    progs: Dict[str, Prog]
+    exit_code: int
+    stderr: str
+    records: List[dict]
+    recording: Any  # the stream as the importer reads it
+    report: Any  # and as analysis makes it
+    #: Each program's mappings, read when it had finished its pattern (it was alive).
+    maps: Dict[int, Mappings] = field(default_factory=dict)
+
+
+def trace(progs: Dict[str, Prog], extra: Sequence[str] = (),
+          after_go: Callable[[], None] = lambda: None) -> Traced:
+    """The programs under one collector (``--interval 1``): attached before they go, stopped
+    (SIGTERM) once each has finished its pattern. ``after_go`` runs once they are going
+    (to start a load of its own); the caller closes the programs."""
+    args = ["--interval", "1", "--duration", "60", *extra]
+    for p in progs.values():
+        args += ["--pid", str(p.pid)]
+    collector = Collector(args)
+    maps: Dict[int, Mappings] = {}
+    try:
+        collector.wait_attached()
+        for p in progs.values():
+            p.go()
+        after_go()
+        for p in progs.values():
+            p.wait_done()
+            maps[p.pid] = mappings(p.pid)
+        code = collector.stop()
+    finally:
+        if collector.proc.poll() is None:
+            collector.proc.kill()
+    recording = load_text(collector.text(), "collector")
+    return Traced(progs, code, collector.stderr, collector.records(), recording,
+                  analyze(recording), maps)

@@ -128,8 +128,9 @@ class Snapshotter:
 
     # --- identities and stacks ---------------------------------------------------------
 
-    def process(self, pid: int, comm: str = "", with_threads: bool = False) -> None:
-        rec = self.ids.new_record(pid, comm, with_threads)
+    def process(self, pid: int, comm: str = "", with_threads: bool = False,
+                cgroup_id: int = 0) -> None:
+        rec = self.ids.new_record(pid, comm, with_threads, cgroup_id)
         if rec is not None:
             self.writer.emit(rec)
 
@@ -205,7 +206,7 @@ class Snapshotter:
         self.process(e.tgid, e.comm, with_threads=True)
         target_stack = self.stack_id(e.kstack, e.ustack, e.tgid)
         if e.state == ST_BLOCKED:
-            self.process(e.waker_tgid, e.waker_comm)
+            self.process(e.waker_tgid, e.waker_comm, cgroup_id=e.waker_cgroup_id)
             blocked: BlockedWakeupRecord = {
                 "type": "wakeup", "snap": self.snap, "tid": e.tid, "pid": e.tgid,
                 "comm": e.comm, "state": "blocked", "target_stack": target_stack,
@@ -232,6 +233,7 @@ class Snapshotter:
         """Read and clear the maps and write one committed snapshot."""
         self.snap += 1
         self.sym.new_snapshot()
+        self.ids.cgroups.new_snapshot()  # before the drain: a walk from here on sees its wakes
         edges = self.program.drain_edges()
         oncpu = self.program.drain_oncpu()
         self.active_tids.update(e.tid for e in edges)

@@ -144,6 +144,7 @@ class Identities:
     def __init__(self, cgroups: Optional[CgroupPaths] = None) -> None:
         self.cgroups = cgroups if cgroups is not None else CgroupPaths()
         self._seen: Dict[int, ProcessRecord] = {}
+        self._cgroup_ids: Dict[int, int] = {}  # pid -> the cgroup BPF last saw it wake in
         self._tgid: Dict[int, int] = {}
         self._thread_owner: Dict[int, int] = {}
 
@@ -158,17 +159,33 @@ class Identities:
         for t in rec.get("threads") or {}:
             self._thread_owner[int(t)] = rec["pid"]
 
-    def new_record(self, pid: int, fallback_comm: str = "", with_threads: bool = False,
-                   cgroup_id: int = 0) -> Optional[ProcessRecord]:
-        """The record of a pid not seen before (else None). ``cgroup_id`` is the cgroup BPF
-        saw it in: what places a process that exited before /proc could say."""
-        if pid in self._seen:
-            return None
+    def note_cgroup(self, pid: int, cgroup_id: int) -> None:
+        """The cgroup BPF saw ``pid`` in when it woke a target: what places a process that
+        exits before /proc can say. Noted for a whole snapshot before any of its records
+        is written, since the same short-lived process may come first as a preemptor or as
+        the holder of a CPU, which BPF takes no cgroup of."""
+        if cgroup_id > 0:
+            self._cgroup_ids[pid] = cgroup_id
+
+    def _place_by_cgroup_id(self, rec: ProcessRecord) -> bool:
+        """Adds the cgroup BPF saw to a record /proc could not place; whether it did."""
+        if "cgroup" in rec or rec["pid"] == 0:
+            return False
+        path = self.cgroups.path(self._cgroup_ids.get(rec["pid"], 0))
+        if path is None:
+            return False
+        rec.update(cgroup_place(parse_cgroup_path(path)))
+        return True
+
+    def new_record(self, pid: int, fallback_comm: str = "",
+                   with_threads: bool = False) -> Optional[ProcessRecord]:
+        """The record of a pid not seen before; or, once more, that of a process that
+        exited unplaced and that a cgroup id noted since places; else None."""
+        old = self._seen.get(pid)
+        if old is not None:
+            return old if self._place_by_cgroup_id(old) else None
         rec = describe(pid, fallback_comm, with_threads)
-        if "cgroup" not in rec and pid != 0:
-            path = self.cgroups.path(cgroup_id)
-            if path is not None:
-                rec.update(cgroup_place(parse_cgroup_path(path)))
+        self._place_by_cgroup_id(rec)
         self._seen[pid] = rec
         self._remember_threads(rec)
         return rec

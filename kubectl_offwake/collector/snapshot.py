@@ -128,9 +128,8 @@ class Snapshotter:
 
     # --- identities and stacks ---------------------------------------------------------
 
-    def process(self, pid: int, comm: str = "", with_threads: bool = False,
-                cgroup_id: int = 0) -> None:
-        rec = self.ids.new_record(pid, comm, with_threads, cgroup_id)
+    def process(self, pid: int, comm: str = "", with_threads: bool = False) -> None:
+        rec = self.ids.new_record(pid, comm, with_threads)
         if rec is not None:
             self.writer.emit(rec)
 
@@ -206,7 +205,7 @@ class Snapshotter:
         self.process(e.tgid, e.comm, with_threads=True)
         target_stack = self.stack_id(e.kstack, e.ustack, e.tgid)
         if e.state == ST_BLOCKED:
-            self.process(e.waker_tgid, e.waker_comm, cgroup_id=e.waker_cgroup_id)
+            self.process(e.waker_tgid, e.waker_comm)
             blocked: BlockedWakeupRecord = {
                 "type": "wakeup", "snap": self.snap, "tid": e.tid, "pid": e.tgid,
                 "comm": e.comm, "state": "blocked", "target_stack": target_stack,
@@ -236,6 +235,9 @@ class Snapshotter:
         self.ids.cgroups.new_snapshot()  # before the drain: a walk from here on sees its wakes
         edges = self.program.drain_edges()
         oncpu = self.program.drain_oncpu()
+        for e in edges:  # before any record: a waker may come first as a preemptor
+            if e.state == ST_BLOCKED:
+                self.ids.note_cgroup(e.waker_tgid, e.waker_cgroup_id)
         self.active_tids.update(e.tid for e in edges)
         self.active_tids.update(r.tid for r in oncpu)
         wakeups = merge_wakeups([self._wakeup(e) for e in edges])

@@ -101,15 +101,25 @@ def test_a_vanished_process_is_placed_by_the_cgroup_bpf_saw_it_in(tmp_path):
     scope = _tree(tmp_path)
     ids = Identities(CgroupPaths(V2Mount(str(tmp_path), "/")))
     pid = 2 ** 22 + 1  # above any pid_max: no such process
-    rec = ids.new_record(pid, "curl", cgroup_id=_ino(scope))
+    ids.note_cgroup(pid, _ino(scope))
+    rec = ids.new_record(pid, "curl")
     assert rec is not None and rec["gone"] is True and rec["comm"] == "curl"
     assert rec["cgroup"] == "/" + SCOPE and rec["container_id"] == CID
     assert rec["runtime"] == "containerd"
     assert rec["pod_uid"] == "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
-    other = ids.new_record(pid + 1, "sh", cgroup_id=0)
-    assert other is not None and "cgroup" not in other  # nothing to place it by
-    # a live process is described by /proc, whatever id it came with
-    live = ids.new_record(os.getpid(), "python3", cgroup_id=_ino(scope))
+    assert ids.new_record(pid, "curl") is None  # sent once
+    # met first as a preemptor (no cgroup id), placed when a later snapshot has its wake:
+    # its record goes out again, placed
+    other = ids.new_record(pid + 1, "sh")
+    assert other is not None and "cgroup" not in other
+    assert ids.new_record(pid + 1, "sh") is None
+    ids.note_cgroup(pid + 1, _ino(scope))
+    again = ids.new_record(pid + 1, "sh")
+    assert again is not None and again["container_id"] == CID and again["gone"] is True
+    assert ids.new_record(pid + 1, "sh") is None
+    # a live process is described by /proc, whatever cgroup BPF saw
+    ids.note_cgroup(os.getpid(), _ino(scope))
+    live = ids.new_record(os.getpid(), "python3")
     assert live is not None and live.get("container_id") != CID
 
 

@@ -21,6 +21,7 @@ directory below the mount point.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Set
 
@@ -87,8 +88,10 @@ class CgroupPaths:
         self._paths: Dict[int, str] = {}
         self._unknown: Set[int] = set()
         self._walked_this_snapshot = False
-        #: Walks done, and whether the last one stopped at ``max_dirs`` (for the log).
+        #: Walks done, their time, and whether the last one stopped at ``max_dirs`` (the
+        #: ``end`` record's ``cgroup_walks``, ``cgroup_walk_ms``).
         self.walks = 0
+        self.seconds = 0.0
         self.truncated = False
 
     def new_snapshot(self) -> None:
@@ -122,6 +125,13 @@ class CgroupPaths:
         if mount is None:
             return
         self.walks += 1
+        t0 = time.monotonic()
+        try:
+            self._index(mount)
+        finally:
+            self.seconds += time.monotonic() - t0
+
+    def _index(self, mount: V2Mount) -> None:
         try:
             self._paths[os.stat(mount.point).st_ino] = mount.root
         except OSError:

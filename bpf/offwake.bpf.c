@@ -6,7 +6,7 @@
 //
 // Life of one off-CPU interval of a target thread T:
 //   sched_switch (T out)  -> start[T] = {time, state, T's kernel+user stacks, preemptor}
-//   sched_waking (of T)   -> waker tid/tgid/comm, the waker's stacks, wake time into start[T]
+//   sched_waking (of T)   -> waker tid/tgid/comm/cgroup, the waker's stacks, wake time into start[T]
 //   sched_switch (T in)   -> blocked = wake - out, runq = in - wake; add to agg[key]; drop start[T]
 // The target filter (tgid bit in `tgidbits`) runs before any stack is walked, and stacks are walked
 // only where they say something: T's at its switch-out, the waker's only for a wake that
@@ -18,9 +18,14 @@
 // (`queued`, below). And each switch-out adds T's run to its busy period, the CPU time it has
 // used since it last blocked (preemptions do not end it), kept in start[T].
 //
+// The waker's cgroup is taken at the wake too (bpf_get_current_cgroup_id(), a helper: the
+// waker is the current task there): a waker that lives a few milliseconds (an exec probe,
+// a curl in a shell loop) has exited by the time user space could read its /proc/PID/cgroup,
+// and the cgroup is what names it by pod and container.
+//
 // Compile-time knobs (cflags): MIN_BLOCK_NS, STACK_STORAGE_SIZE, AGG_SIZE, START_SIZE,
 // TARGETS_SIZE, ONCPU_SIZE, QUEUED_SIZE, KSTACK_DEPTH, USTACK_DEPTH, MMAP_MIN_ADDR,
-// SITES_SIZE, CFI_DEPTH, NO_KCACHE, KERNEL_USTACKS, PREEMPT_USER_STACKS.
+// SITES_SIZE, CFI_DEPTH, NO_KCACHE, KERNEL_USTACKS, PREEMPT_USER_STACKS, NO_CGROUP_ID.
 
 #ifndef MIN_BLOCK_NS
 #define MIN_BLOCK_NS 1000ULL
@@ -127,6 +132,7 @@ struct start_t {
     u32 preempt_pid;
     u32 short_wake;  // woken sooner than MIN_BLOCK_NS: not described, not aggregated
     u64 busy_ns;     // CPU time since the thread last blocked (its current busy period)
+    u64 waker_cgid;  // the waker's cgroup v2 id (its directory's inode number), 0: unknown
     char comm[COMM_LEN];
     char waker_comm[COMM_LEN];
     char preempt_comm[COMM_LEN];
@@ -154,6 +160,10 @@ struct val_t {
     u64 max_ns;
     u64 blocked_ns;
     u64 runq_ns;
+    // The waker's cgroup v2 id at its latest wake of this key (the key names one waker
+    // thread, so one cgroup but for a move between cgroups); not a part of the key: a
+    // wake path stays one entry.
+    u64 waker_cgid;
 };
 
 struct running_t {
@@ -858,6 +868,8 @@ static __always_inline void switch_in(u64 now, u32 tid, u32 holder_tid, u32 hold
     __sync_fetch_and_add(&v->runq_ns, runq);
     if (total > v->max_ns)
         v->max_ns = total;
+    if (s->state == ST_BLOCKED)
+        v->waker_cgid = s->waker_cgid;
 }
 
 TRACEPOINT_PROBE(sched, sched_switch)
@@ -916,6 +928,11 @@ TRACEPOINT_PROBE(sched, sched_waking)
     s->waker_tid = (u32)pid_tgid;
     s->waker_tgid = pid_tgid >> 32;
     bpf_get_current_comm(&s->waker_comm, sizeof(s->waker_comm));
+#ifdef NO_CGROUP_ID
+    s->waker_cgid = 0;  // kernels without the helper (before 4.18, or no CONFIG_CGROUPS)
+#else
+    s->waker_cgid = bpf_get_current_cgroup_id();
+#endif
     s64 ustack = walk_waker_ustack(args);
     s->waker_ustack = ustack;
     s->waker_kstack = kstack_cached(args, 1, s->waker_tgid, tid, ustack);

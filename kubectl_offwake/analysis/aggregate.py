@@ -20,7 +20,7 @@ from .classify import CAUSE_INTERRUPT
 from .model import OnCpu, Recording, Task
 from .naming import Namer
 from .report import Group, Party, ThreadSummary, Totals, Wakeup
-from .vocabulary import waker_group, with_comm
+from .vocabulary import waker_group
 
 _CATEGORY_ORDER = {c.id: i for i, c in enumerate(CATEGORIES)}
 
@@ -169,7 +169,7 @@ def aggregate(recording: Recording, wakeups: Sequence[Wakeup],
     return Aggregates(
         totals=totals,
         by_category=_category_groups(category_sums, grand),
-        by_waker=_waker_groups(idx, grand, namer),
+        by_waker=_waker_groups(idx, grand),
         by_thread=threads,
         index=idx,
     )
@@ -181,27 +181,12 @@ def _category_groups(by_cat: Dict[str, Sums], grand_total: int) -> List[Group]:
     return groups
 
 
-def _waker_groups(idx: Index, grand_total: int, namer: Optional[Namer]) -> List[Group]:
-    """Sums per waker process; two processes of one container are told apart by comm."""
-    labels = dict(idx.waker_labels)
-    seen: Dict[str, int] = {}
-    for label in labels.values():
-        seen[label] = seen.get(label, 0) + 1
-    for key, label in labels.items():
-        waker = idx.wakers[key][0].waker
-        if seen[label] > 1 and waker is not None:
-            labels[key] = with_comm(label, _process_comm(waker, namer))
-    groups = [sums(ws).group(k, labels[k], grand_total) for k, ws in idx.wakers.items()]
+def _waker_groups(idx: Index, grand_total: int) -> List[Group]:
+    """Sums per waker name (:func:`.vocabulary.waker_group`), largest first."""
+    groups = [sums(ws).group(k, idx.waker_labels[k], grand_total)
+              for k, ws in idx.wakers.items()]
     groups.sort(key=lambda g: (-g.total_us, g.key))
     return groups
-
-
-def _process_comm(party: Party, namer: Optional[Namer]) -> str:
-    if namer is not None:
-        info = namer.process(Task(party.comm, party.pid, party.tid))
-        if info is not None and info.comm:
-            return info.comm
-    return party.comm
 
 
 def _threads(recording: Recording, idx: Index,

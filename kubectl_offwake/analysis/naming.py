@@ -90,4 +90,5 @@ class Namer:
                          role=role)
         pid = task.pid if task.pid is not None else info.pid
         return Party(comm=task.comm, pid=pid, tid=task.tid, name=process_name(info, task.comm),
-                     pod=info.pod, container=info.container, role=role)
+                     pod=info.pod, container=info.container, role=role,
+                     process_comm=info.comm or None)

@@ -38,7 +38,8 @@ class Party:
 
     ``name`` is the display identity: ``ns/pod/container`` for a pod's process,
     ``host: COMM`` for a host process, ``kernel: COMM`` for a kernel thread, or just the
-    comm when the source says nothing more.
+    comm when the source says nothing more. ``comm`` is the thread's, ``process_comm``
+    its process's (its main thread's), when the source describes the process.
     """
 
     comm: str
@@ -48,6 +49,7 @@ class Party:
     pod: Optional[str] = None
     container: Optional[str] = None
     role: Optional[str] = None  # Envoy thread role when the thread is an Envoy thread
+    process_comm: Optional[str] = None
 
 
 @dataclass

@@ -5,7 +5,9 @@ Every view (the terminal table, JSON, folded, speedscope, SVG, HTML), the findin
 live display take their words from here, so one thing has one name everywhere: an interrupt
 wake is ``interrupt (timer)`` in every view (never the task it happened to interrupt, which
 is kept apart as the *bystander*), a waker whose display name hides its thread is
-``NAME (COMM)``, a thread is ``COMM (TID)``.
+``NAME (COMM)``, a thread is ``COMM (TID)``, and a list of wakers has one row per process
+name (:func:`process_label`): every ``curl`` a shell loop in a container starts is one
+``ns/pod/container (curl)``.
 
 Display names of processes (``ns/pod/container``, ``host: COMM``, ``kernel: COMM``) are made
 once, by :mod:`.naming`; this module composes them. Names come from a node and are
@@ -86,6 +88,21 @@ def party_label(party: Party) -> str:
     return with_comm(party.name or party.comm, party.comm)
 
 
+def process_label(party: Party) -> str:
+    """A waker or preemptor process, as every list of them names it (who woke the threads,
+    the findings): a container's process is ``ns/pod/container (COMM)`` with its process's
+    comm (pilot-agent and Envoy share ``istio-proxy``; a shell loop's ``curl`` is not the
+    app), and every other name (``host: COMM``, ``kernel: COMM``, a label the source
+    gave, a bare comm) is the process's already.
+
+    The rows are by this name, not by pid: two hundred ``curl`` processes that lived a few
+    milliseconds each are one waker.
+    """
+    if party.pod and party.container and party.process_comm:
+        return with_comm(party.name, party.process_comm)
+    return party.name or party.comm
+
+
 def thread_name(thread: Thread) -> str:
     """A target thread in a list of threads: ``COMM (TID)``."""
     return f"{thread.comm} ({thread.tid})" if thread.tid is not None else thread.comm
@@ -119,8 +136,9 @@ NO_WAKER = "[no waker]"
 #: Who held the CPU while a thread waited to run, when nobody did: the CPU was idle, so
 #: the wait was the wakeup's own latency (waking the CPU, moving the thread to it).
 IDLE_CPU = "idle CPU"
-#: Group keys (``by_waker[].key`` in the report JSON) of interrupts and preemptors; a
-#: waker process's key is ``PID:NAME``.
+#: Group keys (``by_waker[].key`` in the report JSON) of waker processes (by
+#: :func:`process_label`), interrupts and preemptors.
+WAKER_KEY_PREFIX = "waker:"
 INTERRUPT_KEY_PREFIX = "interrupt:"
 PREEMPTED_KEY_PREFIX = "preempted:"
 
@@ -137,20 +155,20 @@ def woken_by(wakeup: Wakeup) -> str:
 
 
 def waker_group(wakeup: Wakeup) -> Tuple[str, str]:
-    """The (key, label) a wakeup is summed under in "who woke the threads": the waker's
-    process, the interrupt by what it did, or who preempted.
+    """The (key, label) a wakeup is summed under in "who woke the threads": the waker by
+    its :func:`process_label`, the interrupt by what it did, or who preempted (by name too).
 
-    A group is a process, so it is labelled by the process's display name alone (the
-    aggregation adds a comm where two processes of one container would read the same).
+    One name, one row: the label is the key's name, so every view that sums by the key
+    (the table, HTML, JSON, the findings) shows a name once, with its total.
     """
     if wakeup.cause == CAUSE_INTERRUPT:
         return f"{INTERRUPT_KEY_PREFIX}{wakeup.category}", interrupt_label(wakeup.category)
     if wakeup.waker is not None:
-        pid = "" if wakeup.waker.pid is None else str(wakeup.waker.pid)
-        return f"{pid}:{wakeup.waker.name}", wakeup.waker.name
+        name = process_label(wakeup.waker)
+        return WAKER_KEY_PREFIX + name, name
     if wakeup.preempted_by is not None:
-        return (PREEMPTED_KEY_PREFIX + wakeup.preempted_by.name,
-                preempted_label(wakeup.preempted_by.name))
+        name = process_label(wakeup.preempted_by)
+        return PREEMPTED_KEY_PREFIX + name, preempted_label(name)
     if wakeup.edge.preempted:
         return PREEMPTED_KEY_PREFIX, preempted_label(None)
     return ":?", NO_WAKER

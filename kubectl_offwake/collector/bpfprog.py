@@ -128,6 +128,9 @@ class Edge:
     max_ns: int
     blocked_ns: int
     runq_ns: int
+    #: The waker's cgroup v2 id as the program took it at the wake (0: unknown): names a
+    #: waker that exited before its /proc could be read.
+    waker_cgroup_id: int = 0
 
 
 @dataclass
@@ -204,23 +207,37 @@ def stdout_to_stderr() -> Iterator[None]:
 #: Builds where the kernel walks user stacks (frame pointers only, no CFI sites): our own
 #: walk reads x86-64 registers through bpf_task_pt_regs (Linux 5.15+, kernel BTF).
 KERNEL_USTACKS = "-DKERNEL_USTACKS"
+#: Builds without the waker's cgroup id (bpf_get_current_cgroup_id: Linux 4.18+).
+NO_CGROUP_ID = "-DNO_CGROUP_ID"
+
+#: What each fallback build gives up, in the order they are tried: a kernel too old for one
+#: helper is too old for those after it in this list (bpf_task_pt_regs came in 5.15,
+#: bpf_get_current_cgroup_id in 4.18).
+FALLBACKS = (
+    (KERNEL_USTACKS, "the user-stack walker did not load on this kernel ({exc}); the kernel "
+     "walks user stacks instead (frame pointers only: callers of functions without them are "
+     "missing)"),
+    (NO_CGROUP_ID, "this kernel has no bpf_get_current_cgroup_id ({exc}); a waker that exits "
+     "before the collector reads its /proc is named by its comm only, not by its pod"),
+)
 
 
 def compile_program(bpf_cls: Any, text: str, flags: List[str], notes: List[str]) -> Any:
-    """Compile and attach; where our user-stack walk cannot load (an older kernel, no BTF),
-    build once more with the kernel's walk rather than fail the trace. ``notes`` says what
-    happened."""
+    """Compile and attach; where a helper the full program uses is missing (an older kernel,
+    no BTF), build again without what needs it (:data:`FALLBACKS`) rather than fail the
+    trace. ``notes`` says what was given up."""
     if platform.machine() not in ("x86_64", "amd64") and KERNEL_USTACKS not in flags:
         flags = [*flags, KERNEL_USTACKS]
-    try:
-        return bpf_cls(text=text, cflags=flags)
-    except Exception as exc:  # noqa: BLE001 - BCC raises plain Exception on load errors
-        if KERNEL_USTACKS in flags:
-            raise
-        notes.append(f"the user-stack walker did not load on this kernel ({exc}); the "
-                     "kernel walks user stacks instead (frame pointers only: callers of "
-                     "functions without them are missing)")
-        return bpf_cls(text=text, cflags=[*flags, KERNEL_USTACKS])
+    fallbacks = [(flag, note) for flag, note in FALLBACKS if flag not in flags]
+    while True:
+        try:
+            return bpf_cls(text=text, cflags=flags)
+        except Exception as exc:  # noqa: BLE001 - BCC raises plain Exception on load errors
+            if not fallbacks:
+                raise
+            flag, note = fallbacks.pop(0)
+            notes.append(note.format(exc=exc))
+            flags = [*flags, flag]
 
 
 class Program:
@@ -362,7 +379,7 @@ class Program:
                 waker_kstack=k.waker_kstack, waker_ustack=k.waker_ustack,
                 preempt_pid=k.preempt_pid, preempt_comm=_comm(k.preempt_comm),
                 count=v.count, total_ns=v.total_ns, max_ns=v.max_ns,
-                blocked_ns=v.blocked_ns, runq_ns=v.runq_ns,
+                blocked_ns=v.blocked_ns, runq_ns=v.runq_ns, waker_cgroup_id=int(v.waker_cgid),
             ))
         return out
 

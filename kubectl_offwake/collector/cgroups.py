@@ -75,6 +75,11 @@ def parse_cgroup_file(text: str) -> CgroupInfo:
     return info
 
 
+def parse_cgroup_path(path: str) -> CgroupInfo:
+    """The identity a cgroup v2 path names (as :func:`parse_cgroup_file` reads its line)."""
+    return parse_cgroup_file(f"0::{path}")
+
+
 def container_of_path(path: str) -> Tuple[Optional[str], Optional[str]]:
     """(container id, runtime) named by a cgroup path, or (None, None)."""
     for rx, runtime in _SCOPED:
@@ -117,8 +122,15 @@ def matches_container(info: CgroupInfo, container_id: str) -> bool:
 # --- CPU throttling -------------------------------------------------------------------------
 
 
-def _mounts(proc: str = "/proc") -> List[Tuple[str, str, List[str], str]]:
-    """(mount point, fs type, super options, mount root) of the cgroup mounts we see."""
+def _unescape(field: str) -> str:
+    """A mountinfo path field: the kernel writes space, tab, newline and backslash as
+    octal escapes (``\\040``)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts(proc: str = "/proc") -> List[Tuple[str, str, List[str], str]]:
+    """(mount point, fs type, super options, mount root) of every mount we see, in mount
+    order (a later mount on a point hides what was mounted on it or below it before)."""
     out = []
     try:
         with open(f"{proc}/self/mountinfo") as f:
@@ -128,16 +140,21 @@ def _mounts(proc: str = "/proc") -> List[Tuple[str, str, List[str], str]]:
                 rfields = right.split()
                 if len(fields) < 5 or len(rfields) < 3:
                     continue
-                if rfields[0] in ("cgroup", "cgroup2"):
-                    out.append((fields[4], rfields[0], rfields[2].split(","), fields[3]))
+                out.append((_unescape(fields[4]), rfields[0], rfields[2].split(","),
+                            _unescape(fields[3])))
     except OSError:
         pass
     return out
 
 
+def cgroup_mounts(proc: str = "/proc") -> List[Tuple[str, str, List[str], str]]:
+    """The cgroup (v1) and cgroup2 mounts of :func:`mounts`."""
+    return [m for m in mounts(proc) if m[1] in ("cgroup", "cgroup2")]
+
+
 def cpu_stat_path(pid: int, info: CgroupInfo, proc: str = "/proc") -> Optional[str]:
     """The cpu.stat of the cgroup that throttles this process, as this process can read it."""
-    mounts = _mounts(proc)
+    mounts = cgroup_mounts(proc)
     candidates: List[str] = []
     for _hid, ctl, path in info.lines:
         controllers = ctl.split(",") if ctl else []

@@ -1,7 +1,8 @@
 """Identity of a host process from /proc: what the client needs to name it by pod and container.
 
 Read once per process and cached: a waker that exits before the next snapshot is still named
-if we saw it alive, and one that we never saw alive keeps at least the comm BPF captured.
+if we saw it alive, and one that we never saw alive keeps the comm BPF captured and, from the
+cgroup id BPF took at its wake (:mod:`.cgroupids`), its cgroup, container and pod.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import os
 from typing import Dict, Optional
 
 from ..wire.schema import ProcessPlace, ProcessRecord
-from .cgroups import read_cgroup
+from .cgroupids import CgroupPaths
+from .cgroups import CgroupInfo, parse_cgroup_path, read_cgroup
 
 PF_KTHREAD = 0x00200000
 PROC = "/proc"
@@ -89,20 +91,25 @@ def threads_of(pid: int, proc: str = PROC) -> Dict[int, str]:
     return out
 
 
+def cgroup_place(cg: CgroupInfo) -> ProcessPlace:
+    """The cgroup part of a place: path, container id, runtime, pod UID (each if known)."""
+    out: ProcessPlace = {}
+    if cg.path:
+        out["cgroup"] = cg.path
+    if cg.container_id:
+        out["container_id"] = cg.container_id
+    if cg.runtime:
+        out["runtime"] = cg.runtime
+    if cg.pod_uid:
+        out["pod_uid"] = cg.pod_uid
+    return out
+
+
 def place_of(pid: int, proc: str = PROC, kernel_thread: bool = False) -> ProcessPlace:
     """Where a process runs: its container and pod (from its cgroups) and its executable
     (a kernel thread has none); what is unknown is left out."""
-    out: ProcessPlace = {}
     cg = read_cgroup(pid, proc)
-    if cg is not None:
-        if cg.path:
-            out["cgroup"] = cg.path
-        if cg.container_id:
-            out["container_id"] = cg.container_id
-        if cg.runtime:
-            out["runtime"] = cg.runtime
-        if cg.pod_uid:
-            out["pod_uid"] = cg.pod_uid
+    out = cgroup_place(cg) if cg is not None else {}
     if not kernel_thread:
         exe = exe_of(pid, proc)
         if exe:
@@ -134,8 +141,10 @@ def describe(pid: int, fallback_comm: str = "", with_threads: bool = False,
 class Identities:
     """Emits one ``process`` record per pid, the first time it is seen."""
 
-    def __init__(self) -> None:
+    def __init__(self, cgroups: Optional[CgroupPaths] = None) -> None:
+        self.cgroups = cgroups if cgroups is not None else CgroupPaths()
         self._seen: Dict[int, ProcessRecord] = {}
+        self._cgroup_ids: Dict[int, int] = {}  # pid -> the cgroup BPF last saw it wake in
         self._tgid: Dict[int, int] = {}
         self._thread_owner: Dict[int, int] = {}
 
@@ -150,11 +159,33 @@ class Identities:
         for t in rec.get("threads") or {}:
             self._thread_owner[int(t)] = rec["pid"]
 
+    def note_cgroup(self, pid: int, cgroup_id: int) -> None:
+        """The cgroup BPF saw ``pid`` in when it woke a target: what places a process that
+        exits before /proc can say. Noted for a whole snapshot before any of its records
+        is written, since the same short-lived process may come first as a preemptor or as
+        the holder of a CPU, which BPF takes no cgroup of."""
+        if cgroup_id > 0:
+            self._cgroup_ids[pid] = cgroup_id
+
+    def _place_by_cgroup_id(self, rec: ProcessRecord) -> bool:
+        """Adds the cgroup BPF saw to a record /proc could not place; whether it did."""
+        if "cgroup" in rec or rec["pid"] == 0:
+            return False
+        path = self.cgroups.path(self._cgroup_ids.get(rec["pid"], 0))
+        if path is None:
+            return False
+        rec.update(cgroup_place(parse_cgroup_path(path)))
+        return True
+
     def new_record(self, pid: int, fallback_comm: str = "",
                    with_threads: bool = False) -> Optional[ProcessRecord]:
-        if pid in self._seen:
-            return None
+        """The record of a pid not seen before; or, once more, that of a process that
+        exited unplaced and that a cgroup id noted since places; else None."""
+        old = self._seen.get(pid)
+        if old is not None:
+            return old if self._place_by_cgroup_id(old) else None
         rec = describe(pid, fallback_comm, with_threads)
+        self._place_by_cgroup_id(rec)
         self._seen[pid] = rec
         self._remember_threads(rec)
         return rec

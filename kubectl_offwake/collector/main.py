@@ -223,6 +223,10 @@ class Collector:
                     rec = snap.ids.refresh(t.pid, t.comm)
                     self.writer.emit(rec)
             self._cgroup_stats("end")
+            if snap.ids.cgroups.truncated:
+                self.log("warning", "the cgroup v2 hierarchy has more directories than the "
+                         "collector indexes; a waker that exited before its /proc was read "
+                         "may be named by its comm only")
             self.warnings.extend(loss_sentences(lost_summary(counters)))
             totals = {
                 "switches": counters.get("switch_out", 0),
@@ -237,6 +241,8 @@ class Collector:
                 "unwind_modules": snap.sites.stats.modules,
                 "unwind_sites": snap.sites.stats.sites,
                 "unwind_index_ms": int(snap.sites.stats.seconds * 1000),
+                "cgroup_walks": snap.ids.cgroups.walks,
+                "cgroup_walk_ms": int(snap.ids.cgroups.seconds * 1000),
                 "stack_overflow": counters.get("stack_overflow", 0),
                 "waker_ustack_lost": counters.get("wstack_eexist", 0)
                 + counters.get("wstack_enomem", 0),

@@ -232,8 +232,12 @@ class Snapshotter:
         """Read and clear the maps and write one committed snapshot."""
         self.snap += 1
         self.sym.new_snapshot()
+        self.ids.cgroups.new_snapshot()  # before the drain: a walk from here on sees its wakes
         edges = self.program.drain_edges()
         oncpu = self.program.drain_oncpu()
+        for e in edges:  # before any record: a waker may come first as a preemptor
+            if e.state == ST_BLOCKED:
+                self.ids.note_cgroup(e.waker_tgid, e.waker_cgroup_id)
         self.active_tids.update(e.tid for e in edges)
         self.active_tids.update(r.tid for r in oncpu)
         wakeups = merge_wakeups([self._wakeup(e) for e in edges])

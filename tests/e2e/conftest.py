@@ -231,9 +231,11 @@ def _has_workers(pid: int) -> bool:
 def envoy_pod(name: str, namespace: str = "app", node: Optional[str] = None,
               native: bool = False, host_network: bool = False, dns_port: int = 53,
               health_port: int = 15021, inbound_port: int = 15006,
-              labels: Optional[Dict[str, str]] = None) -> List[dict]:
+              labels: Optional[Dict[str, str]] = None, app_name: str = "app",
+              app_command: Optional[List[str]] = None) -> List[dict]:
     """A ConfigMap with Envoy's bootstrap and a pod whose istio-proxy container runs the
-    pilot-agent stand-in, which starts Envoy as its child (as Istio's sidecar does)."""
+    pilot-agent stand-in, which starts Envoy as its child (as Istio's sidecar does), beside
+    an app container (``app_command``, by default one that only sleeps)."""
     from kubectl_offwake.demo.envoy_config import EnvoyConfig
 
     config = EnvoyConfig(admin_socket=f"{ADMIN_DIR}/admin.sock", access_log="/dev/null",
@@ -251,8 +253,8 @@ def envoy_pod(name: str, namespace: str = "app", node: Optional[str] = None,
                          {"name": "istio-run", "mountPath": ADMIN_DIR}],
         "env": [{"name": "PYTHONPATH", "value": str(REPO)}],
     }
-    app = {"name": "app", "image": "docker.io/library/busybox:1.36",
-           "command": ["sleep", "100000"]}
+    app = {"name": app_name, "image": "docker.io/library/busybox:1.36",
+           "command": app_command or ["sleep", "100000"]}
     spec: dict = {
         "containers": [app] if native else [app, sidecar],
         "volumes": [{"name": "envoy-config", "configMap": {"name": cm_name}},

@@ -203,6 +203,43 @@ def test_deployment(lab, plugin):
     assert_clean(lab)
 
 
+def test_short_lived_wakers_are_named_by_their_pod_in_one_row(lab, plugin):
+    """An app container whose shell loop runs curl against its sidecar: every curl wakes
+    Envoy and exits a few milliseconds later, long before the collector's next snapshot.
+    The report still names them by pod and container, and as one waker: the same name and
+    total in "who woke the threads", the JSON and the findings."""
+    apply(lab, [namespace("demo")])
+    loop = "while true; do curl -s -o /dev/null http://127.0.0.1:15006/; sleep 0.02; done"
+    apply(lab, envoy_pod("reviews-v1", namespace="demo", native=True, node="lab-node-1",
+                         app_name="reviews", app_command=["sh", "-c", loop]))
+    wait_envoy_ready(lab, "demo", "reviews-v1")
+    done = plugin.run("reviews-v1", "-n", "demo", "--duration", "6s", "-o", "json",
+                      "--save", "rec.jsonl.gz")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    name = "demo/reviews-v1/reviews (curl)"
+    curl = [w for w in report["wakeups"] if w["cause"] == "waker" and w["waker"]
+            and w["waker"]["comm"] == "curl"]
+    assert len({w["waker"]["pid"] for w in curl}) >= 20, "too few curls woke Envoy"
+    assert {(w["waker"]["pod"], w["waker"]["container"]) for w in curl} == \
+        {("demo/reviews-v1", "reviews")}
+    rows = [g for g in report["by_waker"] if "curl" in g["name"]]
+    assert [g["name"] for g in rows] == [name]
+    assert rows[0]["count"] == sum(w["count"] for w in curl)
+    for finding in report["findings"]:
+        if finding["evidence"].get("waker") and "curl" in finding["evidence"]["waker"]:
+            assert finding["evidence"]["waker"] == name, finding
+    dominant = [f for f in report["findings"] if f["id"] == "dominant-waker"]
+    if dominant and dominant[0]["evidence"]["waker"] == name:
+        assert dominant[0]["evidence"]["wakeups"] == rows[0]["count"]
+    table = subprocess.run(plugin_command() + ["report", "rec.jsonl.gz"],
+                           cwd=plugin.workdir, capture_output=True, text=True)
+    assert table.returncode == 0, table.stderr
+    wakers = table.stdout.split("Who woke the threads", 1)[1].split("Target threads", 1)[0]
+    assert wakers.count(name) == 1 and "host: curl" not in wakers, wakers
+    assert_clean(lab)
+
+
 def test_native_sidecar(lab, plugin):
     apply(lab, [namespace("native")])
     apply(lab, envoy_pod("native-1", namespace="native", native=True, node="lab-node-2"))

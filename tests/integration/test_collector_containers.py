@@ -1,4 +1,5 @@
-"""Resolving a container id to its Envoy on the host, as the node collector must (root).
+"""Resolving a container id to its Envoy on the host, as the node collector must (root),
+and naming wakers by their container, also those that exit right after they woke the target.
 
 Processes are placed into cgroups named the way containerd, CRI-O and the kubelet name them
 (systemd and cgroupfs drivers, cgroup v2 and the v1 ``pids``/``name=systemd`` hierarchies),
@@ -8,6 +9,7 @@ under a private ``h5-*`` parent so nothing real is touched. Each container holds
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,8 +17,9 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -187,44 +190,146 @@ def test_comm_inside_container_and_unknown_id(containers):
     assert notes == ["no process in container ffffffffffff"]
 
 
-def test_trace_by_container_id(tmp_path):
-    """One real trace resolved by container id: identity records carry the container."""
+@dataclass
+class V2Container:
+    """A containerd container's cgroup (systemd driver) in the v2 hierarchy."""
+
+    cid: str
+    pod_uid: str
+    path: str  # its directory
+
+    def join(self, pid: int) -> None:
+        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+
+
+@contextmanager
+def v2_container() -> Iterator[V2Container]:
+    """A fresh container cgroup under a private ``h5-*`` parent, removed afterwards (its
+    processes must have ended by then)."""
     hier = _hierarchy("v2")
     if hier is None or harness.skip_reason():
         pytest.skip("needs cgroup v2 and eBPF")
     cid = uuid.uuid4().hex + uuid.uuid4().hex
     uid = str(uuid.uuid4())
     rel, _ = _layout("containerd-systemd", cid, uid)
-    parent = os.path.join(hier, f"h5-{uuid.uuid4().hex[:8]}")
     made = []
     cur = hier
-    for part in [os.path.basename(parent), *rel.split("/")]:
-        cur = os.path.join(cur, part)
-        os.mkdir(cur)
-        made.append(cur)
-    exe = harness.compile_prog("eventfd", str(tmp_path))
-    prog = harness.Prog(exe, 20, 10)
-    collector = None
     try:
-        with open(os.path.join(cur, "cgroup.procs"), "w") as f:
-            f.write(str(prog.pid))
-        collector = harness.Collector(["--container-id", cid, "--duration", "60"])
-        collector.wait_attached()
-        prog.go()
-        prog.wait_done()
-        assert collector.stop() == 0
+        for part in [f"h5-{uuid.uuid4().hex[:8]}", *rel.split("/")]:
+            cur = os.path.join(cur, part)
+            os.mkdir(cur)
+            made.append(cur)
+        yield V2Container(cid, uid, cur)
     finally:
-        prog.close()
-        if collector is not None and collector.proc.poll() is None:
-            collector.proc.kill()
         for d in reversed(made):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
+            for _ in range(20):
+                try:
+                    os.rmdir(d)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
+def test_trace_by_container_id(tmp_path):
+    """One real trace resolved by container id: identity records carry the container."""
+    with v2_container() as container:
+        exe = harness.compile_prog("eventfd", str(tmp_path))
+        prog = harness.Prog(exe, 20, 10)
+        collector = None
+        try:
+            container.join(prog.pid)
+            collector = harness.Collector(["--container-id", container.cid, "--duration", "60"])
+            collector.wait_attached()
+            prog.go()
+            prog.wait_done()
+            assert collector.stop() == 0
+        finally:
+            prog.close()
+            if collector is not None and collector.proc.poll() is None:
+                collector.proc.kill()
     rec = load_text(collector.text(), "collector")
     info = rec.processes[prog.pid]
-    assert info.container_id == cid and info.runtime == "containerd" and info.pod_uid == uid
+    assert info.container_id == container.cid and info.runtime == "containerd"
+    assert info.pod_uid == container.pod_uid
     report = analyze(rec)
     assert any(w.target.tid == prog.target_tid and w.category == "eventfd"
                for w in report.wakeups)
+
+
+#: Short-lived writers the shell starts, one after another.
+WRITERS = 30
+
+
+def _trace_short_lived_writers(tmp: str, extra: List[str]) -> Tuple[List[dict], str, int,
+                                                                    V2Container]:
+    """``fifo_read`` (the target, on the host) woken by ``WRITERS`` processes that each live
+    for one write: a shell in a container cgroup starts ``/usr/bin/printf x`` into the FIFO
+    and waits for it, again and again (as a ``curl`` loop in an app container wakes its
+    sidecar). Returns the records, the writer's program name, the target's thread id and
+    the container."""
+    fifo = os.path.join(tmp, "fifo")
+    os.mkfifo(fifo)
+    printf = shutil.which("printf", path="/usr/bin:/bin")
+    assert printf is not None
+    with v2_container() as container:
+        prog = harness.Prog(harness.compile_prog("fifo_read", tmp), WRITERS, 20, [fifo])
+        shell = subprocess.Popen(
+            ["/bin/sh", "-c", f"read go; i=0; while [ $i -lt {WRITERS} ]; do {printf} x; "
+             f"sleep 0.02; i=$((i+1)); done > {fifo}"], stdin=subprocess.PIPE)
+        collector = None
+        try:
+            container.join(shell.pid)  # its children start there
+            collector = harness.Collector(["--pid", str(prog.pid), "--interval", "1",
+                                           "--duration", "60", *extra])
+            collector.wait_attached()
+            prog.go()
+            assert shell.stdin is not None
+            shell.stdin.write(b"go\n")
+            shell.stdin.close()
+            prog.wait_done()
+            assert shell.wait(timeout=30) == 0
+            assert collector.stop() == 0, collector.stderr[-2000:]
+        finally:
+            if shell.poll() is None:
+                shell.kill()
+                shell.wait()
+            prog.close()
+            if collector is not None and collector.proc.poll() is None:
+                collector.proc.kill()
+    return collector.records(), os.path.basename(printf), prog.target_tid, container
+
+
+def _writer_records(records: List[dict], comm: str, target_tid: int) -> List[dict]:
+    """The ``process`` records of the writers that woke the target (the last of each: a
+    process met first as a preemptor is described again once its wake places it)."""
+    wakers = {r["waker_pid"] for r in records
+              if r["type"] == "wakeup" and r["tid"] == target_tid and r["state"] == "blocked"
+              and r["waker_comm"] == comm}
+    found = {r["pid"]: r for r in records if r["type"] == "process" and r["pid"] in wakers}
+    assert len(found) == len(wakers) >= WRITERS // 2, (len(found), len(wakers))
+    return list(found.values())
+
+
+def test_a_waker_that_exited_at_once_is_named_by_its_container(tmp_path):
+    """A waker gone before the snapshot that first names it: its cgroup comes from the id
+    BPF took at the wake, so its ``process`` record still carries its container and pod."""
+    records, comm, tid, container = _trace_short_lived_writers(str(tmp_path), [])
+    writers = _writer_records(records, comm, tid)
+    gone = [r for r in writers if r.get("gone")]
+    assert gone, "every writer was still alive at its snapshot: nothing was tested"
+    for r in writers:
+        assert r["container_id"] == container.cid, r
+        assert r["runtime"] == "containerd" and r["pod_uid"] == container.pod_uid, r
+        assert r["cgroup"].endswith(container.path.split("/h5-", 1)[1]), r
+    info = load_text("".join(json.dumps(r) + "\n" for r in records), "collector").processes
+    assert {info[r["pid"]].container_id for r in gone} == {container.cid}
+
+
+def test_without_the_cgroup_id_helper_a_vanished_waker_has_no_container(tmp_path):
+    """The build for kernels without bpf_get_current_cgroup_id loads and traces; what it
+    cannot do is place a waker that exited before /proc could be read."""
+    records, comm, tid, _container = _trace_short_lived_writers(str(tmp_path),
+                                                                ["--cflag=-DNO_CGROUP_ID"])
+    gone = [r for r in _writer_records(records, comm, tid) if r.get("gone")]
+    assert gone and not any("container_id" in r for r in gone), gone

@@ -1,4 +1,4 @@
-"""Aggregation, naming and roles: sums, shares, grouping by waker process and by thread.
+"""Aggregation, naming and roles: sums, shares, grouping by waker name and by thread.
 
 ``Mesh`` builds small recordings of an Istio pod (Envoy + pilot-agent in istio-proxy, an
 app container, coredns, a noisy batch pod) edge by edge; the test_findings*.py files use
@@ -7,6 +7,8 @@ it too.
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
@@ -27,6 +29,7 @@ from kubectl_offwake.analysis.model import (
 from kubectl_offwake.analysis.naming import Namer, bare_name, is_kernel_comm
 from kubectl_offwake.analysis.report import Report
 from kubectl_offwake.analysis.roles import Roles, role_of_comm
+from kubectl_offwake.render import RenderOptions, render
 
 ENVOY, PILOT, APP, COREDNS, CRUNCHER, KUBELET = 100, 90, 300, 200, 400, 606
 SWAPPER, KSOFTIRQD = 0, 14
@@ -215,8 +218,45 @@ def test_wakeups_sorted_largest_first() -> None:
 
 def test_wakers_group_by_process_not_thread() -> None:
     r = basic().report()
-    app = _group(r.by_waker, f"{APP}:app/productpage-v1/productpage")
+    app = _group(r.by_waker, "waker:app/productpage-v1/productpage (gunicorn)")
     assert (app.edges, app.count, app.total_us) == (2, 500, 5_000_000)
+
+
+def _rendered(report: Report, fmt: str) -> str:
+    out = io.StringIO()
+    render(report, fmt, out, RenderOptions(width=160))
+    return out.getvalue()
+
+
+def test_short_lived_wakers_of_one_name_are_one_row_everywhere() -> None:
+    """A shell loop in the app container starts a curl every few ms: 200 processes (most
+    gone before the collector read /proc, named by the cgroup BPF saw), one name. Two
+    hundred host curls are one ``host: curl`` too; the findings say the same names with the
+    same totals as the table, the HTML and the JSON."""
+    m = Mesh()
+    for i in range(200):
+        pid = 5000 + i
+        m.rec.processes[pid] = ProcessInfo(pid, "curl", pod="demo/reviews-v1",
+                                           container="reviews", gone=True)
+        m.rec.processes[pid + 4000] = ProcessInfo(pid + 4000, "curl", gone=True)
+        m.wake("wrk:worker_0", Task("curl", pid, pid), W_TCP, 2, 20_000)
+        m.wake("wrk:worker_1", Task("curl", pid + 4000, pid + 4000), W_TCP, 1, 10_000)
+    m.wake("wrk:worker_1", waker(APP), W_TCP, 50, 1_000_000)
+    r = m.report()
+    app = "demo/reviews-v1/reviews (curl)"
+    assert [(g.label, g.edges, g.count, g.total_us) for g in r.by_waker] == [
+        (app, 200, 400, 4_000_000), ("host: curl", 200, 200, 2_000_000),
+        ("app/productpage-v1/productpage (gunicorn)", 1, 50, 1_000_000)]
+    finding = next(f for f in r.findings if f.id == "dominant-waker")
+    assert finding.evidence["waker"] == app and finding.evidence["wakeups"] == 400
+    assert f"{app} caused 62% of all wakeups (400 of 650)" in finding.text
+    table = _rendered(r, "table").split("Who woke the threads", 1)[1].split("Target threads")[0]
+    assert table.count(app) == 1 and table.count("host: curl") == 1 and "more" not in table
+    html = _rendered(r, "html")
+    assert html.count(f"<td>{app}</td>") == 1 and html.count("<td>host: curl</td>") == 1
+    doc = json.loads(_rendered(r, "json"))
+    assert [(g["key"], g["name"], g["count"]) for g in doc["by_waker"]][:2] == [
+        (f"waker:{app}", app, 400), ("waker:host: curl", "host: curl", 200)]
 
 
 def test_two_processes_of_one_container_are_told_apart() -> None:

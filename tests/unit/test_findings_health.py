@@ -59,7 +59,7 @@ def test_dominant_waker() -> None:
     m.wake("wrk:worker_1", waker(KUBELET), W_TCP, 300, 1_000_000)
     m.wake("envoy", waker(SWAPPER), W_TIMER, 100, 3_000_000)
     f = one(m.report(), "dominant-waker")
-    assert f.evidence["waker"] == "app/productpage-v1/productpage"
+    assert f.evidence["waker"] == "app/productpage-v1/productpage (gunicorn)"
     assert f.evidence["share"] == 0.6 and "60% of all wakeups (600 of 1000)" in f.text
 
 

@@ -55,7 +55,7 @@ def dns_storm(ctx: Context, proc: Process) -> Optional[Finding]:
     rate = count / ctx.duration_s
     if rate < DNS_WAKES_PER_S:
         return None
-    top = top_waker(ctx.recording, udp)
+    top = top_waker(udp)
     source = f", mostly from {top}" if top else ""
     evidence: Dict[str, object] = {"wakeups": count, "per_second": round(rate, 2),
                                    "duration_s": ctx.duration_s, "waker": top}
@@ -98,7 +98,7 @@ def xds_churn(ctx: Context, proc: Process) -> Optional[Finding]:
     rate = unix_count / ctx.duration_s
     evidence: Dict[str, object] = {
         "unix_wakeups": unix_count, "unix_per_second": round(rate, 2),
-        "waker": top_waker(ctx.recording, unix) if unix else None,
+        "waker": top_waker(unix) if unix else None,
         "eventfd_wakeups": fan_count, "workers_reached": len(workers),
         "workers": len(all_workers), "duration_s": ctx.duration_s}
     envoy = proc.envoy

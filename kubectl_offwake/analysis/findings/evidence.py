@@ -7,9 +7,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, cast
 
 from ..categories import CATEGORIES, CATEGORY_BY_ID
 from ..envoy_counts import EnvoyCounts
-from ..model import Recording
 from ..report import CAUSE_WAKER, Wakeup
-from ..vocabulary import with_comm
+from ..vocabulary import process_label
 
 
 def category(category_id: str) -> str:
@@ -42,24 +41,14 @@ def counts(wakeups: Iterable[Wakeup]) -> Optional[int]:
     return sum(cast(List[int], values))
 
 
-def waker_label(recording: Recording, w: Wakeup) -> str:
-    """The waker's name; its process comm too when it shares a container with the target
-    (pilot-agent and Envoy both live in istio-proxy)."""
-    assert w.waker is not None
-    if w.waker.name == w.target.name and w.waker.pid != w.target.pid:
-        info = recording.processes.get(w.waker.pid) if w.waker.pid is not None else None
-        comm = info.comm if info is not None and info.comm else w.waker.comm
-        return with_comm(w.waker.name, comm)
-    return w.waker.name
-
-
-def top_waker(recording: Recording, wakeups: Sequence[Wakeup]) -> Optional[str]:
-    """The waker behind most of these wakeups by its own doing (interrupt bystanders do
-    not count); by edges when the source has no counts."""
+def top_waker(wakeups: Sequence[Wakeup]) -> Optional[str]:
+    """The waker (by name, as "who woke the threads" lists it) behind most of these wakeups
+    by its own doing (interrupt bystanders do not count); by edges when the source has no
+    counts."""
     weights: Dict[str, int] = defaultdict(int)
     for w in wakeups:
         if w.waker is not None and w.cause == CAUSE_WAKER:
-            weights[waker_label(recording, w)] += w.edge.count if w.edge.count is not None else 1
+            weights[process_label(w.waker)] += w.edge.count if w.edge.count is not None else 1
     if not weights:
         return None
     return max(weights.items(), key=lambda kv: (kv[1], kv[0]))[0]

@@ -18,8 +18,9 @@ from ..frames import normalize
 from ..model import Pending
 from ..report import CAUSE_WAKER, INFO, WARNING, Finding, Party, Severity, Wakeup
 from ..roles import MAIN, WORKER
+from ..vocabulary import process_label
 from .context import Context
-from .evidence import PREEMPTIONS, counts, waker_label
+from .evidence import PREEMPTIONS, counts
 from .wording import and_more, pct
 
 #: A thread still off the CPU at the end, and not idle in its event loop or a sleep, for
@@ -126,12 +127,10 @@ def dominant_waker(ctx: Context) -> Optional[Finding]:
     own = {(t.target.pid, t.target.name) for t in ctx.report.by_thread}
     mine: Dict[str, List[Wakeup]] = defaultdict(list)
     for ws in ctx.index.wakers.values():
-        waker = ws[0].waker
-        if waker is None or (waker.pid, waker.name) in own:
-            continue
-        caused = [w for w in ws if w.cause == CAUSE_WAKER]
-        if caused:
-            mine[waker_label(ctx.recording, caused[0])].extend(caused)
+        for w in ws:  # by name, as "who woke the threads" lists them; the targets' own not
+            if (w.waker is not None and w.cause == CAUSE_WAKER
+                    and (w.waker.pid, w.waker.name) not in own):
+                mine[process_label(w.waker)].append(w)
     if not mine:
         return None
     counted = {name: counts(ws) or 0 for name, ws in mine.items()}

@@ -164,15 +164,16 @@ def _addr(host: str, port: int) -> dict:
 
 
 def _lua(stall: LuaStall) -> dict:
-    """A Lua filter spinning ``spin_ms`` on every ``every``-th request of a worker (each
-    worker has its own Lua state, so the count is per worker). ``os.clock`` is the
-    process's CPU time: Envoy is pinned to one CPU, so while the worker spins it is this
-    worker's time."""
+    """A Lua filter spinning ``spin_ms`` on a worker's first request in each second of the
+    clock divisible by ``every_s`` (each worker has its own Lua state, so ``last`` is per
+    worker). ``os.clock`` is the process's CPU time: Envoy is pinned to one CPU, so the
+    spin takes at least ``spin_ms`` of the clock."""
     code = (
-        "local seen = 0\n"
+        "local last = -1\n"
         "function envoy_on_request(handle)\n"
-        "  seen = seen + 1\n"
-        f"  if seen % {max(1, stall.every)} == 0 then\n"
+        "  local now = os.time()\n"
+        f"  if now % {max(1, stall.every_s)} == 0 and now ~= last then\n"
+        "    last = now\n"
         f"    local stop = os.clock() + {stall.spin_ms / 1000:g}\n"
         "    while os.clock() < stop do end\n"
         "  end\n"

@@ -43,10 +43,13 @@ class CpuQuota:
 
 @dataclass(frozen=True)
 class LuaStall:
-    """A Lua filter that, on every ``every``-th request a worker handles, spins on the CPU
-    for ``spin_ms``: blocking work on the worker's event loop."""
+    """A Lua filter that spins on the CPU for ``spin_ms`` on a worker's first request in
+    every ``every_s``-th second of the clock: blocking work on the worker's event loop.
 
-    every: int
+    Timed by the clock rather than by a request count, so every worker that has requests
+    stalls at the same rate however the connections landed on the workers."""
+
+    every_s: int
     spin_ms: int
 
 
@@ -121,8 +124,8 @@ def _knobs(s: MeshSettings) -> Dict[str, str]:
         "upstream": (f"the upstream answers after {s.upstream_delay_ms} ms"
                      if s.upstream_delay_ms else "the upstream answers at once"),
         "lua": ("no Lua filter" if s.lua_stall is None else
-                f"a Lua filter spins {s.lua_stall.spin_ms} ms on every "
-                f"{s.lua_stall.every}th request of a worker"),
+                f"a Lua filter spins {s.lua_stall.spin_ms} ms on each worker every "
+                f"{s.lua_stall.every_s} s"),
         "access_log": (f"{log.loggers} access logger{'s' if log.loggers != 1 else ''} "
                        f"{'logging the padding header ' if log.log_headers else ''}"
                        f"flushed every {log.flush_ms} ms"),

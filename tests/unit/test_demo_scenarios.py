@@ -117,12 +117,12 @@ def test_bootstrap_of_a_shared_listener():
     assert _inbound(_config(BY_NAME["accept-herd"].settings))["enable_reuse_port"] is False
 
 
-def test_bootstrap_spins_in_lua_on_every_nth_request():
-    hcm = _hcm(_inbound(_config(replace(HEALTHY, lua_stall=LuaStall(every=7, spin_ms=300)))))
+def test_bootstrap_spins_in_lua_every_nth_second():
+    hcm = _hcm(_inbound(_config(replace(HEALTHY, lua_stall=LuaStall(every_s=7, spin_ms=300)))))
     names = [f["name"] for f in hcm["http_filters"]]
     assert names == ["envoy.filters.http.lua", "envoy.filters.http.router"]
     code = hcm["http_filters"][0]["typed_config"]["default_source_code"]["inline_string"]
-    assert "seen % 7 == 0" in code and "os.clock() + 0.3" in code
+    assert "now % 7 == 0" in code and "os.clock() + 0.3" in code
     assert [f["name"] for f in _hcm(_inbound(_config(HEALTHY)))["http_filters"]] == [
         "envoy.filters.http.router"]
 

@@ -2,10 +2,12 @@
 every wait in the run queue (after a wake, or a whole preemption), the task that ran on that
 CPU just before the waiting thread got it back (its ``queued`` records,
 ``Recording.queued``). Summed here per traced process and holder: another process by its
-display name (a neighbour), one of the traced process's own threads by thread, ``COMM
-(TID)`` as the target threads are named (the workers queueing behind each other or behind
-the main thread), or the idle CPU (the wait was the wakeup's own latency). The noisy-
-neighbour finding rests on these sums, and every view lists them.
+display name, as the wakers are (``vocabulary.process_label``: a neighbour's pod, container
+and comm; two hundred short-lived ``curl`` processes of one container are one holder), one
+of the traced process's own threads by thread, ``COMM (TID)`` as the target threads are
+named (the workers queueing behind each other or behind the main thread), or the idle CPU
+(the wait was the wakeup's own latency). The noisy-neighbour finding rests on these sums,
+and every view lists them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .model import Recording
 from .naming import KERNEL_PREFIX, Namer
 from .report import Party
 from .roles import WORKER
-from .vocabulary import IDLE_CPU, thread_name
+from .vocabulary import IDLE_CPU, process_label, thread_name
 
 
 @dataclass
@@ -27,8 +29,9 @@ class Holder:
     #: The traced process whose threads waited (pid, and its display name).
     pid: Optional[int]
     process: str
-    #: Who held the CPU: a process (a thread of it, for the traced process's own threads),
-    #: or None for an idle CPU.
+    #: Who held the CPU: a process (a thread of it, for the traced process's own threads;
+    #: the first one seen, when several processes share the display name), or None for an
+    #: idle CPU.
     holder: Optional[Party]
     label: str
     #: The holder is a thread of the traced process itself.
@@ -58,14 +61,15 @@ def holders(recording: Recording, namer: Namer) -> List[Holder]:
         holder = namer.party(q.holder) if q.holder is not None else None
         own = holder is not None and holder.pid is not None and holder.pid == target.pid
         # a thread of the traced process by thread, as the target threads are named; another
-        # process by process (two of one name told apart below)
+        # process by its display name, as the wakers
         if holder is None:
             who: object = None
             label = IDLE_CPU
         elif own:
             who, label = ("thread", holder.tid), thread_name(holder)
         else:
-            who, label = ("process", holder.pid, holder.name), holder.name
+            label = process_label(holder)
+            who = ("process", label)
         key = (target.pid, target.name, who)
         group = groups.get(key)
         if group is None:
@@ -78,7 +82,6 @@ def holders(recording: Recording, namer: Namer) -> List[Holder]:
         if target.role == WORKER:
             group.workers_wait_us += q.wait_us
     found = list(groups.values())
-    _tell_apart(found)
     totals: Dict[str, int] = {}
     for h in found:
         totals[h.process] = totals.get(h.process, 0) + h.wait_us
@@ -86,13 +89,3 @@ def holders(recording: Recording, namer: Namer) -> List[Holder]:
         h.process_wait_us = totals[h.process]
     return sorted(found, key=lambda h: (str(h.pid), -h.wait_us, h.label))
 
-
-def _tell_apart(found: List[Holder]) -> None:
-    """Two processes of one display name (two Envoys on a node, both ``host: envoy``) get
-    their pids added, so neither's time is read as the other's."""
-    seen: Dict[Tuple[Optional[int], str], int] = {}
-    for h in found:
-        seen[(h.pid, h.label)] = seen.get((h.pid, h.label), 0) + 1
-    for h in found:
-        if seen[(h.pid, h.label)] > 1 and not h.own and h.holder is not None:
-            h.label = f"{h.label} (pid {h.holder.pid})"

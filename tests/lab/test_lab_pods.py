@@ -119,7 +119,7 @@ def test_envoy_sidecar_pod_from_yaml(lab: Lab) -> None:
         lab.kubectl("delete", "pod", "-n", "app", "productpage-v1")
         elapsed = time.monotonic() - start
         # the app container's PID 1 ignores SIGTERM: it takes the 5 s grace period
-        assert 4 <= elapsed < 15, elapsed
+        assert 4 <= elapsed < 30, elapsed  # (and then killed, not left hanging)
         rest, _ = follow.communicate(timeout=10)
         assert follow.returncode == 0
         assert "pilot-agent: SIGTERM, draining envoy" in rest

@@ -1,8 +1,10 @@
 """The importers at benchmark size: 100k folded lines and 100k wire wakeup records.
 
-Both must import in well under 2 s, so merging and interning must stay O(1) per line or
-record. Measured as this process's CPU time, which a busy shared machine disturbs far less
-than wall time.
+Merging and interning must stay O(1) per line or record. No time limit (this machine's
+speed is no fact about the code): a tenth of the input is imported beside the whole, and
+ten times the input must cost far less than the hundred times a quadratic step gives.
+Measured as this process's CPU time, which a busy shared machine disturbs far less than
+wall time; ``bench/compare-import`` compares the speed itself against another revision.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from kubectl_offwake.importers import load_bytes
 
 pytestmark = pytest.mark.slow
 
-LIMIT_S = 2.0
+#: Ten times the input, linear: about 10x the CPU time; quadratic: about 100x. Noise on
+#: the small run's tenth of a second stays well inside the margin.
+SCALING_MAX = 30.0
 RNG = random.Random(11)
 KERNEL = [f"h1_kernel_function_{i}" for i in range(400)]
 USER = [f"Envoy::Http::Filter{i}::decodeData(Buffer::Instance&, bool)" for i in range(400)]
@@ -41,6 +45,16 @@ def _cpu(fn):
     return time.process_time() - start, result
 
 
+def _scales_linearly(data: bytes, tenth: bytes, name: str) -> float:
+    """The whole input's import CPU time over a tenth's (the smallest of three, the
+    tenth's being the noisier)."""
+    small = min(_cpu(lambda: load_bytes(tenth, name))[0] for _ in range(3))
+    whole = _cpu(lambda: load_bytes(data, name))[0]
+    ratio = whole / max(small, 1e-3)
+    print(f"{name}: {whole:.2f} s CPU, {ratio:.1f}x a tenth of it")
+    return ratio
+
+
 def test_100k_folded_lines():
     stacks = _halves(3000)
     # Precompute each stack's two printed forms; lines are then cheap to assemble.
@@ -52,11 +66,11 @@ def test_100k_folded_lines():
         for _ in range(100_000)
     ]
     data = ("\n".join(lines) + "\n").encode()
-    seconds, recording = _cpu(lambda: load_bytes(data, "h1-bench.folded"))
+    recording = load_bytes(data, "h1-bench.folded")
     assert recording.warnings == []
     assert len(recording.edges) > 95_000
-    print(f"100k folded lines ({len(data) / 1e6:.0f} MB): {seconds:.2f} s CPU")
-    assert seconds < LIMIT_S
+    tenth = ("\n".join(lines[:10_000]) + "\n").encode()
+    assert _scales_linearly(data, tenth, "h1-bench.folded") < SCALING_MAX
 
 
 def test_100k_wire_wakeup_records():
@@ -82,11 +96,13 @@ def test_100k_wire_wakeup_records():
             )
         seq += 1
         lines.append(json.dumps({"type": "snapshot", "seq": seq, "snap": snap}))
-    lines.append(json.dumps({"type": "end", "seq": seq + 1, "reason": "duration"}))
-    data = ("\n".join(lines) + "\n").encode()
-    seconds, recording = _cpu(lambda: load_bytes(data, "h1-bench.jsonl"))
+    end = json.dumps({"type": "end", "seq": seq + 1, "reason": "duration"})
+    data = ("\n".join([*lines, end]) + "\n").encode()
+    recording = load_bytes(data, "h1-bench.jsonl")
     assert recording.warnings == []
     assert len(recording.edges) == len(set(edges))
     assert sum(e.count or 0 for e in recording.edges) == 3 * 100_000
-    print(f"100k wire wakeups ({len(data) / 1e6:.0f} MB): {seconds:.2f} s CPU")
-    assert seconds < LIMIT_S
+    # a tenth: the stacks and the first of the ten snapshots
+    first = next(i for i, line in enumerate(lines) if '"snapshot"' in line)
+    tenth = ("\n".join([*lines[:first + 1], end]) + "\n").encode()
+    assert _scales_linearly(data, tenth, "h1-bench.jsonl") < SCALING_MAX

@@ -34,11 +34,25 @@ def test_own_threads_by_thread_other_processes_by_process_idle_apart() -> None:
     assert held["idle CPU"].holder is None
 
 
-def test_two_processes_of_one_name_are_told_apart_by_pid() -> None:
+def test_processes_of_one_name_are_one_holder_as_they_are_one_waker() -> None:
+    """Short-lived processes (a shell loop's curl) are one neighbour, not a row each."""
     rec = two_envoys()
     third = 300
     rec.processes[third] = ProcessInfo(third, "envoy")
     rec.queued.append(Queued(rec.queued[0].task, Task("envoy", third, third), 1, 50, 50))
+    held = {h.label: h for h in analyze(rec).holders}
+    assert sorted(held) == ["envoy (100)", "host: envoy", "idle CPU"]
+    assert (held["host: envoy"].count, held["host: envoy"].wait_us) == (43, 401_050)
+
+
+def test_a_containers_processes_are_held_by_container_and_comm() -> None:
+    rec = two_envoys()
+    for pid, comm in ((300, "curl"), (301, "curl"), (302, "sh")):
+        rec.processes[pid] = ProcessInfo(pid, comm, pod="demo/reviews-v1",
+                                         container="reviews")
+        rec.queued.append(Queued(rec.queued[0].task, Task(comm, pid, pid), 1, 100, 100))
     labels = sorted(h.label for h in analyze(rec).holders)
-    assert labels == ["envoy (100)", "host: envoy (pid 200)", "host: envoy (pid 300)",
-                      "idle CPU"]
+    assert "demo/reviews-v1/reviews (curl)" in labels
+    assert "demo/reviews-v1/reviews (sh)" in labels
+    held = {h.label: h for h in analyze(rec).holders}
+    assert held["demo/reviews-v1/reviews (curl)"].count == 2

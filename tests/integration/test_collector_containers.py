@@ -133,14 +133,20 @@ def containers():
             p.kill()
             p.wait()
         time.sleep(0.2)
-        for d in reversed(made):
-            for _ in range(20):
-                try:
-                    os.rmdir(d)
-                    break
-                except OSError:
-                    time.sleep(0.1)
+        _remove_cgroups(made)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_cgroups(made: List[str]) -> None:
+    """Removes the cgroups a fixture made, innermost first (a cgroup whose last process
+    just exited can refuse rmdir for a moment)."""
+    for d in reversed(made):
+        for _ in range(20):
+            try:
+                os.rmdir(d)
+                break
+            except OSError:
+                time.sleep(0.1)
 
 
 def _resolve(*container_ids: str, comm: Optional[str] = None) -> Tuple[List[dict], List[str]]:
@@ -222,13 +228,7 @@ def v2_container() -> Iterator[V2Container]:
             made.append(cur)
         yield V2Container(cid, uid, cur)
     finally:
-        for d in reversed(made):
-            for _ in range(20):
-                try:
-                    os.rmdir(d)
-                    break
-                except OSError:
-                    time.sleep(0.1)
+        _remove_cgroups(made)
 
 
 def test_trace_by_container_id(tmp_path):

@@ -202,11 +202,9 @@ def test_cut_log_stream(lab: Lab) -> None:
         assert proc.stdout.readline() == "tick\n"
         timer = threading.Timer(0.5, lambda: lab.cut_logs("app", "chatty"))
         timer.start()
-        start = time.monotonic()
-        proc.communicate(timeout=15)
+        proc.communicate(timeout=15)  # (a stream left open times out here)
         timer.join()
         # the stream ended although the container still runs
-        assert time.monotonic() - start < 10
         p = json.loads(lab.kubectl("get", "pod", "-n", "app", "chatty", "-o", "json").stdout)
         assert p["status"]["phase"] == "Running"
     finally:

@@ -31,8 +31,10 @@ def is_kernel_comm(comm: str) -> bool:
     return bool(_KERNEL_COMM.match(comm))
 
 
-def process_name(info: ProcessInfo, comm: str) -> str:
-    """The display name of a known process (``comm`` is the thread's, for kernel threads)."""
+def process_name(info: ProcessInfo, comm: str, process_comm: Optional[str] = None) -> str:
+    """The display name of a known process (``comm`` is the thread's, for kernel threads;
+    ``process_comm`` the process's when known better than its record's, see
+    :func:`current_process_comm`)."""
     if info.pod and info.container:
         return f"{info.pod}/{info.container}"
     if info.label:
@@ -41,7 +43,17 @@ def process_name(info: ProcessInfo, comm: str) -> str:
         return info.pod
     if info.kernel_thread or is_kernel_comm(comm):
         return KERNEL_PREFIX + comm
-    return HOST_PREFIX + (info.comm or comm)
+    return HOST_PREFIX + (process_comm or info.comm or comm)
+
+
+def current_process_comm(info: ProcessInfo, task: Task) -> Optional[str]:
+    """The process's comm as it was at this task's event: the main thread's comm (``tid ==
+    pid``) is the process's own at that moment, newer than the record's, which was read
+    once (a shell that forked, read as ``sh``, then became ``curl``); other threads keep
+    the record's (Envoy's workers are ``wrk:worker_0`` in a process named ``envoy``)."""
+    if task.tid is not None and task.tid == task.pid and task.comm:
+        return task.comm
+    return info.comm or None
 
 
 def bare_name(comm: str) -> str:
@@ -89,6 +101,8 @@ class Namer:
             return Party(comm=task.comm, pid=task.pid, tid=task.tid, name=bare_name(task.comm),
                          role=role)
         pid = task.pid if task.pid is not None else info.pid
-        return Party(comm=task.comm, pid=pid, tid=task.tid, name=process_name(info, task.comm),
+        process_comm = current_process_comm(info, task)
+        return Party(comm=task.comm, pid=pid, tid=task.tid,
+                     name=process_name(info, task.comm, process_comm),
                      pod=info.pod, container=info.container, role=role,
-                     process_comm=info.comm or None)
+                     process_comm=process_comm)

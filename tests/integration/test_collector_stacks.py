@@ -60,12 +60,15 @@ CALLERS: Dict[Tuple[str, str], Tuple[str, str]] = {
 def _run(tmp: str, programs: Dict[str, Tuple[str, List[str]]], extra: List[str],
          fifo_writer: bool = False) -> harness.Traced:
     """Runs the programs under one collector; with ``fifo_writer``, also ``fifo_read``, fed
-    by a shell (its own process, built without frame pointers, started after attach)."""
+    by a shell (its own process, built without frame pointers, started once the collector's
+    loop runs: the loop gives a new waker unwind tables, and a shell that started while the
+    collector was still indexing the system libraries could end before the loop began)."""
     progs: Dict[str, harness.Prog] = {}
     writers: List[subprocess.Popen] = []
     fifo = os.path.join(tmp, "fifo")
 
-    def start_writer() -> None:
+    def start_writer(collector: harness.Collector) -> None:
+        collector.wait_snapshot()
         script = (f"i=0; while [ $i -lt {FIFO_ITERS} ]; do printf x; "
                   f"sleep {PERIOD_MS / 1000}; i=$((i+1)); done > {fifo}")
         writers.append(subprocess.Popen([SHELL, "-c", script]))
@@ -78,7 +81,7 @@ def _run(tmp: str, programs: Dict[str, Tuple[str, List[str]]], extra: List[str],
             os.mkfifo(fifo)
             exe = harness.compile_prog("fifo_read", tmp)
             progs["fifo_read"] = harness.Prog(exe, FIFO_ITERS, PERIOD_MS, [fifo])
-        return harness.trace(progs, extra, start_writer if fifo_writer else lambda: None)
+        return harness.trace(progs, extra, start_writer if fifo_writer else lambda c: None)
     finally:
         for writer in writers:
             writer.wait(timeout=30)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from kubectl_offwake.analysis import analyze
 from kubectl_offwake.analysis.model import ProcessInfo, Queued, Recording, Task
+from kubectl_offwake.analysis.naming import Namer
+from kubectl_offwake.analysis.vocabulary import process_label
 
 MINE, OTHER = 100, 200
 
@@ -56,3 +58,17 @@ def test_a_containers_processes_are_held_by_container_and_comm() -> None:
     assert "demo/reviews-v1/reviews (sh)" in labels
     held = {h.label: h for h in analyze(rec).holders}
     assert held["demo/reviews-v1/reviews (curl)"].count == 2
+
+
+def test_a_process_is_named_by_its_main_threads_comm_at_the_event() -> None:
+    """A shell loop's child read by the collector while still ``sh`` and then exec'd to
+    ``curl``: its wakes and holds say ``curl``, as the kernel did; threads other than the
+    main one keep the process's name."""
+    rec = two_envoys()
+    rec.processes[300] = ProcessInfo(300, "sh", pod="demo/reviews-v1", container="reviews")
+    namer = Namer(rec)
+    assert process_label(namer.party(Task("curl", 300, 300))) == "demo/reviews-v1/reviews (curl)"
+    assert namer.party(Task("curl", 300, 300)).process_comm == "curl"
+    worker = namer.party(Task("wrk:worker_0", MINE, 101))
+    assert worker.process_comm == "envoy" and worker.name == "host: envoy"
+    assert namer.party(Task("envoy-renamed", OTHER, OTHER)).name == "host: envoy-renamed"

@@ -121,6 +121,7 @@ class Collector:
         self.lines: List[str] = []
         self.stderr = ""
         self._attached = threading.Event()
+        self._snapshot = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self._err = threading.Thread(target=self._read_err, daemon=True)
@@ -132,7 +133,10 @@ class Collector:
             self.lines.append(line)
             if 'attached in ' in line or '"type":"end"' in line:
                 self._attached.set()
+            if '"type":"snapshot"' in line or '"type":"end"' in line:
+                self._snapshot.set()
         self._attached.set()
+        self._snapshot.set()
 
     def _read_err(self) -> None:
         assert self.proc.stderr is not None
@@ -145,6 +149,12 @@ class Collector:
             self.proc.wait(timeout=10)
             raise AssertionError("the collector stopped before attaching:\n"
                                  + "".join(self.lines) + self.stderr[-3000:])
+
+    def wait_snapshot(self, timeout: float = 60.0) -> None:
+        """Until the first snapshot: the collector's loop is running (after attaching it
+        first indexes the system libraries, which takes a while on a busy machine)."""
+        if not self._snapshot.wait(timeout):
+            raise AssertionError("the collector took no snapshot in time")
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM, then wait for the final flush; returns the exit code."""
@@ -207,10 +217,10 @@ class Traced:
 
 
 def trace(progs: Dict[str, Prog], extra: Sequence[str] = (),
-          after_go: Callable[[], None] = lambda: None) -> Traced:
+          after_go: Callable[[Collector], None] = lambda collector: None) -> Traced:
     """The programs under one collector (``--interval 1``): attached before they go, stopped
-    (SIGTERM) once each has finished its pattern. ``after_go`` runs once they are going
-    (to start a load of its own); the caller closes the programs."""
+    (SIGTERM) once each has finished its pattern. ``after_go(collector)`` runs once they are
+    going (to start a load of its own); the caller closes the programs."""
     args = ["--interval", "1", "--duration", "60", *extra]
     for p in progs.values():
         args += ["--pid", str(p.pid)]
@@ -220,7 +230,7 @@ def trace(progs: Dict[str, Prog], extra: Sequence[str] = (),
         collector.wait_attached()
         for p in progs.values():
             p.go()
-        after_go()
+        after_go(collector)
         for p in progs.values():
             p.wait_done()
             maps[p.pid] = mappings(p.pid)

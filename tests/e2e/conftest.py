@@ -86,10 +86,10 @@ def cluster():
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces, cgroups)")
     assert shutil.which("kubectl"), "the end-to-end tests need kubectl (tests/bootstrap)"
-    from lab.cluster import Lab
+    from lab.cluster import Lab, private_lab
 
     state = os.environ.get("OFFWAKE_LAB_STATE")
-    handle = Lab.attach(state) if state else Lab(prefix=f"offwake-e2e-{os.getpid()}").start()
+    handle = Lab.attach(state) if state else private_lab("offwake-e2e")
     try:
         handle.image = f"{registry_of(handle)}/{REPOSITORY}:e2e"
         build_and_push(handle.image)

@@ -271,3 +271,28 @@ class Lab:
         env = dict(os.environ)
         env["KUBECONFIG"] = str(self.kubeconfig)
         return env
+
+
+def private_lab(family: str) -> Lab:
+    """A lab of this process's own (prefix ``FAMILY-PID``, so two pytest runs at once do not
+    meet), started after removing what labs of the same family left behind when their
+    process was killed before its fixture could stop them: their processes, cgroups,
+    network namespaces and state directory (the ledger in it lists them). A lab whose
+    process still runs is left alone."""
+    for prefix in sorted(_orphans(family)):
+        Lab(prefix=prefix).stop()
+        shutil.rmtree(Path("/tmp") / prefix, ignore_errors=True)
+    return Lab(prefix=f"{family}-{os.getpid()}").start()
+
+
+def _orphans(family: str) -> List[str]:
+    """Prefixes ``FAMILY-PID`` of labs (by state directory or network namespace) whose
+    process is gone."""
+    names = [p.name for p in Path("/tmp").glob(f"{family}-*")]
+    names += [n.split("-pod-", 1)[0] for n in netns_list(f"{family}-")]
+    orphans = []
+    for name in set(names):
+        owner = name[len(family) + 1:]
+        if owner.isdigit() and int(owner) != os.getpid() and proc_start_time(int(owner)) is None:
+            orphans.append(name)
+    return orphans

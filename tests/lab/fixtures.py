@@ -5,7 +5,8 @@
 
 `lab_cluster` (session): a running lab. With OFFWAKE_LAB_STATE=/tmp/offwake-lab set, it
 attaches to a lab started by `tests/lab/up` (and leaves it running); otherwise it starts a
-private lab with prefix OFFWAKE_LAB_PREFIX or `offwake-lab-<pid>` and stops it at the end.
+private lab with prefix OFFWAKE_LAB_PREFIX or `offwake-lab-<pid>` (after removing what
+labs of killed runs left, `cluster.private_lab`) and stops it at the end.
 `lab` (function): the same lab, with denials/admission rules/image-pull failures reset after
 each test. Both skip when not root. A private lab's state dir (logs) is removed after the
 session unless OFFWAKE_LAB_KEEP is set.
@@ -19,7 +20,7 @@ from typing import Iterator
 
 import pytest
 
-from .cluster import Lab
+from .cluster import Lab, private_lab
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +31,8 @@ def lab_cluster() -> Iterator[Lab]:
     if state:
         yield Lab.attach(state)
         return
-    prefix = os.environ.get("OFFWAKE_LAB_PREFIX") or f"offwake-lab-{os.getpid()}"
-    lab = Lab(prefix=prefix).start()
+    prefix = os.environ.get("OFFWAKE_LAB_PREFIX")
+    lab = Lab(prefix=prefix).start() if prefix else private_lab("offwake-lab")
     try:
         yield lab
     finally:

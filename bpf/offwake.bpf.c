@@ -352,10 +352,11 @@ static __always_inline s32 walk_pstack(void *ctx)
 //     loop: flag in the stored stack, a marker frame in the report).
 //
 // Stacks are stored by the program too (stack maps can only be filled by the kernel's walk):
-// a 64-bit hash of the addresses keys `uids`, whose value indexes `ustk` (targets) or `wustk`
+// a 64-bit hash of the addresses (and the flags) is the key of `ustore` (targets) or `wustore`
 // (wakers: a waker caught by an interrupt brings the user stack of whatever it interrupted,
-// and those must not crowd out the targets'). A hit is compared with the stored addresses, so
-// ids are exact; a new stack takes the next free slot. Needs bpf_task_pt_regs (Linux 5.15)
+// and those must not crowd out the targets'), and the stack's reference everywhere else. A
+// hit is compared with the stored addresses, so equal references are equal stacks; a
+// collision loses the stack (counted). Needs bpf_task_pt_regs (Linux 5.15)
 // and kernel BTF, x86-64: elsewhere the collector builds with -DKERNEL_USTACKS, which keeps
 // the kernel's walk (frame pointers only, as before).
 #ifndef KERNEL_USTACKS

@@ -334,9 +334,10 @@ def envoy_facts(counts: EnvoyCounts, admin: Optional[str]) -> str:
 
 def listening_sockets(counts: EnvoyCounts) -> str:
     """Envoy's listening sockets per address: a socket per worker, or one they share."""
+    shared = counts.shared_listeners()
     parts = []
     for address, n in sorted(counts.listeners.items()):
-        if address in counts.shared_listeners():
+        if address in shared:
             parts.append(f"{address} 1 shared by the workers")
         else:
             parts.append(f"{address} {n}")

@@ -65,6 +65,8 @@ class EnvoyCounts:
     watchdog_mega_misses: Dict[str, int] = field(default_factory=dict)
     #: Access-log buffers flushed by the flush timer.
     access_log_flushes: Optional[int] = None
+    #: The admin address the counters were read from (``EnvoyStats.admin``).
+    admin: Optional[str] = None
 
     @property
     def read(self) -> bool:
@@ -101,7 +103,7 @@ def counts_of(stats: EnvoyStats) -> EnvoyCounts:
     """What one ``envoy_stats`` record says, in the findings' terms."""
     listeners = dict(stats.listeners)
     if stats.admin is None or stats.window_s is None:
-        return EnvoyCounts(stats.pid, None, listeners)
+        return EnvoyCounts(stats.pid, None, listeners, admin=stats.admin)
     delta = stats.delta
     resolutions, basis = _dns(delta)
     return EnvoyCounts(
@@ -113,6 +115,7 @@ def counts_of(stats: EnvoyStats) -> EnvoyCounts:
         watchdog_misses=_watchdog(delta, mega=False),
         watchdog_mega_misses=_watchdog(delta, mega=True),
         access_log_flushes=sum(v for k, v in delta.items() if _FLUSHED.match(k)),
+        admin=stats.admin,
     )
 
 

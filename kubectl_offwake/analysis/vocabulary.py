@@ -323,13 +323,13 @@ ENVOY_COUNTED = "What Envoy counted, beside the wakeups"
 HELD_CPU = "Who had the CPU while the threads waited to run"
 
 
-def envoy_facts(counts: EnvoyCounts, admin: Optional[str]) -> str:
+def envoy_facts(counts: EnvoyCounts) -> str:
     """Which Envoy, where its counters came from and over how long (or why not)."""
     who = f"envoy (pid {counts.pid})" if counts.pid is not None else "envoy"
     if not counts.read:
         return (f"{who}: its admin counters could not be read (the recording's log "
                 "says why)")
-    return f"{who}: admin {admin}, counters read {fmt_seconds(counts.window_s)} apart"
+    return f"{who}: admin {counts.admin}, counters read {fmt_seconds(counts.window_s)} apart"
 
 
 def listening_sockets(counts: EnvoyCounts) -> str:

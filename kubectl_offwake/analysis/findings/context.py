@@ -124,10 +124,10 @@ def build(recording: Recording, report: Report, namer: Namer, idx: Index) -> Con
         found = gathered.get(_key(h.pid, h.process))
         if found is not None:
             found.holders.append(h)
-    for side in report.envoy:
-        for g in gathered.values():
-            if g.pid is not None and g.pid == side.counts.pid:
-                g.envoy = side.counts
+    envoy = {side.counts.pid: side.counts for side in report.envoy}
+    for g in gathered.values():
+        if g.pid is not None:
+            g.envoy = envoy.get(g.pid)
     processes = tuple(g.freeze() for g in gathered.values())
     return Context(recording, report, namer, idx, traced_seconds(recording.source), processes)
 

@@ -79,6 +79,10 @@ class EnvoyCounts:
             return None
         return count / self.window_s
 
+    def worker_connections(self, comm: str) -> int:
+        """The connections the worker thread named ``comm`` (``wrk:worker_0``) accepted."""
+        return self.connections_by_worker.get(thread_stat_name(comm) or "", 0)
+
     def shared_listeners(self) -> List[str]:
         """Traffic listeners (not on loopback) with one listening socket for all workers."""
         return sorted(a for a, n in self.listeners.items() if n == 1 and not _loopback(a))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from ..envoy_counts import EnvoyCounts, thread_stat_name
+from ..envoy_counts import EnvoyCounts
 from ..report import WARNING, Finding, Wakeup
 from ..roles import WORKER
 from .context import Context, Process, thread_id
@@ -105,9 +105,5 @@ def _per_worker(accepts: List[Wakeup], envoy: EnvoyCounts) -> Dict[str, Dict[str
     woken: Dict[str, int] = {}
     for w in accepts:
         woken[w.target.comm] = woken.get(w.target.comm, 0) + (w.edge.count or 0)
-    out = {}
-    for comm, n in sorted(woken.items()):
-        name = thread_stat_name(comm)
-        out[comm] = {"accept_wakeups": n,
-                     "connections": envoy.connections_by_worker.get(name or "", 0)}
-    return out
+    return {comm: {"accept_wakeups": n, "connections": envoy.worker_connections(comm)}
+            for comm, n in sorted(woken.items())}

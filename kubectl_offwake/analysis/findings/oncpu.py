@@ -93,7 +93,7 @@ def _new_connections(envoy: Optional[EnvoyCounts],
     counters), or None when they could not be read."""
     if envoy is None or not envoy.read:
         return None
-    return {w: envoy.connections_by_worker.get(thread_stat_name(w) or "", 0) for w in workers}
+    return {w: envoy.worker_connections(w) for w in workers}
 
 
 def _connections_said(hot: str, connections: Optional[Dict[str, int]]) -> str:

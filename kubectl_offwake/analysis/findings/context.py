@@ -73,6 +73,12 @@ class Process:
         return [w for w in self.of(category) if w.target.role == role]
 
     @property
+    def counted(self) -> Optional[EnvoyCounts]:
+        """Envoy's counts when its admin was read (else only its sockets are known, or
+        nothing: see :func:`.evidence.without_counters` for saying which)."""
+        return self.envoy if self.envoy is not None and self.envoy.read else None
+
+    @property
     def runs(self) -> List[ThreadRun]:
         """The threads that have on-CPU runs, in the report's thread order."""
         return [ThreadRun(t.target, t.oncpu) for t in self.threads if t.oncpu is not None]

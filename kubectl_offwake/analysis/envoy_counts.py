@@ -65,6 +65,8 @@ class EnvoyCounts:
     watchdog_mega_misses: Dict[str, int] = field(default_factory=dict)
     #: Access-log buffers flushed by the flush timer.
     access_log_flushes: Optional[int] = None
+    #: The admin address the counters were read from (``EnvoyStats.admin``).
+    admin: Optional[str] = None
 
     @property
     def read(self) -> bool:
@@ -76,6 +78,10 @@ class EnvoyCounts:
         if count is None or not self.window_s:
             return None
         return count / self.window_s
+
+    def worker_connections(self, comm: str) -> int:
+        """The connections the worker thread named ``comm`` (``wrk:worker_0``) accepted."""
+        return self.connections_by_worker.get(thread_stat_name(comm) or "", 0)
 
     def shared_listeners(self) -> List[str]:
         """Traffic listeners (not on loopback) with one listening socket for all workers."""
@@ -101,7 +107,7 @@ def counts_of(stats: EnvoyStats) -> EnvoyCounts:
     """What one ``envoy_stats`` record says, in the findings' terms."""
     listeners = dict(stats.listeners)
     if stats.admin is None or stats.window_s is None:
-        return EnvoyCounts(stats.pid, None, listeners)
+        return EnvoyCounts(stats.pid, None, listeners, admin=stats.admin)
     delta = stats.delta
     resolutions, basis = _dns(delta)
     return EnvoyCounts(
@@ -113,6 +119,7 @@ def counts_of(stats: EnvoyStats) -> EnvoyCounts:
         watchdog_misses=_watchdog(delta, mega=False),
         watchdog_mega_misses=_watchdog(delta, mega=True),
         access_log_flushes=sum(v for k, v in delta.items() if _FLUSHED.match(k)),
+        admin=stats.admin,
     )
 
 

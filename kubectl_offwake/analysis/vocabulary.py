@@ -323,20 +323,21 @@ ENVOY_COUNTED = "What Envoy counted, beside the wakeups"
 HELD_CPU = "Who had the CPU while the threads waited to run"
 
 
-def envoy_facts(counts: EnvoyCounts, admin: Optional[str]) -> str:
+def envoy_facts(counts: EnvoyCounts) -> str:
     """Which Envoy, where its counters came from and over how long (or why not)."""
     who = f"envoy (pid {counts.pid})" if counts.pid is not None else "envoy"
     if not counts.read:
         return (f"{who}: its admin counters could not be read (the recording's log "
                 "says why)")
-    return f"{who}: admin {admin}, counters read {fmt_seconds(counts.window_s)} apart"
+    return f"{who}: admin {counts.admin}, counters read {fmt_seconds(counts.window_s)} apart"
 
 
 def listening_sockets(counts: EnvoyCounts) -> str:
     """Envoy's listening sockets per address: a socket per worker, or one they share."""
+    shared = counts.shared_listeners()
     parts = []
     for address, n in sorted(counts.listeners.items()):
-        if address in counts.shared_listeners():
+        if address in shared:
             parts.append(f"{address} 1 shared by the workers")
         else:
             parts.append(f"{address} {n}")

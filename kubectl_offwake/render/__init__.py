@@ -80,6 +80,10 @@ def _umask() -> int:
     return current
 
 
+def _cannot_write(path: str, exc: OSError) -> RunFailed:
+    return RunFailed(f"cannot write {path}: {exc.strerror}; choose another --out")
+
+
 @contextmanager
 def atomic_output(path: str) -> Iterator[TextIO]:
     """A text stream whose content appears at ``path`` only if the block succeeds. A path
@@ -94,21 +98,20 @@ def atomic_output(path: str) -> Iterator[TextIO]:
             with open(path, "w", encoding="utf-8") as handle:
                 yield handle
         except OSError as exc:
-            raise RunFailed(f"cannot write {path}: {exc.strerror}; choose another --out") \
-                from None
+            raise _cannot_write(path, exc) from None
         return
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".offwake-", dir=directory)
     except OSError as exc:
-        raise RunFailed(f"cannot write {path}: {exc.strerror}; choose another --out") from None
+        raise _cannot_write(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             yield handle
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is for sharing
         os.replace(tmp, path)
     except OSError as exc:
-        raise RunFailed(f"cannot write {path}: {exc.strerror}; choose another --out") from None
+        raise _cannot_write(path, exc) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

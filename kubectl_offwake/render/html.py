@@ -255,10 +255,9 @@ def _envoy(report: Report) -> str:
     """Envoy's own counts, each beside the wakeups that go with it (one block per Envoy)."""
     if not report.envoy:
         return ""
-    admins = {s.pid: s.admin for s in report.envoy_stats}
     blocks = []
     for side in report.envoy:
-        facts = (f'<p class="legend">{esc(envoy_facts(side.counts, admins.get(side.counts.pid)))}'
+        facts = (f'<p class="legend">{esc(envoy_facts(side.counts))}'
                  f"; {esc(listening_sockets(side.counts))}</p>")
         rows = "".join(
             f"<tr><td>{esc(row.what)}</td><td class=\"n\">{fmt_count(row.envoy)}</td>"

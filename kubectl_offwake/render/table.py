@@ -263,12 +263,10 @@ def _indented(text: str, indent: int, width: int) -> Text:
 
 def _envoy(report: Report, console: Console, options: RenderOptions) -> None:
     """Envoy's own counts over the trace, each beside the wakeups that go with it."""
-    admins = {s.pid: s.admin for s in report.envoy_stats}
     for side in report.envoy:
         console.print()
         console.print(_text(ENVOY_COUNTED, "bold"))
-        console.print(_indented(envoy_facts(side.counts, admins.get(side.counts.pid)), 2,
-                                options.width))
+        console.print(_indented(envoy_facts(side.counts), 2, options.width))
         console.print(_indented(listening_sockets(side.counts), 2, options.width))
         if not side.rows:
             continue

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from ..envoy_counts import EnvoyCounts, thread_stat_name
+from ..envoy_counts import EnvoyCounts
 from ..report import WARNING, Finding, Wakeup
 from ..roles import WORKER
 from .context import Context, Process, thread_id
@@ -59,8 +59,7 @@ def _by_connections(ctx: Context, proc: Process, envoy: EnvoyCounts, accepts: Li
         return None
     ratio = wakes / connections
     shared = envoy.shared_listeners()
-    where = (f"; {', '.join(shared)} {'has' if len(shared) == 1 else 'have'} one listening "
-             "socket shared by the workers" if shared else "")
+    where = f"; {_one_socket(shared)} shared by the workers" if shared else ""
     per_worker = _per_worker(accepts, envoy)
     return Finding(
         id="accept-herd", severity=WARNING, title="Accept thundering herd",
@@ -83,10 +82,10 @@ def _by_sockets(ctx: Context, proc: Process, envoy: EnvoyCounts, wakes: int,
         return None  # every traffic listener has a socket per worker: one wake each
     return Finding(
         id="accept-herd", severity=WARNING, title="Accept thundering herd",
-        text=(f"{', '.join(shared)} {'has' if len(shared) == 1 else 'have'} one listening "
-              f"socket that the workers share, and new connections woke {len(workers)} "
-              f"workers{ctx.where(proc)} {wakes} times: each connection wakes every waiting "
-              f"worker and only one accepts it. {without_counters(envoy)}, so this rests "
+        text=(f"{_one_socket(shared)} that the workers share, and new connections woke "
+              f"{len(workers)} workers{ctx.where(proc)} {wakes} times: each connection "
+              "wakes every waiting worker and only one accepts it. "
+              f"{without_counters(envoy)}, so this rests "
               "on the sockets (the collector counts them in /proc), not on a count of "
               "connections. Per-worker listening sockets (enable_reuse_port, Envoy's default "
               "on Linux) avoid it."),
@@ -96,14 +95,15 @@ def _by_sockets(ctx: Context, proc: Process, envoy: EnvoyCounts, wakes: int,
                   "by_worker": {}, "basis": "listening sockets"})
 
 
+def _one_socket(shared: List[str]) -> str:
+    """The listeners whose one listening socket every worker waits on, as a clause."""
+    return f"{', '.join(shared)} {'has' if len(shared) == 1 else 'have'} one listening socket"
+
+
 def _per_worker(accepts: List[Wakeup], envoy: EnvoyCounts) -> Dict[str, Dict[str, int]]:
     """Each woken worker's accept wakeups beside the connections Envoy says it accepted."""
     woken: Dict[str, int] = {}
     for w in accepts:
         woken[w.target.comm] = woken.get(w.target.comm, 0) + (w.edge.count or 0)
-    out = {}
-    for comm, n in sorted(woken.items()):
-        name = thread_stat_name(comm)
-        out[comm] = {"accept_wakeups": n,
-                     "connections": envoy.connections_by_worker.get(name or "", 0)}
-    return out
+    return {comm: {"accept_wakeups": n, "connections": envoy.worker_connections(comm)}
+            for comm, n in sorted(woken.items())}

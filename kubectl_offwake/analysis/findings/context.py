@@ -73,6 +73,12 @@ class Process:
         return [w for w in self.of(category) if w.target.role == role]
 
     @property
+    def counted(self) -> Optional[EnvoyCounts]:
+        """Envoy's counts when its admin was read (else only its sockets are known, or
+        nothing: see :func:`.evidence.without_counters` for saying which)."""
+        return self.envoy if self.envoy is not None and self.envoy.read else None
+
+    @property
     def runs(self) -> List[ThreadRun]:
         """The threads that have on-CPU runs, in the report's thread order."""
         return [ThreadRun(t.target, t.oncpu) for t in self.threads if t.oncpu is not None]
@@ -124,10 +130,10 @@ def build(recording: Recording, report: Report, namer: Namer, idx: Index) -> Con
         found = gathered.get(_key(h.pid, h.process))
         if found is not None:
             found.holders.append(h)
-    for side in report.envoy:
-        for g in gathered.values():
-            if g.pid is not None and g.pid == side.counts.pid:
-                g.envoy = side.counts
+    envoy = {side.counts.pid: side.counts for side in report.envoy}
+    for g in gathered.values():
+        if g.pid is not None:
+            g.envoy = envoy.get(g.pid)
     processes = tuple(g.freeze() for g in gathered.values())
     return Context(recording, report, namer, idx, traced_seconds(recording.source), processes)
 

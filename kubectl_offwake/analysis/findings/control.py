@@ -59,8 +59,8 @@ def dns_storm(ctx: Context, proc: Process) -> Optional[Finding]:
     source = f", mostly from {top}" if top else ""
     evidence: Dict[str, object] = {"wakeups": count, "per_second": round(rate, 2),
                                    "duration_s": ctx.duration_s, "waker": top}
-    envoy = proc.envoy
-    if envoy is not None and envoy.read:
+    envoy = proc.counted
+    if envoy is not None:
         resolved = envoy.per_second(envoy.dns_resolutions) or 0.0
         if resolved < DNS_RESOLUTIONS_PER_S:
             return None  # UDP wakes Envoy's resolver does not account for
@@ -70,7 +70,7 @@ def dns_storm(ctx: Context, proc: Process) -> Optional[Finding]:
                          "resolutions_per_second": round(resolved, 2),
                          "counters": envoy.dns_basis, "basis": "envoy counters"})
     else:
-        backing = f"; {without_counters(envoy)}, so this rests on the UDP wakeups alone"
+        backing = f"; {without_counters(proc.envoy)}, so this rests on the UDP wakeups alone"
         evidence.update({"resolutions": None, "resolutions_per_second": None,
                          "counters": None, "basis": "wakeups"})
     return Finding(
@@ -101,8 +101,8 @@ def xds_churn(ctx: Context, proc: Process) -> Optional[Finding]:
         "waker": top_waker(unix) if unix else None,
         "eventfd_wakeups": fan_count, "workers_reached": len(workers),
         "workers": len(all_workers), "duration_s": ctx.duration_s}
-    envoy = proc.envoy
-    if envoy is not None and envoy.read:
+    envoy = proc.counted
+    if envoy is not None:
         updates = envoy.per_second(envoy.xds_updates) or 0.0
         if updates < XDS_UPDATES_PER_S:
             return None
@@ -119,7 +119,7 @@ def xds_churn(ctx: Context, proc: Process) -> Optional[Finding]:
             f"{ctx.where(proc)} over a unix socket {rate:.1f} times a second ({unix_count} "
             f"wakeups), and the main thread then woke {len(workers)} of {len(all_workers)} "
             f"workers through eventfd {fan_count} times to apply the updates; "
-            f"{without_counters(envoy)}, so this rests on those wakeups alone")
+            f"{without_counters(proc.envoy)}, so this rests on those wakeups alone")
     return _xds_finding(said, evidence)
 
 

@@ -72,7 +72,7 @@ def hot_worker(ctx: Context, proc: Process) -> Optional[Finding]:
     times = f"{ratio:.0f}× the median of the other workers" if ratio else \
         "while the other workers barely ran"
     comm = hot.target.comm
-    connections = _new_connections(proc.envoy, [r.target.comm for r in runs])
+    connections = _new_connections(proc.counted, [r.target.comm for r in runs])
     return Finding(
         id="hot-worker", severity=WARNING, title=f"Hot worker: {comm}",
         text=(f"{comm}{ctx.where(proc)} was on the CPU {busy_text}{fmt_us(hot_us)} in all, "
@@ -90,10 +90,10 @@ def hot_worker(ctx: Context, proc: Process) -> Optional[Finding]:
 def _new_connections(envoy: Optional[EnvoyCounts],
                      workers: List[str]) -> Optional[Dict[str, int]]:
     """The connections each worker accepted during the trace (Envoy's per-worker listener
-    counters), or None when they could not be read."""
-    if envoy is None or not envoy.read:
+    counters), or None when they could not be read (``envoy``: :attr:`Process.counted`)."""
+    if envoy is None:
         return None
-    return {w: envoy.connections_by_worker.get(thread_stat_name(w) or "", 0) for w in workers}
+    return {w: envoy.worker_connections(w) for w in workers}
 
 
 def _connections_said(hot: str, connections: Optional[Dict[str, int]]) -> str:
@@ -110,7 +110,7 @@ def _connections_said(hot: str, connections: Optional[Dict[str, int]]) -> str:
 
 def event_loop_stall(ctx: Context, proc: Process) -> Optional[Finding]:
     """A long busy period: the thread's event loop handled nothing else meanwhile."""
-    misses = _watchdog(proc.envoy)
+    misses = _watchdog(proc.counted)
     stalls: List[Tuple[int, ThreadRun]] = []
     for run in proc.runs:
         if run.target.role not in (MAIN, WORKER) and run.target.role is not None:
@@ -127,7 +127,7 @@ def event_loop_stall(ctx: Context, proc: Process) -> Optional[Finding]:
     missed = misses.get(thread_stat_name(comm) or "", 0)
     severity: Severity = CRITICAL if worst_us >= STALL_CRITICAL_US or missed else WARNING
     busy = worst.oncpu.max_busy_us is not None
-    read = proc.envoy is not None and proc.envoy.read
+    read = proc.counted is not None
     if not busy:
         how = f"once ran {fmt_us(worst_us)} without giving up the CPU"
     else:
@@ -167,7 +167,7 @@ def _saturated(ctx: Context, run: ThreadRun) -> bool:
 
 def _watchdog(envoy: Optional[EnvoyCounts]) -> Dict[str, int]:
     """Watchdog misses (mega-misses included) per Envoy thread name."""
-    if envoy is None or not envoy.read:
+    if envoy is None:
         return {}
     out = dict(envoy.watchdog_misses)
     for name, n in envoy.watchdog_mega_misses.items():

@@ -166,8 +166,8 @@ def access_log_flush(ctx: Context, proc: Process) -> Optional[Finding]:
                     f"({count} futex wakeups{_flush_wakers(to_flush)})")
     if workers_wait:
         bits.append(f"workers waited {fmt_us(waited)} on the access-log lock")
-    envoy = proc.envoy
-    flushed = envoy.access_log_flushes if envoy is not None and envoy.read else None
+    envoy = proc.counted
+    flushed = envoy.access_log_flushes if envoy is not None else None
     counted = (f" Envoy counted {flushed} flushes by its flush timer "
                "(filesystem.flushed_by_timer)." if flushed else "")
     severity: Severity = WARNING if rate is not None and rate >= ACCESS_LOG_WARN_PER_S \

@@ -33,6 +33,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from .cfi import Fde, Rule, read_fdes
 from .elf import Segment, map_file, read_layout, section
+from .symbolize import ProcessMaps
 
 #: Code bytes read on each side of an address to key it.
 BEFORE = 8
@@ -190,21 +191,8 @@ def is_system_library(path: str) -> bool:
 
 def code_mappings(pid: int) -> List[Tuple[int, int, str]]:
     """(start, end, path) of each executable file mapping of a process."""
-    out = []
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            for line in f:
-                parts = line.split(None, 5)
-                if len(parts) < 6 or "x" not in parts[1]:
-                    continue
-                path = parts[5].strip()
-                if not path.startswith("/") or path.endswith(" (deleted)"):
-                    continue
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                out.append((lo, hi, path))
-    except (OSError, ValueError):
-        return []
-    return out
+    return [(m.start, m.end, m.path) for m in ProcessMaps(pid).maps
+            if m.executable and m.path.startswith("/") and not m.path.endswith(" (deleted)")]
 
 
 def _open_path(pid: int, start: int, end: int, path: str) -> Optional[Tuple[str, Tuple[int, int]]]:

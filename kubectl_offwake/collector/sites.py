@@ -29,7 +29,7 @@ import re
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from .cfi import Fde, Rule, read_fdes
 from .elf import Segment, map_file, read_layout, section
@@ -100,7 +100,7 @@ def _code_segments(loads: List[Segment], size: int) -> List[Segment]:
     return [s for s in loads if s.executable and s.offset + s.filesz <= size]
 
 
-def scan_sites(data: bytes, loads: List[Segment], fdes: List[Fde],
+def scan_sites(data: Union[bytes, mmap.mmap], loads: List[Segment], fdes: List[Fde],
                plt: List[Tuple[int, int]]) -> Dict[SiteKey, Optional[Rule]]:
     """Every syscall and call return site inside a function with CFI, keyed for BPF.
 
@@ -176,7 +176,7 @@ def _module_sites(data: mmap.mmap) -> Optional[ModuleSites]:
     if uses_frame_pointers(fdes):
         return ModuleSites(frame_pointers=True, functions=len(fdes))
     plt = [(s.addr, s.addr + s.size) for s in sections if s.name.startswith(".plt")]
-    return ModuleSites(False, scan_sites(bytes(data), loads, fdes, plt), len(fdes))
+    return ModuleSites(False, scan_sites(data, loads, fdes, plt), len(fdes))
 
 
 #: Libraries every process's blocking calls go through: indexed for all processes on the

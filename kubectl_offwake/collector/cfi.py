@@ -170,11 +170,15 @@ def _run(program: bytes, cie: _Cie, state: _State, initial: Optional[_State], lo
     pos = 0
     n = len(program)
 
-    def advance(delta: int) -> None:
+    def move_to(new_loc: int) -> None:
+        """Closes the row that applied up to here; the next one applies from ``new_loc``."""
         nonlocal loc
         starts.append(loc)
         rows.append(state.row())
-        loc += delta * cie.code_align
+        loc = new_loc
+
+    def advance(delta: int) -> None:
+        move_to(loc + delta * cie.code_align)
 
     def restore(reg: int) -> None:
         base = initial if initial is not None else _State()
@@ -195,9 +199,7 @@ def _run(program: bytes, cie: _Cie, state: _State, initial: Optional[_State], lo
             pass
         elif op == 0x01:  # set_loc (absolute pointers only here)
             new, pos = _pointer(program, pos, cie.fde_enc & 0x0F, 0)
-            starts.append(loc)
-            rows.append(state.row())
-            loc = new
+            move_to(new)
         elif op in (0x02, 0x03, 0x04):  # advance_loc1/2/4
             size = {0x02: 1, 0x03: 2, 0x04: 4}[op]
             advance(int.from_bytes(program[pos:pos + size], "little"))

@@ -154,11 +154,11 @@ def cgroup_mounts(proc: str = "/proc") -> List[Tuple[str, str, List[str], str]]:
 
 def cpu_stat_path(pid: int, info: CgroupInfo, proc: str = "/proc") -> Optional[str]:
     """The cpu.stat of the cgroup that throttles this process, as this process can read it."""
-    mounts = cgroup_mounts(proc)
+    cg_mounts = cgroup_mounts(proc)
     candidates: List[str] = []
     for _hid, ctl, path in info.lines:
         controllers = ctl.split(",") if ctl else []
-        for mnt, fstype, opts, root in mounts:
+        for mnt, fstype, opts, root in cg_mounts:
             if (ctl == "" and fstype == "cgroup2") or (
                 "cpu" in controllers and fstype == "cgroup" and "cpu" in opts
             ):

@@ -150,19 +150,12 @@ def _parse(data: mmap.mmap, out: ElfSymbols) -> None:
     sections, loads = read_layout(data)
     out.loads.extend((s.offset, s.vaddr, s.filesz) for s in loads)
     out.build_id = _build_id(data, section(sections, ".note.gnu.build-id"))
-    by_index = sections
-    table = None
-    for want in (SHT_SYMTAB, SHT_DYNSYM):
-        for sec in by_index:
-            if sec.sh_type == want and sec.size:
-                table = sec
-                break
-        if table:
-            break
-    if table is None or table.link >= len(by_index):
+    table = next((sec for want in (SHT_SYMTAB, SHT_DYNSYM) for sec in sections
+                  if sec.sh_type == want and sec.size), None)
+    if table is None or table.link >= len(sections):
         return
     out.full = table.sh_type == SHT_SYMTAB
-    str_off = by_index[table.link].offset
+    str_off = sections[table.link].offset
     entsize = table.entsize or 24
     off, size = table.offset, table.size
     rows = []

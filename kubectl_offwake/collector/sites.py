@@ -29,10 +29,11 @@ import re
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from .cfi import Fde, Rule, read_fdes
 from .elf import Segment, map_file, read_layout, section
+from .symbolize import ProcessMaps
 
 #: Code bytes read on each side of an address to key it.
 BEFORE = 8
@@ -99,7 +100,7 @@ def _code_segments(loads: List[Segment], size: int) -> List[Segment]:
     return [s for s in loads if s.executable and s.offset + s.filesz <= size]
 
 
-def scan_sites(data: bytes, loads: List[Segment], fdes: List[Fde],
+def scan_sites(data: Union[bytes, mmap.mmap], loads: List[Segment], fdes: List[Fde],
                plt: List[Tuple[int, int]]) -> Dict[SiteKey, Optional[Rule]]:
     """Every syscall and call return site inside a function with CFI, keyed for BPF.
 
@@ -175,7 +176,7 @@ def _module_sites(data: mmap.mmap) -> Optional[ModuleSites]:
     if uses_frame_pointers(fdes):
         return ModuleSites(frame_pointers=True, functions=len(fdes))
     plt = [(s.addr, s.addr + s.size) for s in sections if s.name.startswith(".plt")]
-    return ModuleSites(False, scan_sites(bytes(data), loads, fdes, plt), len(fdes))
+    return ModuleSites(False, scan_sites(data, loads, fdes, plt), len(fdes))
 
 
 #: Libraries every process's blocking calls go through: indexed for all processes on the
@@ -190,21 +191,8 @@ def is_system_library(path: str) -> bool:
 
 def code_mappings(pid: int) -> List[Tuple[int, int, str]]:
     """(start, end, path) of each executable file mapping of a process."""
-    out = []
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            for line in f:
-                parts = line.split(None, 5)
-                if len(parts) < 6 or "x" not in parts[1]:
-                    continue
-                path = parts[5].strip()
-                if not path.startswith("/") or path.endswith(" (deleted)"):
-                    continue
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                out.append((lo, hi, path))
-    except (OSError, ValueError):
-        return []
-    return out
+    return [(m.start, m.end, m.path) for m in ProcessMaps(pid).maps
+            if m.executable and m.path.startswith("/") and not m.path.endswith(" (deleted)")]
 
 
 def _open_path(pid: int, start: int, end: int, path: str) -> Optional[Tuple[str, Tuple[int, int]]]:

@@ -28,7 +28,7 @@ from ..wire.schema import (
 )
 from .bpfprog import ST_BLOCKED, Edge, Program
 from .bpfprog import us as _us
-from .identity import Identities, threads_of
+from .identity import Identities, exe_of, threads_of
 from .runqueue import queued_record
 from .sites import SiteIndex, is_system_library
 from .symbolize import MODULE_OFFSET, SYMBOL, UNKNOWN, Symbolizer, describe_missing
@@ -119,7 +119,7 @@ class Snapshotter:
                 continue
             done = self._waker_modules.setdefault(pid, set())
             paths = set(self.sym.modules_of(pid, ust.ips))
-            exe = _exe(pid)
+            exe = exe_of(pid)
             if exe:
                 paths.add(exe)
             if paths - done:
@@ -368,13 +368,6 @@ def _after_syscall(pid: int, ip: int) -> bool:
             return mem.read(2) == b"\x0f\x05"
     except (OSError, ValueError, OverflowError):
         return False
-
-
-def _exe(pid: int) -> Optional[str]:
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        return None
 
 
 def _thread_state(pid: int, tid: int) -> Optional[str]:

@@ -31,6 +31,11 @@ def is_kernel_comm(comm: str) -> bool:
     return bool(_KERNEL_COMM.match(comm))
 
 
+def is_kernel_name(name: str) -> bool:
+    """A display name this module gave a kernel thread (``kernel: ksoftirqd/1``)."""
+    return name.startswith(KERNEL_PREFIX)
+
+
 def process_name(info: ProcessInfo, comm: str, process_comm: Optional[str] = None) -> str:
     """The display name of a known process (``comm`` is the thread's, for kernel threads;
     ``process_comm`` the process's when known better than its record's, see

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from .model import Recording
-from .naming import KERNEL_PREFIX, Namer
+from .naming import Namer, is_kernel_name
 from .report import Party
 from .roles import WORKER
 from .vocabulary import IDLE_CPU, process_label, thread_name
@@ -73,9 +73,8 @@ def holders(recording: Recording, namer: Namer) -> List[Holder]:
         key = (target.pid, target.name, who)
         group = groups.get(key)
         if group is None:
-            group = groups[key] = Holder(target.pid, target.name, holder, label, own,
-                                         holder is not None and holder.name.startswith(
-                                             KERNEL_PREFIX))
+            kernel = holder is not None and is_kernel_name(holder.name)
+            group = groups[key] = Holder(target.pid, target.name, holder, label, own, kernel)
         group.count += q.count
         group.wait_us += q.wait_us
         group.max_us = max(group.max_us, q.max_us)

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 from ...units import fmt_us
 from ..model import Recording, Throttling
-from ..naming import KERNEL_PREFIX
+from ..naming import is_kernel_name
 from ..report import CRITICAL, WARNING, Finding, Severity
 from ..roles import WORKER
 from .context import Context, Process
@@ -131,7 +131,7 @@ def held_by(proc: Process, workers_only: bool) -> HeldBy:
                 continue
             if by.pid is not None and by.pid == proc.pid or by.name == proc.name:
                 own_us += w.edge.total_us
-            elif by.name.startswith(KERNEL_PREFIX):
+            elif is_kernel_name(by.name):
                 kernel_us += w.edge.total_us
             else:
                 others[by.name] += w.edge.total_us
